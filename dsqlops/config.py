@@ -1,0 +1,255 @@
+"""Settings: defaults < config file < DSQLOPS_* environment < command-line flags.
+
+The config file (YAML) holds named *profiles* plus top-level sections that later features read
+(``pricing_file``, ``budgets``, ``reports``). ``--profile NAME`` selects a dsqlops profile; when
+the file defines no profile of that name, NAME is used as the AWS profile instead, like the AWS CLI.
+Every key is documented in ``config.example.yaml``.
+
+The file holds no secrets. It is refused when it is group/world-writable or owned by another
+user (libpq's ``.pgpass`` rule), and, when running as root, when it is a symlink.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsqlops.errors import ConfigError, UsageError
+
+#: Profile keys with their defaults. ``None`` means "not set" (boto3 / libpq defaults apply).
+PROFILE_DEFAULTS: dict[str, Any] = {
+    "region": None,
+    "aws_profile": None,
+    "endpoint_url": None,
+    "cluster": None,
+    "user": "admin",
+    "sslmode": "verify-full",
+    "sslrootcert": None,
+    "hostaddr": None,
+    "port": 5432,
+    "connect_timeout": 10,
+    "application_name": "dsqlops",
+    "token_expires_in": 900,
+}
+
+#: Environment variable → profile key. The standard AWS_* variables keep working through boto3.
+ENV_KEYS: dict[str, str] = {
+    "DSQLOPS_REGION": "region",
+    "DSQLOPS_AWS_PROFILE": "aws_profile",
+    "DSQLOPS_ENDPOINT_URL": "endpoint_url",
+    "DSQLOPS_CLUSTER": "cluster",
+    "DSQLOPS_USER": "user",
+    "DSQLOPS_SSLMODE": "sslmode",
+    "DSQLOPS_SSLROOTCERT": "sslrootcert",
+    "DSQLOPS_HOSTADDR": "hostaddr",
+    "DSQLOPS_PORT": "port",
+    "DSQLOPS_CONNECT_TIMEOUT": "connect_timeout",
+}
+
+INT_KEYS = {"port", "connect_timeout", "token_expires_in"}
+SSLMODES = {"verify-full", "verify-ca", "require"}
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "dsqlops" / "config.yaml"
+
+
+@dataclass
+class Settings:
+    """The effective settings of one invocation and where each value came from."""
+
+    profile_name: str = "default"
+    values: dict[str, Any] = field(default_factory=lambda: dict(PROFILE_DEFAULTS))
+    sources: dict[str, str] = field(default_factory=lambda: dict.fromkeys(PROFILE_DEFAULTS, "default"))
+    #: The whole parsed config file ({} when there is none), for sections such as budgets/reports.
+    raw: dict[str, Any] = field(default_factory=dict)
+    config_path: Path | None = None
+    output: str = "table"
+    debug: bool = False
+    progress: bool = True
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        v = self.values.get(key)
+        return default if v is None else v
+
+    def section(self, name: str) -> Any:
+        """A top-level section of the config file (``budgets``, ``reports``, ``pricing_file``…)."""
+        return self.raw.get(name)
+
+    def effective(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [
+            {"key": "profile", "value": self.profile_name, "source": self.sources.get("profile", "default")},
+                {"key": "config_file", "value": str(self.config_path) if self.config_path else None,
+                 "source": self.sources.get("config_file", "default")}]
+        for k in PROFILE_DEFAULTS:
+            rows.append({"key": k, "value": self.values.get(k), "source": self.sources.get(k, "default")})
+        return rows
+
+
+def _check_file_safety(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        if os.geteuid() == 0:
+            raise ConfigError(f"config file {path} is a symlink; refused when running as root")
+        st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"config file {path} is not a regular file")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"config file {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})",
+            hint=f"chmod 600 {path}",
+        )
+    if hasattr(os, "geteuid") and st.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(f"config file {path} is owned by another user (uid {st.st_uid})")
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Parse and shape-check a config file; errors name the file and line."""
+    import yaml
+
+    _check_file_safety(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"config file {path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    profiles = data.get("profiles", {})
+    if profiles is None:
+        profiles = {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"config file {path}: 'profiles' must be a mapping of name -> settings")
+    for name, prof in profiles.items():
+        if prof is None:
+            continue
+        if not isinstance(prof, dict):
+            raise ConfigError(f"config file {path}: profile {name!r} must be a mapping")
+        unknown = set(prof) - set(PROFILE_DEFAULTS)
+        if unknown:
+            raise ConfigError(
+                f"config file {path}: profile {name!r} has unknown key(s): {', '.join(sorted(unknown))}",
+                hint="see config.example.yaml for every key",
+            )
+    return data
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    if value is None:
+        return None
+    if key in INT_KEYS:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a whole number (from {source}): {value!r}") from None
+    if key == "sslmode" and value not in SSLMODES:
+        raise ConfigError(
+            f"sslmode {value!r} (from {source}) is not allowed; DSQL requires TLS: "
+            f"use one of {', '.join(sorted(SSLMODES))}"
+        )
+    return str(value) if not isinstance(value, str) else value
+
+
+def resolve(*, config_path: str | None = None, profile: str | None = None,
+            flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the effective :class:`Settings` for one invocation."""
+    env = os.environ if env is None else env
+    s = Settings()
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+
+    # Which file.
+    if config_path:
+        path: Path | None = Path(config_path).expanduser()
+        s.sources["config_file"] = "flag --config"
+        if not Path(config_path).expanduser().exists():
+            raise ConfigError(f"config file {path} does not exist")
+    elif env.get("DSQLOPS_CONFIG"):
+        path = Path(env["DSQLOPS_CONFIG"]).expanduser()
+        s.sources["config_file"] = "env DSQLOPS_CONFIG"
+        if not Path(env["DSQLOPS_CONFIG"]).expanduser().exists():
+            raise ConfigError(f"config file {path} (from DSQLOPS_CONFIG) does not exist")
+    else:
+        path = default_config_path()
+        s.sources["config_file"] = "default"
+        if path is not None and not path.exists():
+            path = None
+    if path is not None:
+        s.raw = load_file(path)
+        s.config_path = path
+
+    # Which profile.
+    if profile:
+        s.profile_name, s.sources["profile"] = profile, "flag --profile"
+    elif env.get("DSQLOPS_PROFILE"):
+        s.profile_name, s.sources["profile"] = env["DSQLOPS_PROFILE"], "env DSQLOPS_PROFILE"
+    elif s.raw.get("default_profile"):
+        s.profile_name, s.sources["profile"] = str(s.raw["default_profile"]), f"file {path}"
+    profiles = s.raw.get("profiles") or {}
+    if s.profile_name in profiles:
+        for k, v in (profiles[s.profile_name] or {}).items():
+            src = f"file {path} (profile {s.profile_name})"
+            s.values[k] = _coerce(k, v, src)
+            s.sources[k] = src
+    elif s.sources.get("profile", "default") != "default":
+        # Not a dsqlops profile: treat it as an AWS profile name, the way the AWS CLI does.
+        s.values["aws_profile"] = s.profile_name
+        s.sources["aws_profile"] = s.sources["profile"]
+
+    for var, k in ENV_KEYS.items():
+        if env.get(var):
+            s.values[k] = _coerce(k, env[var], f"env {var}")
+            s.sources[k] = f"env {var}"
+    if s.values.get("region") is None:
+        for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            if env.get(var):
+                s.values["region"], s.sources["region"] = env[var], f"env {var}"
+                break
+    for k, v in flags.items():
+        if k not in PROFILE_DEFAULTS:
+            raise UsageError(f"unknown setting {k!r}")
+        s.values[k] = _coerce(k, v, f"flag --{k.replace('_', '-')}")
+        s.sources[k] = f"flag --{k.replace('_', '-')}"
+    if s.values.get("region"):
+        from dsqlops.validate import validate_region
+
+        try:
+            validate_region(s.values["region"])
+        except UsageError as e:
+            raise ConfigError(f"{e.message} (from {s.sources['region']})") from None
+    return s
+
+
+EXAMPLE_PATH = Path(__file__).resolve().parent.parent / "config.example.yaml"
+
+
+def write_user_config(path: Path, text: str, *, force: bool = False) -> Path:
+    """Write ``text`` to ``path`` with mode 0600, atomically; refuse to overwrite without force."""
+    from dsqlops.fsutil import atomic_write
+
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(path, text.encode("utf-8"), mode=0o600)
+    return path

@@ -1,0 +1,49 @@
+"""Every command and sub-command has --help with a one-line summary and an example."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from dsqlops.cli.main import COMMANDS, cli
+
+
+def _walk(cmd: click.Command, path: tuple[str, ...], ctx: click.Context):
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        for name in cmd.list_commands(ctx):
+            sub = cmd.get_command(ctx, name)
+            if sub is not None:
+                yield from _walk(sub, (*path, name), ctx)
+
+
+def all_commands():
+    ctx = click.Context(cli)
+    return [(p, c) for p, c in _walk(cli, (), ctx)]
+
+
+@pytest.mark.parametrize("path,cmd", all_commands(), ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_every_command_has_help_with_example(path, cmd):
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert cmd.get_short_help_str().strip(), f"{' '.join(path)} has no one-line summary"
+    name = " ".join(path) or "dsqlops"
+    assert "example" in result.output.lower(), f"{name} --help has no example"
+
+
+def test_registry_summaries_are_one_line():
+    for name, (_m, _a, summary) in COMMANDS.items():
+        assert summary and "\n" not in summary, name
+
+
+def test_startup_imports_neither_boto3_nor_psycopg():
+    code = ("import sys\nfrom dsqlops.cli.main import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "bad = [m for m in ('boto3', 'botocore', 'psycopg', 'psycopg_pool', 'moto') if m in sys.modules]\n"
+            "print('BAD=' + ','.join(bad))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "BAD=", f"imported at startup: {out}"
