@@ -18,6 +18,26 @@ The front also reports what the backend answered: :meth:`Dialect.completed` (eac
 tag), :meth:`Dialect.backend_error` (each ErrorResponse, which the dialect may rewrite into DSQL's
 SQLSTATE/wording, e.g. PostgreSQL's serialization failure into ``40001 … (OC000)``) and
 :meth:`Dialect.ready` (each ReadyForQuery status: ``I`` idle, ``T`` in a transaction, ``E`` failed).
+
+Additive extensions (S2, for the DSQL dialect; both default to "off", so a front that ignores
+them still works, only less faithfully):
+
+* ``Forward.tags`` — CommandComplete tag overrides. DSQL answers ``CREATE INDEX ASYNC`` with a
+  ``job_id`` row *and* the tag ``CREATE INDEX``, and ``SHOW server_version`` with ``16.15`` and the
+  tag ``SHOW``; the dialect rewrites those into a ``SELECT`` and asks the front to replace the
+  ``SELECT n`` tag. Entry *i* applies to the *i*-th CommandComplete the backend sends for the
+  statements of ``sql`` (a simple Query may hold several; an extended Parse holds one, and its
+  single entry applies to every Execute of that prepared statement). ``None`` keeps the tag.
+  Rows and RowDescription pass through untouched.
+* ``SqlError.conceal_tag`` — set by :meth:`Dialect.backend_error` for a write that PostgreSQL
+  refused because another open transaction holds the row (lock_timeout, 55P03) or changed it
+  (40001). DSQL never blocks a writer: the statement succeeds and the transaction fails at
+  COMMIT. When ``conceal_tag`` is set the front does NOT relay this ErrorResponse: it sends the
+  client ``CommandComplete(conceal_tag)`` instead, and turns the ``E`` of the ReadyForQuery that
+  ends this exchange into ``T`` (the dialect still gets ``ready(session, "E")``). The dialect has
+  marked the transaction doomed and answers its COMMIT with ``Fail(40001…, backend_sql="ROLLBACK")``.
+  A front that cannot conceal (e.g. the client pipelined more statements before its Sync) relays
+  the error as given (already rewritten to 40001 OC000), which is the honest fallback.
 """
 
 from __future__ import annotations
@@ -36,6 +56,8 @@ class SqlError:
     detail: str | None = None
     hint: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
+    #: See the module docstring: answer the client with this CommandComplete tag instead of the error.
+    conceal_tag: str | None = None
 
 
 @dataclass
@@ -56,6 +78,8 @@ class Session:
 @dataclass
 class Forward:
     sql: str
+    #: Optional CommandComplete tag overrides, one per statement of ``sql`` (see the module docstring).
+    tags: list[str | None] | None = None
 
 
 @dataclass
