@@ -1,0 +1,845 @@
+"""PostgreSQL roles and their IAM mappings, declaratively (``dsqlops role apply``).
+
+Three layers, each usable on its own:
+
+1. **The file** (:func:`load_role_file` / :func:`parse_role_file`): a YAML document describing roles,
+   their login flag, IAM principals, memberships and table/schema privileges. Every error names the
+   file, line and column (from the YAML node marks) and nothing is touched until the whole file is
+   valid. Every key is documented in ``docs/dataplane.md``::
+
+       protect: [ops_breakglass]          # never pruned, besides admin / pg_* / superusers
+       roles:
+         - name: app                      # required; validated (NUL, control chars, 63 bytes, reserved)
+           login: true                    # default false
+           iam: [arn:aws:iam::123456789012:role/app]   # AWS IAM GRANT app TO '<arn>'
+           member_of: [readers]           # GRANT readers TO app
+           grants:
+             - privileges: [SELECT, INSERT, UPDATE]
+               on: table public.accounts  # or: all tables in schema public | schema public
+
+2. **The catalog snapshot** (:class:`Catalog`, read by :func:`read_catalog` from ``pg_roles``,
+   ``pg_auth_members``, ``sys.iam_pg_role_mappings`` and ``aclexplode`` over ``pg_class`` /
+   ``pg_namespace``), a plain dataclass so the diff is testable without a database.
+
+3. **The plan** (:func:`plan`): the exact statements, in order, that make the catalog match the file,
+   each composed with ``psycopg.sql`` and rendered with ``as_string``. :func:`apply_plan` runs them
+   one DDL per transaction (DSQL allows one DDL per transaction) with OCC retry; a failure raises
+   :class:`ApplyError` carrying what was applied and what was not, and a re-run converges because
+   the next plan starts from the catalog as it then is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dsqlops.errors import ExitCode, OperationFailed, UsageError
+from dsqlops.validate import validate_iam_arn, validate_identifier, validate_role_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from psycopg import sql as _sql
+
+#: Privileges by object kind (PostgreSQL 15/16, which DSQL speaks). ``ALL`` expands to the kind's set.
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+SCHEMA_PRIVILEGES = ("USAGE", "CREATE")
+
+TOP_KEYS = {"roles": "the list of roles", "protect": "role names --prune must never drop",
+            "version": "the file format version (1)"}
+ROLE_KEYS = {"name": "role name", "login": "true/false (default false)", "iam": "list of IAM role/user ARNs",
+             "member_of": "roles this role is a member of", "grants": "privileges on tables/schemas",
+             "comment": "free text, ignored"}
+GRANT_KEYS = {"privileges": "list such as [SELECT, INSERT] or [ALL]",
+              "on": "'table SCHEMA.NAME', 'all tables in schema S' or 'schema S'"}
+
+_TABLE_RE = re.compile(r"table\s+(?P<name>.+)", re.IGNORECASE | re.DOTALL)
+_ALL_TABLES_RE = re.compile(r"all\s+tables\s+in\s+schema\s+(?P<schema>.+)", re.IGNORECASE | re.DOTALL)
+_SCHEMA_RE = re.compile(r"schema\s+(?P<schema>.+)", re.IGNORECASE | re.DOTALL)
+
+
+# --------------------------------------------------------------------------------------------
+# The file model
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GrantTarget:
+    """What a grant is on. ``kind`` is ``table``, ``all_tables`` or ``schema``."""
+
+    kind: str
+    schema: str
+    table: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "table":
+            return f"table {self.schema}.{self.table}"
+        if self.kind == "all_tables":
+            return f"all tables in schema {self.schema}"
+        return f"schema {self.schema}"
+
+
+@dataclass(frozen=True)
+class GrantSpec:
+    privileges: tuple[str, ...]
+    on: GrantTarget
+    line: int = 0
+
+
+@dataclass
+class RoleSpec:
+    name: str
+    login: bool = False
+    iam: tuple[str, ...] = ()
+    member_of: tuple[str, ...] = ()
+    grants: tuple[GrantSpec, ...] = ()
+    line: int = 0
+
+
+@dataclass
+class RoleFile:
+    roles: list[RoleSpec]
+    protect: frozenset[str] = frozenset()
+    path: str = "<string>"
+
+    def role(self, name: str) -> RoleSpec | None:
+        return next((r for r in self.roles if r.name == name), None)
+
+
+class _FileError(UsageError):
+    pass
+
+
+def _where(src: str, node: Any) -> str:
+    mark = getattr(node, "start_mark", None)
+    if mark is None:
+        return src
+    return f"{src}:{mark.line + 1}:{mark.column + 1}"
+
+
+def _fail(src: str, node: Any, message: str, hint: str | None = None) -> None:
+    raise _FileError(f"{_where(src, node)}: {message}", hint=hint)
+
+
+def _line(node: Any) -> int:
+    mark = getattr(node, "start_mark", None)
+    return mark.line + 1 if mark is not None else 0
+
+
+def _mapping(src: str, node: Any, what: str, allowed: dict[str, str]) -> dict[str, tuple[Any, Any]]:
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        _fail(src, node, f"{what} must be a mapping (key: value), not {_kind(node)}")
+    out: dict[str, tuple[Any, Any]] = {}
+    for knode, vnode in node.value:
+        if not isinstance(knode, yaml.ScalarNode):
+            _fail(src, knode, f"keys of {what} must be plain words")
+        key = knode.value
+        if key in out:
+            _fail(src, knode, f"duplicate key {key!r} in {what}")
+        if key not in allowed:
+            keys = ", ".join(f"{k} ({v})" for k, v in allowed.items())
+            _fail(src, knode, f"unknown key {key!r} in {what}", hint=f"allowed keys: {keys}")
+        out[key] = (knode, vnode)
+    return out
+
+
+def _kind(node: Any) -> str:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if isinstance(node, yaml.ScalarNode):
+        return f"the scalar {node.value!r}" if node.value != "" else "an empty value"
+    return "nothing"
+
+
+def _scalar(src: str, node: Any, what: str) -> str:
+    import yaml
+
+    if not isinstance(node, yaml.ScalarNode) or node.value == "" or node.tag == "tag:yaml.org,2002:null":
+        _fail(src, node, f"{what} must be a non-empty string, not {_kind(node)}")
+    return str(node.value)
+
+
+def _bool(src: str, node: Any, what: str) -> bool:
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool":
+        return bool(yaml.constructor.SafeConstructor.bool_values[node.value.lower()])
+    _fail(src, node, f"{what} must be true or false, not {_kind(node)}")
+    raise AssertionError("unreachable")
+
+
+def _strings(src: str, node: Any, what: str) -> list[tuple[str, Any]]:
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+        return []
+    if not isinstance(node, yaml.SequenceNode):
+        _fail(src, node, f"{what} must be a list, not {_kind(node)}")
+    return [(_scalar(src, item, f"each entry of {what}"), item) for item in node.value]
+
+
+def _checked(src: str, node: Any, fn: Callable[[str], str], value: str) -> str:
+    try:
+        return fn(value)
+    except UsageError as e:
+        raise _FileError(f"{_where(src, node)}: {e.message}", hint=e.hint) from None
+
+
+def split_qualified(name: str, *, default_schema: str = "public") -> tuple[str, str]:
+    """``schema.table`` (each part optionally double-quoted) → (schema, table); bare → default schema."""
+    parts: list[str] = []
+    buf = ""
+    i = 0
+    quoted_part = False
+    while i < len(name):
+        ch = name[i]
+        if ch == '"':
+            end = i + 1
+            while True:
+                end = name.find('"', end)
+                if end == -1:
+                    raise UsageError(f"unbalanced double quote in {name!r}")
+                if end + 1 < len(name) and name[end + 1] == '"':
+                    end += 2
+                    continue
+                break
+            buf += name[i + 1:end].replace('""', '"')
+            quoted_part = True
+            i = end + 1
+            continue
+        if ch == ".":
+            parts.append(buf)
+            buf, quoted_part = "", False
+            i += 1
+            continue
+        if ch.isspace() and not quoted_part:
+            raise UsageError(f"unexpected white space in {name!r} (quote names that contain spaces)")
+        buf += ch
+        i += 1
+    parts.append(buf)
+    if len(parts) == 1:
+        parts = [default_schema, parts[0]]
+    if len(parts) != 2 or not all(parts):
+        raise UsageError(f"expected SCHEMA.NAME, got {name!r}")
+    return validate_identifier(parts[0], "schema name"), validate_identifier(parts[1], "table name")
+
+
+def parse_target(text: str) -> GrantTarget:
+    text = text.strip()
+    m = _ALL_TABLES_RE.fullmatch(text)
+    if m:
+        schema = m["schema"].strip().strip('"')
+        return GrantTarget("all_tables", validate_identifier(schema, "schema name"))
+    m = _TABLE_RE.fullmatch(text)
+    if m:
+        schema, table = split_qualified(m["name"].strip())
+        return GrantTarget("table", schema, table)
+    m = _SCHEMA_RE.fullmatch(text)
+    if m:
+        schema = m["schema"].strip().strip('"')
+        return GrantTarget("schema", validate_identifier(schema, "schema name"))
+    raise UsageError(f"cannot read grant target {text!r}",
+                     hint="use 'table SCHEMA.NAME', 'all tables in schema SCHEMA' or 'schema SCHEMA'")
+
+
+def _privileges(src: str, node: Any, target: GrantTarget) -> tuple[str, ...]:
+    allowed = SCHEMA_PRIVILEGES if target.kind == "schema" else TABLE_PRIVILEGES
+    out: list[str] = []
+    for value, item in _strings(src, node, "privileges"):
+        p = " ".join(value.upper().split())
+        if p in ("ALL", "ALL PRIVILEGES"):
+            out.extend(allowed)
+            continue
+        if p not in allowed:
+            _fail(src, item, f"privilege {value!r} does not apply to {target}",
+                  hint=f"allowed: {', '.join(allowed)} or ALL")
+        out.append(p)
+    if not out:
+        _fail(src, node, "privileges must list at least one privilege")
+    # Keep PostgreSQL's canonical order so plans and diffs are stable.
+    return tuple(p for p in allowed if p in out)
+
+
+def parse_role_file(text: str, *, source: str = "<string>") -> RoleFile:
+    """Parse and validate a role file. Raises :class:`UsageError` with ``file:line:col`` on any problem."""
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise UsageError(f"{where}: invalid YAML: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"{source}: invalid YAML: {e}") from None
+    if root is None:
+        raise UsageError(f"{source}: the file is empty", hint="it must contain a 'roles:' list")
+    top = _mapping(source, root, "the file", TOP_KEYS)
+    if "version" in top:
+        v = _scalar(source, top["version"][1], "version")
+        if v != "1":
+            _fail(source, top["version"][1], f"unsupported version {v!r} (this dsqlops reads version 1)")
+    if "roles" not in top:
+        _fail(source, root, "the file has no 'roles:' list")
+    protect = frozenset(
+        _checked(source, n, lambda v: validate_role_name(v, allow_reserved=True), v)
+        for v, n in _strings(source, top["protect"][1], "protect")
+    ) if "protect" in top else frozenset()
+    roles_node = top["roles"][1]
+    if not isinstance(roles_node, yaml.SequenceNode):
+        _fail(source, roles_node, f"'roles' must be a list, not {_kind(roles_node)}")
+    roles: list[RoleSpec] = []
+    seen: dict[str, int] = {}
+    for rnode in roles_node.value:
+        keys = _mapping(source, rnode, "a role", ROLE_KEYS)
+        if "name" not in keys:
+            _fail(source, rnode, "a role has no 'name'")
+        name_node = keys["name"][1]
+        name = _checked(source, name_node, validate_role_name, _scalar(source, name_node, "name"))
+        if name in seen:
+            _fail(source, name_node, f"role {name!r} is listed twice (first on line {seen[name]})")
+        seen[name] = _line(name_node)
+        login = _bool(source, keys["login"][1], "login") if "login" in keys else False
+        arns: list[str] = []
+        for v, n in _strings(source, keys["iam"][1], "iam") if "iam" in keys else []:
+            arn = _checked(source, n, validate_iam_arn, v)
+            if arn in arns:
+                _fail(source, n, f"ARN {arn} is listed twice for role {name!r}")
+            arns.append(arn)
+        member_of: list[str] = []
+        for v, n in _strings(source, keys["member_of"][1], "member_of") if "member_of" in keys else []:
+            group = _checked(source, n, lambda x: validate_role_name(x, allow_reserved=False), v)
+            if group == name:
+                _fail(source, n, f"role {name!r} cannot be a member of itself")
+            if group not in member_of:
+                member_of.append(group)
+        grants: list[GrantSpec] = []
+        if "grants" in keys:
+            gnode = keys["grants"][1]
+            if not isinstance(gnode, yaml.SequenceNode):
+                _fail(source, gnode, f"'grants' must be a list, not {_kind(gnode)}")
+            for g in gnode.value:
+                gkeys = _mapping(source, g, "a grant", GRANT_KEYS)
+                for required in ("privileges", "on"):
+                    if required not in gkeys:
+                        _fail(source, g, f"a grant has no {required!r}")
+                on_node = gkeys["on"][1]
+                target = _scalar(source, on_node, "on")
+                try:
+                    parsed = parse_target(target)
+                except UsageError as e:
+                    raise _FileError(f"{_where(source, on_node)}: {e.message}", hint=e.hint) from None
+                grants.append(GrantSpec(_privileges(source, gkeys["privileges"][1], parsed), parsed, _line(g)))
+        roles.append(RoleSpec(name, login, tuple(arns), tuple(member_of), tuple(grants), _line(rnode)))
+    # memberships may name roles declared later in the file: check them once all are known
+    return RoleFile(roles, protect, source)
+
+
+def load_role_file(path: str | Path) -> RoleFile:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"role file not found: {p}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {p}: {e.strerror}") from None
+    return parse_role_file(text, source=str(p))
+
+
+# --------------------------------------------------------------------------------------------
+# The catalog snapshot
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CatalogRole:
+    name: str
+    login: bool = False
+    superuser: bool = False
+    #: Bootstrap/predefined roles (oid < 16384) and pg_* roles: never touched.
+    system: bool = False
+
+
+@dataclass
+class Catalog:
+    """What the cluster has now, as plain sets (so diffs are testable without a database)."""
+
+    roles: dict[str, CatalogRole] = field(default_factory=dict)
+    #: (member, group)
+    memberships: set[tuple[str, str]] = field(default_factory=set)
+    #: (role, arn)
+    iam: set[tuple[str, str]] = field(default_factory=set)
+    #: (role, schema, table, privilege) — explicit grants, owners' implicit rights excluded
+    table_privileges: set[tuple[str, str, str, str]] = field(default_factory=set)
+    #: (role, schema, privilege)
+    schema_privileges: set[tuple[str, str, str]] = field(default_factory=set)
+    #: schema -> tables that exist now (for 'all tables in schema')
+    tables: dict[str, set[str]] = field(default_factory=dict)
+    schemas: set[str] = field(default_factory=set)
+    current_user: str = "admin"
+    #: False when the server has no sys.iam_pg_role_mappings (plain PostgreSQL)
+    iam_supported: bool = True
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        return table in self.tables.get(schema, set())
+
+
+# aclexplode gives one row per (grantee, privilege); grantee 0 is PUBLIC; the owner's rights are
+# listed too once an ACL exists, and are excluded (they are implicit, never ours to revoke).
+_SQL_ROLES = """
+SELECT r.rolname, r.rolcanlogin, r.rolsuper, (r.oid < 16384 OR r.rolname LIKE 'pg\\_%') AS system
+FROM pg_catalog.pg_roles r ORDER BY r.rolname
+"""
+_SQL_MEMBERS = """
+SELECT m.rolname AS member, g.rolname AS grp
+FROM pg_catalog.pg_auth_members am
+JOIN pg_catalog.pg_roles m ON m.oid = am.member
+JOIN pg_catalog.pg_roles g ON g.oid = am.roleid
+"""
+_SQL_TABLE_PRIVS = """
+SELECT r.rolname, n.nspname, c.relname, a.privilege_type
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relacl IS NOT NULL AND a.grantee <> c.relowner
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sys') AND n.nspname NOT LIKE 'pg\\_%'
+"""
+_SQL_SCHEMA_PRIVS = """
+SELECT r.rolname, n.nspname, a.privilege_type
+FROM pg_catalog.pg_namespace n
+CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+WHERE n.nspacl IS NOT NULL AND a.grantee <> n.nspowner
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sys') AND n.nspname NOT LIKE 'pg\\_%'
+"""
+_SQL_TABLES = """
+SELECT n.nspname, c.relname
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sys') AND n.nspname NOT LIKE 'pg\\_%'
+"""
+_SQL_SCHEMAS = """
+SELECT nspname FROM pg_catalog.pg_namespace
+WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'sys') AND nspname NOT LIKE 'pg\\_%'
+"""
+_SQL_HAS_IAM = "SELECT to_regclass('sys.iam_pg_role_mappings') IS NOT NULL"
+_SQL_IAM = "SELECT pg_role_name, arn FROM sys.iam_pg_role_mappings"
+
+
+def read_catalog(conn: Any) -> Catalog:
+    """Read the snapshot in one read-only transaction (rolled back: nothing is written)."""
+    cat = Catalog()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            cat.current_user = cur.fetchone()[0]
+            cur.execute(_SQL_ROLES)
+            for name, login, superuser, system in cur.fetchall():
+                cat.roles[name] = CatalogRole(name, bool(login), bool(superuser), bool(system))
+            cur.execute(_SQL_MEMBERS)
+            cat.memberships = {(m, g) for m, g in cur.fetchall()}
+            cur.execute(_SQL_HAS_IAM)
+            cat.iam_supported = bool(cur.fetchone()[0])
+            if cat.iam_supported:
+                cur.execute(_SQL_IAM)
+                cat.iam = {(r, a) for r, a in cur.fetchall()}
+            cur.execute(_SQL_TABLE_PRIVS)
+            cat.table_privileges = {(r, s, t, p) for r, s, t, p in cur.fetchall()}
+            cur.execute(_SQL_SCHEMA_PRIVS)
+            cat.schema_privileges = {(r, s, p) for r, s, p in cur.fetchall()}
+            cur.execute(_SQL_SCHEMAS)
+            cat.schemas = {s for (s,) in cur.fetchall()}
+            cur.execute(_SQL_TABLES)
+            for s, t in cur.fetchall():
+                cat.tables.setdefault(s, set()).add(t)
+    finally:
+        if not getattr(conn, "autocommit", False):
+            conn.rollback()
+    return cat
+
+
+# --------------------------------------------------------------------------------------------
+# Statements (composed with psycopg.sql after validation)
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    """One statement of a plan; ``sql`` is the exact text that will run."""
+
+    action: str          # create_role, alter_login, grant_membership, iam_grant, grant, revoke, ...
+    role: str
+    sql: str
+    detail: str = ""
+    statement: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "role": self.role, "sql": self.sql, "detail": self.detail}
+
+
+def _render(stmt: _sql.Composable) -> str:
+    return stmt.as_string(None)
+
+
+def _step(action: str, role: str, stmt: _sql.Composable, detail: str = "") -> Step:
+    return Step(action, role, _render(stmt), detail, stmt)
+
+
+def stmt_create_role(name: str, *, login: bool) -> Step:
+    from psycopg import sql
+
+    validate_role_name(name)
+    s = sql.SQL("CREATE ROLE {} WITH {}").format(sql.Identifier(name), sql.SQL("LOGIN" if login else "NOLOGIN"))
+    return _step("create_role", name, s)
+
+
+def stmt_alter_login(name: str, *, login: bool) -> Step:
+    from psycopg import sql
+
+    validate_role_name(name)
+    s = sql.SQL("ALTER ROLE {} WITH {}").format(sql.Identifier(name), sql.SQL("LOGIN" if login else "NOLOGIN"))
+    return _step("alter_login", name, s)
+
+
+def stmt_drop_role(name: str) -> Step:
+    from psycopg import sql
+
+    validate_role_name(name)
+    return _step("drop_role", name, sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def stmt_iam_grant(name: str, arn: str) -> Step:
+    from psycopg import sql
+
+    validate_role_name(name)
+    validate_iam_arn(arn)
+    s = sql.SQL("AWS IAM GRANT {} TO {}").format(sql.Identifier(name), sql.Literal(arn))
+    return _step("iam_grant", name, s, arn)
+
+
+def stmt_iam_revoke(name: str, arn: str) -> Step:
+    from psycopg import sql
+
+    validate_role_name(name, allow_reserved=True)
+    validate_iam_arn(arn)
+    s = sql.SQL("AWS IAM REVOKE {} FROM {}").format(sql.Identifier(name), sql.Literal(arn))
+    return _step("iam_revoke", name, s, arn)
+
+
+def stmt_grant_membership(member: str, group: str) -> Step:
+    from psycopg import sql
+
+    validate_role_name(member)
+    validate_role_name(group)
+    s = sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(member))
+    return _step("grant_membership", member, s, group)
+
+
+def stmt_revoke_membership(member: str, group: str) -> Step:
+    from psycopg import sql
+
+    validate_role_name(member)
+    validate_role_name(group, allow_reserved=True)
+    s = sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(member))
+    return _step("revoke_membership", member, s, group)
+
+
+def _target_sql(target: GrantTarget) -> _sql.Composable:
+    from psycopg import sql
+
+    validate_identifier(target.schema, "schema name")
+    if target.kind == "table":
+        assert target.table is not None
+        validate_identifier(target.table, "table name")
+        return sql.SQL("TABLE {}").format(sql.Identifier(target.schema, target.table))
+    if target.kind == "all_tables":
+        return sql.SQL("ALL TABLES IN SCHEMA {}").format(sql.Identifier(target.schema))
+    return sql.SQL("SCHEMA {}").format(sql.Identifier(target.schema))
+
+
+def _privs_sql(privileges: Sequence[str]) -> _sql.Composable:
+    from psycopg import sql
+
+    allowed = set(TABLE_PRIVILEGES) | set(SCHEMA_PRIVILEGES)
+    for p in privileges:
+        if p not in allowed:
+            raise UsageError(f"unknown privilege {p!r}")
+    return sql.SQL(", ").join(sql.SQL(p) for p in privileges)
+
+
+def stmt_grant(role: str, privileges: Sequence[str], target: GrantTarget) -> Step:
+    from psycopg import sql
+
+    validate_role_name(role)
+    s = sql.SQL("GRANT {} ON {} TO {}").format(_privs_sql(privileges), _target_sql(target), sql.Identifier(role))
+    return _step("grant", role, s, f"{', '.join(privileges)} on {target}")
+
+
+def stmt_revoke(role: str, privileges: Sequence[str], target: GrantTarget) -> Step:
+    from psycopg import sql
+
+    validate_role_name(role, allow_reserved=True)
+    s = sql.SQL("REVOKE {} ON {} FROM {}").format(_privs_sql(privileges), _target_sql(target), sql.Identifier(role))
+    return _step("revoke", role, s, f"{', '.join(privileges)} on {target}")
+
+
+# --------------------------------------------------------------------------------------------
+# The diff
+# --------------------------------------------------------------------------------------------
+
+def is_protected(role: CatalogRole, cat: Catalog, extra: Iterable[str] = ()) -> bool:
+    """Roles ``--prune`` never touches: admin, pg_*/bootstrap roles, superusers, the caller, ``protect:``."""
+    n = role.name
+    return (role.system or role.superuser or n == cat.current_user or n == "admin"
+            or n.lower().startswith("pg_") or n in set(extra))
+
+
+def _desired_table_privs(spec: RoleSpec, cat: Catalog) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for g in spec.grants:
+        if g.on.kind == "table":
+            assert g.on.table is not None
+            out.setdefault((g.on.schema, g.on.table), set()).update(g.privileges)
+        elif g.on.kind == "all_tables":
+            for t in cat.tables.get(g.on.schema, set()):
+                out.setdefault((g.on.schema, t), set()).update(g.privileges)
+    return out
+
+
+def _ordered(privs: Iterable[str], order: Sequence[str]) -> list[str]:
+    s = set(privs)
+    return [p for p in order if p in s] + sorted(s - set(order))
+
+
+def check_against(rf: RoleFile, cat: Catalog) -> None:
+    """File-vs-cluster problems found before any statement runs (so nothing is half-applied)."""
+    problems: list[str] = []
+    declared = {r.name for r in rf.roles}
+    for r in rf.roles:
+        existing = cat.roles.get(r.name)
+        if existing is not None and (existing.system or existing.superuser):
+            problems.append(f"{rf.path}:{r.line}: role {r.name!r} is a system or superuser role and cannot be managed")
+        for group in r.member_of:
+            if group not in declared and group not in cat.roles:
+                problems.append(f"{rf.path}:{r.line}: role {r.name!r} is member_of {group!r}, "
+                                "which is neither in the file nor in the cluster")
+        for g in r.grants:
+            if g.on.kind == "table":
+                assert g.on.table is not None
+                if not cat.table_exists(g.on.schema, g.on.table):
+                    problems.append(f"{rf.path}:{g.line}: table {g.on.schema}.{g.on.table} does not exist")
+            elif g.on.schema not in cat.schemas:
+                problems.append(f"{rf.path}:{g.line}: schema {g.on.schema} does not exist")
+        if r.iam and not cat.iam_supported:
+            problems.append(f"{rf.path}:{r.line}: role {r.name!r} lists IAM principals, but this server has no "
+                            "sys.iam_pg_role_mappings (is it a DSQL cluster?)")
+    if problems:
+        raise UsageError(f"{len(problems)} problem(s); nothing was changed:\n  " + "\n  ".join(problems))
+
+
+def plan(rf: RoleFile, cat: Catalog, *, prune: bool = False) -> list[Step]:
+    """The statements, in order, that make ``cat`` match ``rf``. Empty means: already converged."""
+    check_against(rf, cat)
+    steps: list[Step] = []
+    declared = {r.name: r for r in rf.roles}
+    # 1. roles and their login flag
+    for r in rf.roles:
+        existing = cat.roles.get(r.name)
+        if existing is None:
+            steps.append(stmt_create_role(r.name, login=r.login))
+        elif existing.login != r.login:
+            steps.append(stmt_alter_login(r.name, login=r.login))
+    # 2. memberships
+    for r in rf.roles:
+        for group in r.member_of:
+            if (r.name, group) not in cat.memberships:
+                steps.append(stmt_grant_membership(r.name, group))
+    # 3. IAM mappings
+    for r in rf.roles:
+        for arn in r.iam:
+            if (r.name, arn) not in cat.iam:
+                steps.append(stmt_iam_grant(r.name, arn))
+    # 4. privileges (one statement per role and target, only what is missing)
+    for r in rf.roles:
+        merged: dict[GrantTarget, set[str]] = {}
+        for g in r.grants:
+            merged.setdefault(g.on, set()).update(g.privileges)
+        for target, privs in merged.items():
+            if target.kind == "table":
+                assert target.table is not None
+                have = {p for (ro, s, t, p) in cat.table_privileges
+                        if ro == r.name and s == target.schema and t == target.table}
+                missing = privs - have
+                order: Sequence[str] = TABLE_PRIVILEGES
+            elif target.kind == "all_tables":
+                missing = set()
+                for t in sorted(cat.tables.get(target.schema, set())):
+                    have = {p for (ro, s, tt, p) in cat.table_privileges
+                            if ro == r.name and s == target.schema and tt == t}
+                    missing |= privs - have
+                order = TABLE_PRIVILEGES
+            else:
+                have = {p for (ro, s, p) in cat.schema_privileges if ro == r.name and s == target.schema}
+                missing = privs - have
+                order = SCHEMA_PRIVILEGES
+            if missing:
+                steps.append(stmt_grant(r.name, _ordered(missing, order), target))
+    if not prune:
+        return steps
+    # 5. prune: what file roles have beyond the file
+    for r in rf.roles:
+        for (member, group) in sorted(cat.memberships):
+            if member == r.name and group not in r.member_of:
+                steps.append(stmt_revoke_membership(r.name, group))
+        for (role, arn) in sorted(cat.iam):
+            if role == r.name and arn not in r.iam:
+                steps.append(stmt_iam_revoke(r.name, arn))
+        wanted = _desired_table_privs(r, cat)
+        extra_tables: dict[tuple[str, str], set[str]] = {}
+        for (role, s, t, p) in cat.table_privileges:
+            if role == r.name and p not in wanted.get((s, t), set()):
+                extra_tables.setdefault((s, t), set()).add(p)
+        for (s, t), privs in sorted(extra_tables.items()):
+            steps.append(stmt_revoke(r.name, _ordered(privs, TABLE_PRIVILEGES), GrantTarget("table", s, t)))
+        wanted_schema: dict[str, set[str]] = {}
+        for g in r.grants:
+            if g.on.kind == "schema":
+                wanted_schema.setdefault(g.on.schema, set()).update(g.privileges)
+        extra_schema: dict[str, set[str]] = {}
+        for (role, s, p) in cat.schema_privileges:
+            if role == r.name and p not in wanted_schema.get(s, set()):
+                extra_schema.setdefault(s, set()).add(p)
+        for s, privs in sorted(extra_schema.items()):
+            steps.append(stmt_revoke(r.name, _ordered(privs, SCHEMA_PRIVILEGES), GrantTarget("schema", s)))
+    # 6. prune: roles not in the file (mappings and privileges first, then the role)
+    for name in sorted(cat.roles):
+        crole = cat.roles[name]
+        if name in declared or is_protected(crole, cat, rf.protect):
+            continue
+        try:
+            validate_role_name(name)
+        except UsageError:
+            continue  # a name we would not compose SQL for: leave it alone
+        for (ro, arn) in sorted(cat.iam):
+            if ro == name:
+                steps.append(stmt_iam_revoke(name, arn))
+        tables: dict[tuple[str, str], set[str]] = {}
+        for (ro, s, t, p) in cat.table_privileges:
+            if ro == name:
+                tables.setdefault((s, t), set()).add(p)
+        for (s, t), privs in sorted(tables.items()):
+            steps.append(stmt_revoke(name, _ordered(privs, TABLE_PRIVILEGES), GrantTarget("table", s, t)))
+        schemas: dict[str, set[str]] = {}
+        for (ro, s, p) in cat.schema_privileges:
+            if ro == name:
+                schemas.setdefault(s, set()).add(p)
+        for s, privs in sorted(schemas.items()):
+            steps.append(stmt_revoke(name, _ordered(privs, SCHEMA_PRIVILEGES), GrantTarget("schema", s)))
+        steps.append(stmt_drop_role(name))
+    return steps
+
+
+# --------------------------------------------------------------------------------------------
+# Applying
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class ApplyResult:
+    applied: list[Step]
+    transactions: int = 0
+    retries: int = 0
+    occ_conflicts: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"changed": self.changed, "applied": [s.to_dict() for s in self.applied],
+                "statements": len(self.applied), "transactions": self.transactions,
+                "retries": self.retries, "occ_conflicts": self.occ_conflicts}
+
+
+class ApplyError(OperationFailed):
+    """A statement failed part-way: ``applied`` ran and committed, ``not_applied`` did not.
+
+    ``unknown`` is the statement whose COMMIT outcome is unknown (connection lost during COMMIT),
+    if any; re-running ``role apply`` re-reads the catalog and converges either way.
+    """
+
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, message: str, *, applied: list[Step], not_applied: list[Step],
+                 failed: Step | None, cause: BaseException | None, unknown: bool = False,
+                 hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.applied = applied
+        self.not_applied = not_applied
+        self.failed = failed
+        self.cause = cause
+        self.unknown = unknown
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.message, "failed": self.failed.to_dict() if self.failed else None,
+                "outcome_unknown": self.unknown,
+                "applied": [s.to_dict() for s in self.applied],
+                "not_applied": [s.to_dict() for s in self.not_applied]}
+
+
+def apply_plan(conn_factory: Callable[[], Any], steps: Sequence[Step], *, policy: Any = None,
+               on_step: Callable[[int, Step], None] | None = None) -> ApplyResult:
+    """Run each step in its own transaction with OCC retry (B's ``run_transaction``).
+
+    ``conn_factory`` is what ``run_transaction`` accepts (a pool or a callable returning a
+    connection). On the first failure raises :class:`ApplyError` with both lists.
+    """
+    from dsqlops.data.retry import RetryStats, run_transaction
+
+    stats = RetryStats()
+    applied: list[Step] = []
+    transactions = 0
+    for i, st in enumerate(steps):
+        if on_step is not None:
+            on_step(i, st)
+        stmt = st.statement if st.statement is not None else st.sql
+
+        def fn(conn: Any, _stmt: Any = stmt) -> None:
+            conn.execute(_stmt)
+
+        before = stats.attempts
+        try:
+            run_transaction(conn_factory, fn, policy=policy, stats=stats)
+        except Exception as e:
+            transactions += stats.attempts - before
+            unknown = _outcome_unknown(e)
+            reason = _reason(e)
+            n_ok = len(applied)
+            raise ApplyError(
+                f"statement {i + 1} of {len(steps)} failed: {reason}; {n_ok} applied, "
+                f"{len(steps) - n_ok} not applied"
+                + (" (the failed statement's outcome is unknown)" if unknown else ""),
+                applied=list(applied), not_applied=list(steps[i:]), failed=st, cause=e, unknown=unknown,
+                hint="fix the cause and run 'dsqlops role apply' again: it re-reads the cluster and "
+                     "only runs what is still missing",
+            ) from e
+        transactions += stats.attempts - before
+        applied.append(st)
+    return ApplyResult(applied, transactions=transactions, retries=stats.retries,
+                       occ_conflicts=stats.occ_conflicts)
+
+
+def _reason(e: BaseException) -> str:
+    code = getattr(e, "sqlstate", None)
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"{code}: {text}" if code else text
+
+
+def _outcome_unknown(e: BaseException) -> bool:
+    return bool(getattr(e, "outcome_unknown", False) or type(e).__name__ in ("CommitUnknown", "UnknownOutcome"))
