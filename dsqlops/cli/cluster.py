@@ -1,0 +1,517 @@
+"""``dsqlops cluster …``: the DSQL control plane."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from dsqlops.cli.common import CliEnv, dry_run_option, output_option, pass_env, timeout_option, yes_option
+from dsqlops.errors import ConfigError, UsageError
+
+STATUS_CHOICES = ("CREATING", "ACTIVE", "IDLE", "INACTIVE", "UPDATING", "DELETING", "DELETED", "FAILED",
+                  "PENDING_SETUP", "PENDING_DELETE", "UNKNOWN")
+LIST_COLUMNS = ["id", "status", "endpoint", "deletion_protection", "creation_time", "tags"]
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _region(env: CliEnv, ref: Any = None) -> str:
+    region = (ref.region if ref is not None else None) or env.settings.get("region")
+    if not region:
+        raise ConfigError("no AWS region",
+                          hint="pass --region, set DSQLOPS_REGION or AWS_REGION, set region in your profile, "
+                          "or name the cluster by endpoint host or ARN")
+    return str(region)
+
+
+def _target(env: CliEnv, value: str) -> tuple[Any, str, Any]:
+    """(ClusterRef, region, dsql client) for a cluster named by id, host or ARN."""
+    from dsqlops.validate import parse_cluster
+
+    ref = parse_cluster(value)
+    region = _region(env, ref)
+    return ref.with_region(region), region, env.aws().dsql(region)
+
+
+def _print_plan(plan: Any) -> None:
+    from dsqlops.output import to_jsonable
+
+    sys.stdout.write(json.dumps(to_jsonable(plan), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _info(msg: str) -> None:
+    from dsqlops.output import info
+
+    info(msg)
+
+
+def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
+    from dsqlops.validate import parse_tag
+
+    out: dict[str, str] = {}
+    for v in values:
+        k, val = parse_tag(v)
+        if k in out and out[k] != val:
+            raise UsageError(f"tag {k!r} given twice with different values")
+        out[k] = val
+    return out
+
+
+def _wait(env: CliEnv, client: Any, cluster_id: str, region: str, target: str, timeout: float,
+          interval: float, accept_idle: bool = False) -> Any:
+    from dsqlops.control.waits import wait_for
+    from dsqlops.output import Progress
+
+    progress = Progress(f"cluster {cluster_id} → {target}", enabled=env.progress, always=True)
+    try:
+        res = wait_for(client, cluster_id, region=region, target=target, timeout=timeout, interval=interval,
+                       accept_idle=accept_idle, on_status=lambda s, _e: progress.update(s))
+    finally:
+        progress.done()
+    if res.note:
+        _info(f"cluster {cluster_id}: {res.note}")
+    return res
+
+
+def _interval_option(f: Any) -> Any:
+    return click.option("--interval", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
+                        metavar="SECONDS", help="Seconds between GetCluster polls.")(f)
+
+
+# --------------------------------------------------------------------------- group
+
+
+@click.group("cluster")
+def cluster() -> None:
+    """Create, inspect, update, tag, delete and wait on clusters.
+
+    A cluster is named by id, endpoint host or ARN; the region comes from the host/ARN when
+    present, else from --region / the profile / AWS_REGION.
+
+    \b
+    Example:
+      dsqlops cluster create --tag env=dev --no-deletion-protection --wait
+      dsqlops -o json cluster list --status ACTIVE
+    """
+
+
+@cluster.command("create")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag (repeatable).")
+@click.option("--deletion-protection/--no-deletion-protection", default=True, show_default=True,
+              help="Refuse DeleteCluster until protection is turned off.")
+@click.option("--kms-key", default=None, metavar="KEY", help="Customer-managed KMS key id, ARN or alias.")
+@click.option("--policy-file", default=None, metavar="FILE", type=click.Path(dir_okay=False),
+              help="Resource policy (a JSON object), validated before any call.")
+@click.option("--witness-region", default=None, metavar="REGION", help="Multi-Region: the witness Region.")
+@click.option("--peer", "peers", multiple=True, metavar="ARN", help="Multi-Region: a peer cluster ARN (repeatable).")
+@click.option("--client-token", default=None, metavar="TOKEN",
+              help="Override the deterministic idempotency token (to create a deliberately new, identical cluster).")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until the cluster is ACTIVE.")
+@timeout_option(900.0)
+@_interval_option
+@dry_run_option
+@output_option
+@pass_env
+def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_key: str | None,
+           policy_file: str | None, witness_region: str | None, peers: tuple[str, ...], client_token: str | None,
+           wait_: bool, timeout: float, interval: float, dry_run: bool) -> None:
+    """Create a cluster (idempotent: a re-run returns the same cluster).
+
+    The clientToken is derived from the request (region, protection, KMS key, tags, multi-Region
+    settings, policy), so re-running the same command never makes a second cluster.
+
+    \b
+    Example:
+      dsqlops cluster create --tag env=dev --tag team=payments --wait
+      dsqlops cluster create --no-deletion-protection --policy-file policy.json --dry-run
+      dsqlops cluster create --witness-region us-west-2 --peer arn:aws:dsql:us-east-2:111122223333:cluster/abc…
+    """
+    from dsqlops.control import clusters as cc
+    from dsqlops.output import to_jsonable
+
+    policy = cc.read_policy_file(policy_file) if policy_file else None
+    region = _region(env)
+    req = cc.CreateRequest.build(region=region, deletion_protection=deletion_protection, kms_key=kms_key,
+                                 tags=_parse_tags(tags), witness_region=witness_region, peers=peers,
+                                 policy=policy, client_token=client_token)
+    params = cc.create_params(req)
+    if dry_run:
+        _print_plan({"operation": "CreateCluster", "region": region, "params": params})
+        return
+    client = env.aws().dsql(region)
+    c = cc.create_cluster(client, req)
+    if wait_ and c.status != "ACTIVE":
+        _info(f"cluster {c.id} is {c.status}; waiting for ACTIVE "
+              f"(resume with `dsqlops cluster wait {c.id}`)")
+        _wait(env, client, c.id, c.region, "active", timeout, interval)
+        c = cc.get_cluster(client, c.id, c.region)
+    out = to_jsonable(c)
+    out.pop("error", None)
+    out["client_token"] = params["clientToken"]
+    env.render(out)
+
+
+@cluster.command("list")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUS_CHOICES, case_sensitive=False),
+              help="Only clusters in this status (repeatable).")
+@click.option("--workers", type=click.IntRange(1, 32), default=8, show_default=True,
+              help="Concurrent GetCluster calls.")
+@output_option
+@pass_env
+def list_(env: CliEnv, statuses: tuple[str, ...], workers: int) -> None:
+    """List clusters with status, endpoint, protection, creation time and tags.
+
+    ListClusters returns only ids, so each cluster is described with bounded concurrency;
+    throttling is retried. A cluster that still cannot be described is listed as UNKNOWN and
+    the command exits 254 after printing the rest.
+
+    \b
+    Example:
+      dsqlops cluster list
+      dsqlops -o json cluster list --status ACTIVE --status IDLE
+    """
+    from dsqlops.control.clusters import list_clusters
+    from dsqlops.errors import ServiceError
+    from dsqlops.output import to_jsonable, warn
+
+    region = _region(env)
+    rows = list_clusters(env.aws().dsql(region), region, status=statuses or None, workers=workers)
+    data = []
+    for c in rows:
+        d = to_jsonable(c)
+        if d.get("error") is None:
+            d.pop("error", None)
+        data.append(d)
+    fmt = env.output_format
+    env.render(data, columns=LIST_COLUMNS if fmt in ("table", "csv") else None,
+               empty_message=f"no clusters in {region}")
+    failed = [c for c in rows if c.error]
+    for c in failed:
+        warn(f"could not describe cluster {c.id}: {c.error}")
+    if failed:
+        raise ServiceError(f"{len(failed)} of {len(rows)} clusters could not be described",
+                           code="PartialResult", hint="re-run later; throttling usually passes")
+
+
+@cluster.command("show")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@output_option
+@pass_env
+def show(env: CliEnv, cluster_ref: str) -> None:
+    """Everything about one cluster: status, tags, policy, VPC endpoint service, streams.
+
+    \b
+    Example:
+      dsqlops cluster show abcdefghijklmnopqrstuvwxyz
+      dsqlops -o json cluster show abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws
+    """
+    from dsqlops.control.clusters import show_cluster
+    from dsqlops.output import warn
+
+    ref, region, client = _target(env, cluster_ref)
+    detail = show_cluster(client, ref.id, region)
+    for part in detail.unavailable:
+        warn(f"partial view: {part}")
+    env.render(detail)
+
+
+@cluster.command("update")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@click.option("--deletion-protection/--no-deletion-protection", default=None,
+              help="Turn deletion protection on or off.")
+@click.option("--kms-key", default=None, metavar="KEY",
+              help="New KMS key id/ARN/alias; AWS_OWNED_KMS_KEY reverts to an AWS-owned key.")
+@click.option("--witness-region", default=None, metavar="REGION", help="Multi-Region: the witness Region.")
+@click.option("--peer", "peers", multiple=True, metavar="ARN",
+              help="Multi-Region: the full list of peer ARNs (repeatable; replaces the current list).")
+@click.option("--no-peers", is_flag=True, help="Multi-Region: remove every peer.")
+@dry_run_option
+@output_option
+@pass_env
+def update(env: CliEnv, cluster_ref: str, deletion_protection: bool | None, kms_key: str | None,
+           witness_region: str | None, peers: tuple[str, ...], no_peers: bool, dry_run: bool) -> None:
+    """Change deletion protection, the KMS key or multi-Region peers/witness.
+
+    \b
+    Example:
+      dsqlops cluster update abcdefghijklmnopqrstuvwxyz --no-deletion-protection
+      dsqlops cluster update abcdefghijklmnopqrstuvwxyz --kms-key AWS_OWNED_KMS_KEY --dry-run
+    """
+    from dsqlops.control import clusters as cc
+    from dsqlops.output import to_jsonable
+
+    if peers and no_peers:
+        raise UsageError("--peer and --no-peers are mutually exclusive")
+    ref, region, client = _target(env, cluster_ref)
+    req = cc.UpdateRequest(cluster_id=ref.id, deletion_protection=deletion_protection, kms_key=kms_key,
+                           witness_region=witness_region,
+                           peers=() if no_peers else (tuple(peers) if peers else None))
+    if dry_run:
+        params = cc.update_params(req)  # validates; multi-Region parts not named are filled at run time
+        plan: dict[str, Any] = {"operation": "UpdateCluster", "region": region, "params": params}
+        if req.witness_region is not None or req.peers is not None:
+            plan["note"] = ("multiRegionProperties is a full replacement: a part not given "
+                            "(witness or peers) is copied from GetCluster at run time")
+        _print_plan(plan)
+        return
+    c = cc.update_cluster(client, req, region)
+    out = to_jsonable(c)
+    out.pop("error", None)
+    env.render(out)
+
+
+@cluster.command("delete")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@click.option("--disable-deletion-protection", is_flag=True,
+              help="If the cluster is protected, turn protection off first (said on stderr).")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until the cluster is gone.")
+@timeout_option(900.0)
+@_interval_option
+@yes_option
+@dry_run_option
+@output_option
+@pass_env
+def delete(env: CliEnv, cluster_ref: str, disable_deletion_protection: bool, wait_: bool, timeout: float,
+           interval: float, yes: bool, dry_run: bool) -> None:
+    """Delete a cluster (asks unless --yes; refuses a protected one).
+
+    A cluster with deletion protection is refused unless --disable-deletion-protection is given
+    explicitly; then dsqlops turns protection off first and says so.
+
+    \b
+    Example:
+      dsqlops cluster delete abcdefghijklmnopqrstuvwxyz --yes --wait
+      dsqlops cluster delete abcdefghijklmnopqrstuvwxyz --disable-deletion-protection --dry-run
+    """
+    from dsqlops.control import clusters as cc
+
+    ref, region, client = _target(env, cluster_ref)
+    if dry_run:
+        _print_plan({"region": region,
+                     "calls": cc.delete_plan(ref.id, disable_protection=disable_deletion_protection)})
+        return
+    env.confirm(f"Delete cluster {ref.id} in {region}? Its data will be lost", yes=yes)
+    res = cc.delete_cluster(client, ref.id, region, disable_protection=disable_deletion_protection,
+                            on_step=lambda m: _info(m))
+    if wait_:
+        _info(f"cluster {ref.id} is {res.status}; waiting until it is gone "
+              f"(resume with `dsqlops cluster wait {ref.id} --for deleted`)")
+        w = _wait(env, client, ref.id, region, "deleted", timeout, interval)
+        res.status = w.status
+    env.render(res)
+
+
+@cluster.command("wait")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@click.option("--for", "target", type=click.Choice(["active", "deleted"]), default="active", show_default=True,
+              help="What to wait for.")
+@click.option("--accept-idle", is_flag=True,
+              help="Count IDLE/INACTIVE (exists, scaled down) as available for --for active.")
+@timeout_option(600.0)
+@_interval_option
+@output_option
+@pass_env
+def wait(env: CliEnv, cluster_ref: str, target: str, accept_idle: bool, timeout: float, interval: float) -> None:
+    """Wait for a cluster to become ACTIVE or to be deleted (bounded).
+
+    FAILED exits 1 at once; a timeout exits 4 and can be resumed by re-running. IDLE/INACTIVE
+    mean the cluster exists but scaled down: with --accept-idle they count as available,
+    otherwise the wait continues (connecting wakes the cluster). PENDING_SETUP means a
+    multi-Region cluster is waiting for its peer.
+
+    \b
+    Example:
+      dsqlops cluster wait abcdefghijklmnopqrstuvwxyz --for active --timeout 300
+      dsqlops cluster wait abcdefghijklmnopqrstuvwxyz --for deleted
+    """
+    ref, region, client = _target(env, cluster_ref)
+    res = _wait(env, client, ref.id, region, target, timeout, interval, accept_idle)
+    env.render({"id": res.id, "target": res.target, "status": res.status,
+                "elapsed_seconds": round(res.elapsed_seconds, 3), "polls": res.polls, "note": res.note})
+
+
+@cluster.command("tag")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@click.argument("tags", nargs=-1, required=True, metavar="KEY=VALUE...")
+@output_option
+@pass_env
+def tag(env: CliEnv, cluster_ref: str, tags: tuple[str, ...]) -> None:
+    """Add or overwrite tags on a cluster; prints the resulting tags.
+
+    \b
+    Example:
+      dsqlops cluster tag abcdefghijklmnopqrstuvwxyz env=prod team=payments
+    """
+    from dsqlops.control import clusters as cc
+
+    tag_map = _parse_tags(tags)
+    ref, region, client = _target(env, cluster_ref)
+    arn = cc.cluster_arn(client, ref.id, region, ref.arn)
+    env.render(cc.tag_cluster(client, arn, tag_map))
+
+
+@cluster.command("untag")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@output_option
+@pass_env
+def untag(env: CliEnv, cluster_ref: str, keys: tuple[str, ...]) -> None:
+    """Remove tags (by key) from a cluster; prints the remaining tags.
+
+    \b
+    Example:
+      dsqlops cluster untag abcdefghijklmnopqrstuvwxyz team
+    """
+    from dsqlops.control import clusters as cc
+    from dsqlops.validate import validate_tag_key
+
+    for k in keys:
+        validate_tag_key(k)
+    ref, region, client = _target(env, cluster_ref)
+    arn = cc.cluster_arn(client, ref.id, region, ref.arn)
+    env.render(cc.untag_cluster(client, arn, keys))
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@cluster.group("policy")
+def policy() -> None:
+    """Get, put or delete a cluster's resource policy (with optimistic versioning).
+
+    \b
+    Example:
+      dsqlops cluster policy get abcdefghijklmnopqrstuvwxyz
+      dsqlops cluster policy put abcdefghijklmnopqrstuvwxyz policy.json --expected-version 3
+    """
+
+
+@policy.command("get")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@output_option
+@pass_env
+def policy_get(env: CliEnv, cluster_ref: str) -> None:
+    """Print the resource policy and its version (exit 254 if there is none).
+
+    \b
+    Example:
+      dsqlops -o json cluster policy get abcdefghijklmnopqrstuvwxyz
+    """
+    from dsqlops.control.clusters import get_policy
+    from dsqlops.errors import NotFoundError
+
+    ref, _, client = _target(env, cluster_ref)
+    try:
+        pol = get_policy(client, ref.id)
+    except NotFoundError as e:
+        raise NotFoundError(f"cluster {ref.id} has no resource policy (or does not exist)", code=e.code,
+                            request_id=e.request_id) from None
+    env.render(pol)
+
+
+@policy.command("put")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@click.argument("policy_file", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--expected-version", default=None, metavar="VERSION",
+              help="Only replace the policy if it is still at this version.")
+@click.option("--bypass-lockout-check", is_flag=True,
+              help="Skip the policy lockout safety check (dangerous: can lock you out).")
+@dry_run_option
+@output_option
+@pass_env
+def policy_put(env: CliEnv, cluster_ref: str, policy_file: str, expected_version: str | None,
+               bypass_lockout_check: bool, dry_run: bool) -> None:
+    """Set the resource policy from a JSON file ("-" reads stdin).
+
+    \b
+    Example:
+      dsqlops cluster policy put abcdefghijklmnopqrstuvwxyz policy.json --expected-version 1a2b…
+    """
+    from dsqlops.control import clusters as cc
+
+    if policy_file == "-":
+        text = cc.normalize_policy(sys.stdin.read(), source="policy on stdin")
+    else:
+        text = cc.read_policy_file(policy_file)
+    ref, region, client = _target(env, cluster_ref)
+    if dry_run:
+        _print_plan({"operation": "PutClusterPolicy", "region": region,
+                     "params": cc.policy_put_params(ref.id, text, expected_version, bypass_lockout_check)})
+        return
+    env.render(cc.put_policy(client, ref.id, text, expected_version=expected_version,
+                             bypass_lockout_check=bypass_lockout_check))
+
+
+@policy.command("delete")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@click.option("--expected-version", default=None, metavar="VERSION",
+              help="Only delete the policy if it is still at this version.")
+@yes_option
+@output_option
+@pass_env
+def policy_delete(env: CliEnv, cluster_ref: str, expected_version: str | None, yes: bool) -> None:
+    """Delete the resource policy (asks unless --yes).
+
+    \b
+    Example:
+      dsqlops cluster policy delete abcdefghijklmnopqrstuvwxyz --expected-version 1a2b… --yes
+    """
+    from dsqlops.control.clusters import delete_policy
+
+    ref, _, client = _target(env, cluster_ref)
+    env.confirm(f"Delete the resource policy of cluster {ref.id}?", yes=yes)
+    env.render(delete_policy(client, ref.id, expected_version=expected_version))
+
+
+# --------------------------------------------------------------------------- streams
+
+
+@cluster.group("streams")
+def streams() -> None:
+    """List and show a cluster's change-data-capture (CDC) streams.
+
+    \b
+    Example:
+      dsqlops cluster streams list abcdefghijklmnopqrstuvwxyz
+    """
+
+
+@streams.command("list")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@output_option
+@pass_env
+def streams_list(env: CliEnv, cluster_ref: str) -> None:
+    """List the CDC streams of a cluster.
+
+    \b
+    Example:
+      dsqlops -o json cluster streams list abcdefghijklmnopqrstuvwxyz
+    """
+    from dsqlops.control.clusters import list_streams
+
+    ref, _, client = _target(env, cluster_ref)
+    env.render(list_streams(client, ref.id), empty_message=f"cluster {ref.id} has no streams")
+
+
+@streams.command("show")
+@click.argument("cluster_ref", metavar="CLUSTER")
+@click.argument("stream_id", metavar="STREAM_ID")
+@output_option
+@pass_env
+def streams_show(env: CliEnv, cluster_ref: str, stream_id: str) -> None:
+    """Show one CDC stream: status, target, failure reason.
+
+    \b
+    Example:
+      dsqlops cluster streams show abcdefghijklmnopqrstuvwxyz bcdefghijklmnopqrstuvwxyza
+    """
+    from dsqlops.control.clusters import get_stream, validate_stream_id
+
+    validate_stream_id(stream_id)
+    ref, _, client = _target(env, cluster_ref)
+    env.render(get_stream(client, ref.id, stream_id))
