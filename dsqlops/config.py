@@ -48,9 +48,14 @@ ENV_KEYS: dict[str, str] = {
     "DSQLOPS_HOSTADDR": "hostaddr",
     "DSQLOPS_PORT": "port",
     "DSQLOPS_CONNECT_TIMEOUT": "connect_timeout",
+    "DSQLOPS_APPLICATION_NAME": "application_name",
+    "DSQLOPS_TOKEN_EXPIRES_IN": "token_expires_in",
 }
 
 INT_KEYS = {"port", "connect_timeout", "token_expires_in"}
+#: Inclusive bounds of the integer keys (token lifetime: FACTS §2.1, at most one week).
+INT_RANGES: dict[str, tuple[int, int]] = {"port": (1, 65535), "connect_timeout": (1, 3600),
+                                          "token_expires_in": (1, 604800)}
 SSLMODES = {"verify-full", "verify-ca", "require"}
 
 
@@ -142,6 +147,13 @@ def load_file(path: Path) -> dict[str, Any]:
         profiles = {}
     if not isinstance(profiles, dict):
         raise ConfigError(f"config file {path}: 'profiles' must be a mapping of name -> settings")
+    dp = data.get("default_profile")
+    if dp is not None:
+        if not isinstance(dp, str) or not dp:
+            raise ConfigError(f"config file {path}: 'default_profile' must be a profile name")
+        if dp not in profiles:
+            raise ConfigError(f"config file {path}: default_profile {dp!r} is not defined under 'profiles'",
+                              hint=f"defined: {', '.join(sorted(map(str, profiles))) or 'none'}")
     for name, prof in profiles.items():
         if prof is None:
             continue
@@ -160,10 +172,16 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if value is None:
         return None
     if key in INT_KEYS:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a whole number (from {source}): {value!r}")
         try:
-            return int(value)
+            n = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} must be a whole number (from {source}): {value!r}") from None
+        lo, hi = INT_RANGES.get(key, (0, 2**31))
+        if not lo <= n <= hi:
+            raise ConfigError(f"{key} must be between {lo} and {hi} (from {source}): {n}")
+        return n
     if key == "sslmode" and value not in SSLMODES:
         raise ConfigError(
             f"sslmode {value!r} (from {source}) is not allowed; DSQL requires TLS: "
@@ -242,6 +260,23 @@ def resolve(*, config_path: str | None = None, profile: str | None = None,
 
 
 EXAMPLE_PATH = Path(__file__).resolve().parent.parent / "config.example.yaml"
+
+
+def example_text() -> str:
+    """The commented example config: the repository's ``config.example.yaml`` when present (a
+    source checkout or editable install), else a generated equivalent listing every profile key."""
+    try:
+        return EXAMPLE_PATH.read_text(encoding="utf-8")
+    except OSError:
+        pass
+    env_of = {v: k for k, v in ENV_KEYS.items()}
+    lines = ["# dsqlops configuration. Precedence: defaults < this file < DSQLOPS_* environment < flags.",
+             "# See `dsqlops config show` and docs/control.md for every key.", "",
+             "# default_profile: default", "", "profiles:", "  default:"]
+    for k, v in PROFILE_DEFAULTS.items():
+        env = f"  (env {env_of[k]})" if k in env_of else ""
+        lines.append(f"    # {k}: {'' if v is None else v}{env}")
+    return "\n".join(lines) + "\n"
 
 
 def write_user_config(path: Path, text: str, *, force: bool = False) -> Path:
