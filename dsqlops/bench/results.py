@@ -1,0 +1,169 @@
+"""Bench results: the summary users see, JSON lines that several hosts can merge, the live line.
+
+A JSON line is one object per run::
+
+    {"kind": "dsqlops.bench", "version": 1, "workload": "transfer", "host": "…", "started_at": "…Z",
+     "ended_at": "…Z", "elapsed_seconds": 10.0, "concurrency": 8, "processes": 1, "accounts": 1000,
+     "target": "…", "committed": 1234, …, "latency_histogram": {"412": 3, …}, "checks": [...],
+     "cost": {...} | null}
+
+``merge`` adds counters and histogram buckets (so merged p50/p99 are exact up to bucket width),
+spans the earliest start to the latest end, and sums per-host throughput (hosts run side by side).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dsqlops.bench.runner import BenchResult
+from dsqlops.bench.stats import Snapshot
+from dsqlops.bench.workloads import Check
+from dsqlops.errors import UsageError
+
+KIND = "dsqlops.bench"
+VERSION = 1
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def summary(result: BenchResult) -> dict[str, Any]:
+    """The flat summary rendered by ``bench`` in any output format."""
+    s = result.snapshot
+    lat = s.latency
+    finished = s.committed + s.aborted + s.failed
+    out: dict[str, Any] = {
+        "workload": result.workload,
+        "hosts": result.runs,
+        "started_at": result.started_at,
+        "ended_at": result.ended_at,
+        "elapsed_seconds": round(result.elapsed_seconds, 3),
+        "concurrency": result.concurrency,
+        "processes": result.processes,
+        "transactions": finished,
+        "committed": s.committed,
+        "aborted": s.aborted,
+        "failed": s.failed,
+        "tps": round(result.tps, 2),
+        "p50_ms": _ms(lat.percentile(50)),
+        "p95_ms": _ms(lat.percentile(95)),
+        "p99_ms": _ms(lat.percentile(99)),
+        "attempts": s.attempts,
+        "retries": s.retries,
+        "occ_conflicts": s.occ_conflicts,
+        "occ_absorbed": s.occ_absorbed,
+        "occ_escaped": s.occ_escaped,
+        "errors": s.errors,
+        "conflict_rate": round(s.occ_conflicts / s.attempts, 4) if s.attempts else 0.0,
+        "invariants_ok": result.ok,
+        "checks": {c.name: ("ok" if c.ok else "FAILED: ") + c.detail for c in result.checks},
+    }
+    if s.error_samples:
+        out["error_samples"] = dict(s.error_samples)
+    if result.cost is not None:
+        out.update({f"cost_{k}" if not k.startswith("cost") else k: v for k, v in result.cost.items()})
+    return out
+
+
+def live_line(s: Snapshot, elapsed: float) -> str:
+    """The one-line live status (stderr)."""
+    p50, p99 = s.latency.percentile(50), s.latency.percentile(99)
+    tps = s.committed / elapsed if elapsed > 0 else 0.0
+    fmt = lambda v: "-" if v is None else f"{v * 1000:.1f}ms"  # noqa: E731
+    return (f"{elapsed:6.1f}s  tps {tps:8.1f}  p50 {fmt(p50)}  p99 {fmt(p99)}  committed {s.committed}  "
+            f"retries {s.retries}  occ absorbed {s.occ_absorbed} escaped {s.occ_escaped}  "
+            f"errors {s.errors}  in-flight {s.in_flight}")
+
+
+def to_json_line(result: BenchResult) -> str:
+    d: dict[str, Any] = {
+        "kind": KIND, "version": VERSION, "workload": result.workload, "target": result.target,
+        "host": result.host, "started_at": _iso(result.started_at), "ended_at": _iso(result.ended_at),
+        "elapsed_seconds": result.elapsed_seconds, "concurrency": result.concurrency,
+        "processes": result.processes, "accounts": result.accounts, "runs": result.runs,
+    }
+    d.update(result.snapshot.to_dict())
+    d["in_flight"] = 0
+    d["checks"] = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in result.checks]
+    d["cost"] = result.cost
+    return json.dumps(d, sort_keys=False, default=str)
+
+
+def _parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def from_json(d: dict[str, Any]) -> BenchResult:
+    if d.get("kind") != KIND:
+        raise UsageError("not a dsqlops bench result (missing \"kind\": \"dsqlops.bench\")")
+    try:
+        return BenchResult(
+            workload=str(d["workload"]), target=str(d.get("target", "")), host=str(d.get("host", "")),
+            started_at=_parse_time(d["started_at"]), ended_at=_parse_time(d["ended_at"]),
+            elapsed_seconds=float(d["elapsed_seconds"]), concurrency=int(d["concurrency"]),
+            processes=int(d.get("processes", 1)), accounts=int(d.get("accounts", 0)),
+            snapshot=Snapshot.from_dict(d), runs=int(d.get("runs", 1)),
+            checks=[Check(str(c["name"]), bool(c["ok"]), str(c.get("detail", ""))) for c in d.get("checks", [])],
+            cost=d.get("cost"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"malformed bench result: {exc}") from None
+
+
+def read_json_lines(paths: Iterable[str | Path]) -> list[BenchResult]:
+    results: list[BenchResult] = []
+    for path in paths:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {p}: {exc.strerror or exc}") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{p}:{n}: not JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise UsageError(f"{p}:{n}: not a JSON object")
+            try:
+                results.append(from_json(obj))
+            except UsageError as exc:
+                raise UsageError(f"{p}:{n}: {exc.message}") from None
+    if not results:
+        raise UsageError("no bench results in the given files")
+    return results
+
+
+def merge(results: list[BenchResult]) -> BenchResult:
+    """Merge runs of the same workload made side by side (several hosts)."""
+    if not results:
+        raise UsageError("nothing to merge")
+    workloads = {r.workload for r in results}
+    if len(workloads) > 1:
+        raise UsageError(f"cannot merge different workloads: {', '.join(sorted(workloads))}")
+    snap = Snapshot()
+    for r in results:
+        snap.merge(r.snapshot)
+    snap.in_flight = 0
+    start = min(r.started_at for r in results)
+    end = max(r.ended_at for r in results)
+    checks = [c for r in results for c in r.checks]
+    costs = [r.cost for r in results if r.cost]
+    merged = BenchResult(
+        workload=results[0].workload, target=",".join(sorted({r.target for r in results})),
+        host=",".join(sorted({r.host for r in results})), started_at=start, ended_at=end,
+        elapsed_seconds=max((end - start).total_seconds(), max(r.elapsed_seconds for r in results)),
+        concurrency=sum(r.concurrency for r in results), processes=sum(r.processes for r in results),
+        accounts=max(r.accounts for r in results), snapshot=snap, checks=checks,
+        cost=costs[0] if len(costs) == 1 else None, runs=sum(r.runs for r in results))
+    return merged
