@@ -28,6 +28,7 @@ class CliEnv:
     progress: bool = True
     _settings: Any = None
     _aws: Any = None
+    _tokens: Any = None
 
     @property
     def settings(self) -> Any:
@@ -76,6 +77,27 @@ class CliEnv:
                              hint="pass -c/--cluster, set DSQLOPS_CLUSTER, or set 'cluster' in your profile")
         ref = parse_cluster(raw)
         return ref.with_region(self.settings.get("region"))
+
+    def connection_target(self, cluster_value: str | None, *, user: str | None = None) -> Any:
+        """The :class:`dsqlops.data.connection.ConnectionTarget` for ``-c/--cluster`` (+ ``--role``)."""
+        from dsqlops.data.connection import target_for
+
+        return target_for(self.settings, self.cluster(cluster_value), user=user)
+
+    def token_source(self) -> Any:
+        """A :class:`dsqlops.data.tokens.TokenSource` on this invocation's AWS context (one per env)."""
+        if getattr(self, "_tokens", None) is None:
+            from dsqlops.data.tokens import TokenSource
+
+            self._tokens = TokenSource(self.aws())
+        return self._tokens
+
+    def connect(self, cluster_value: str | None, *, user: str | None = None, autocommit: bool = False) -> Any:
+        """A psycopg connection to the cluster (verify-full TLS, a fresh IAM token)."""
+        from dsqlops.data.connection import connect
+
+        return connect(self.connection_target(cluster_value, user=user), self.token_source(),
+                       autocommit=autocommit)
 
     def confirm(self, question: str, *, yes: bool) -> None:
         """Ask on a TTY; without one, refuse unless ``--yes`` (cron-safe: never hang on a prompt)."""

@@ -1,0 +1,54 @@
+"""Fixtures for the connection layer: targets that reach the session's TLS PostgreSQL (``pg``)
+through the host/hostaddr split, with the cluster endpoint as ``host``."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from dsqlops.data.connection import ConnectionTarget
+
+CLUSTER_ID = "abcdefghijklmnopqrstuvwxyz"
+CLUSTER_HOST = f"{CLUSTER_ID}.dsql.us-east-1.on.aws"
+
+
+class CountingTokens:
+    """A token provider that counts calls (trust auth ignores the password, the count is observable)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._n = itertools.count(1)
+
+    def __call__(self, target: ConnectionTarget) -> str:
+        with self._lock:
+            self.calls += 1
+        return f"fake-token-{next(self._n)}"
+
+
+@pytest.fixture()
+def tokens() -> CountingTokens:
+    return CountingTokens()
+
+
+@pytest.fixture()
+def target(pg, pg_tls) -> ConnectionTarget:  # type: ignore[no-untyped-def]
+    return ConnectionTarget(host=CLUSTER_HOST, region="us-east-1", user="postgres", hostaddr="127.0.0.1",
+                            port=pg.port, sslrootcert=str(pg_tls.ca_cert), connect_timeout=20)
+
+
+@pytest.fixture()
+def table(pg) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh one-row table ``(id int primary key, v int)`` with a unique name."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(**pg.conninfo(), sslmode="require", autocommit=True) as c:
+        c.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, v int NOT NULL)")
+        c.execute(f"INSERT INTO {name} VALUES (1, 100)")
+    yield name
+    with psycopg.connect(**pg.conninfo(), sslmode="require", autocommit=True) as c:
+        c.execute(f"DROP TABLE IF EXISTS {name}")
