@@ -1,0 +1,343 @@
+"""DSQL CloudWatch metrics: which ones, with which statistic, fetched in as few calls as possible.
+
+* Namespace ``AWS/AuroraDSQL``, dimension ``ClusterId``; ``StreamDPU`` also has ``StreamId`` and
+  is discovered per stream with ListMetrics (FACTS §4.1).
+* GetMetricData with at most 500 queries and 100,800 datapoints per call (RELIABILITY §1.2): the
+  queries of many clusters share calls; a series longer than 100,800 points is split by time.
+* ``NextToken`` pages are merged per query without duplicate timestamps; ``PartialData`` without a
+  further page and ``InternalError`` become warnings on the series.
+* No metric math (moto does not evaluate it; we compute in Python, with :class:`~decimal.Decimal`).
+* Throttling: botocore's standard retry mode (AwsContext) retries ``Throttling`` and
+  ``ThrottlingException``; when its attempts run out we back off and try the call again a few times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from dsqlops.cost.timewin import Window
+
+NAMESPACE = "AWS/AuroraDSQL"
+MAX_QUERIES_PER_CALL = 500
+MAX_POINTS_PER_CALL = 100_800
+THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded",
+                            "TooManyRequestsException", "RequestThrottled", "RequestThrottledException"})
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    stat: str
+    unit: str
+    dpu: bool = False
+    per_stream: bool = False
+
+
+#: Every DSQL metric dsqlops reads and the statistic that is right for it (FACTS §4.1 table).
+METRICS: dict[str, MetricSpec] = {m.name: m for m in (
+    MetricSpec("TotalDPU", "Sum", "DPU", dpu=True),
+    MetricSpec("ReadDPU", "Sum", "DPU", dpu=True),
+    MetricSpec("WriteDPU", "Sum", "DPU", dpu=True),
+    MetricSpec("ComputeDPU", "Sum", "DPU", dpu=True),
+    MetricSpec("MultiRegionWriteDPU", "Sum", "DPU", dpu=True),
+    MetricSpec("StreamDPU", "Sum", "DPU", dpu=True, per_stream=True),
+    MetricSpec("ClusterStorageSize", "Average", "bytes"),
+    MetricSpec("TotalTransactions", "Sum", "count"),
+    MetricSpec("ReadOnlyTransactions", "Sum", "count"),
+    MetricSpec("OccConflicts", "Sum", "count"),
+    MetricSpec("QueryTimeouts", "Sum", "count"),
+    MetricSpec("CommitLatency", "Average", "ms"),  # already a P50 per period: never Sum it
+    MetricSpec("BytesRead", "Sum", "bytes"),
+    MetricSpec("BytesWritten", "Sum", "bytes"),
+    MetricSpec("ComputeTime", "Sum", "ms"),
+)}
+DPU_METRICS = tuple(n for n, m in METRICS.items() if m.dpu)
+#: What the cost model needs.
+COST_METRICS = (*DPU_METRICS, "ClusterStorageSize", "TotalTransactions", "OccConflicts")
+
+
+def spec(name: str) -> MetricSpec:
+    from dsqlops.errors import UsageError
+
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise UsageError(f"unknown DSQL metric {name!r}", hint="one of: " + ", ".join(METRICS)) from None
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    region: str
+    cluster_id: str
+    metric: str
+    stat: str
+    stream_id: str | None = None
+
+    def dimensions(self) -> list[dict[str, str]]:
+        dims = [{"Name": "ClusterId", "Value": self.cluster_id}]
+        if self.stream_id is not None:
+            dims.append({"Name": "StreamId", "Value": self.stream_id})
+        return dims
+
+
+@dataclass
+class Series:
+    key: SeriesKey
+    points: dict[dt.datetime, Decimal] = field(default_factory=dict)
+    status: str = "Complete"
+    messages: list[str] = field(default_factory=list)
+
+    def sorted_points(self) -> list[tuple[dt.datetime, Decimal]]:
+        return sorted(self.points.items())
+
+    def total(self) -> Decimal:
+        return sum(self.points.values(), Decimal(0))
+
+
+@dataclass
+class FetchStats:
+    calls: int = 0
+    pages: int = 0
+    queries: int = 0
+    throttled: int = 0
+    batches: int = 0
+    datapoints_requested: int = 0
+
+    def add(self, other: FetchStats) -> None:
+        for f in ("calls", "pages", "queries", "throttled", "batches", "datapoints_requested"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
+    def minimum_calls(self, points_per_query: int) -> int:
+        """The fewest GetMetricData calls that could carry these queries within both limits."""
+        if not self.queries:
+            return 0
+        return max(math.ceil(self.queries / MAX_QUERIES_PER_CALL),
+                   math.ceil(self.queries * points_per_query / MAX_POINTS_PER_CALL))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One GetMetricData request: up to 500 queries over one time slice."""
+
+    start: dt.datetime
+    end: dt.datetime
+    keys: tuple[SeriesKey, ...]
+
+    def points(self, period: int) -> int:
+        return len(self.keys) * math.ceil((self.end - self.start).total_seconds() / period)
+
+
+def plan_batches(keys: Sequence[SeriesKey], window: Window, *, max_queries: int = MAX_QUERIES_PER_CALL,
+                 max_points: int = MAX_POINTS_PER_CALL) -> list[Batch]:
+    """Split the queries into calls that respect both per-call limits.
+
+    A series longer than ``max_points`` is split by time into slices of whole periods; within a
+    slice, ``min(max_queries, max_points // points_per_query)`` queries share a call.
+    """
+    if not keys:
+        return []
+    period = window.period
+    slice_points = min(window.points, max_points)
+    slices: list[tuple[dt.datetime, dt.datetime]] = []
+    t = window.start
+    step = dt.timedelta(seconds=period * slice_points)
+    while t < window.end:
+        slices.append((t, min(t + step, window.end)))
+        t += step
+    out: list[Batch] = []
+    for s, e in slices:
+        pts = math.ceil((e - s).total_seconds() / period)
+        per_call = max(1, min(max_queries, max_points // pts))
+        for i in range(0, len(keys), per_call):
+            out.append(Batch(s, e, tuple(keys[i:i + per_call])))
+    return out
+
+
+def _query(i: int, key: SeriesKey, period: int) -> dict[str, Any]:
+    return {
+        "Id": f"q{i}",
+        "MetricStat": {"Metric": {"Namespace": NAMESPACE, "MetricName": key.metric,
+                                  "Dimensions": key.dimensions()},
+                       "Period": period, "Stat": key.stat},
+        "ReturnData": True,
+    }
+
+
+def to_decimal(v: Any) -> Decimal:
+    if isinstance(v, Decimal):
+        return v
+    if isinstance(v, float):
+        return Decimal(repr(v))
+    return Decimal(str(v))
+
+
+def _as_utc(t: Any) -> dt.datetime:
+    if isinstance(t, dt.datetime):
+        return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+    raise TypeError(f"unexpected timestamp {t!r}")
+
+
+def call_with_backoff(fn: Callable[[], Any], *, what: str, stats: FetchStats | None = None,
+                      attempts: int = 4, base: float = 1.0, cap: float = 20.0,
+                      sleep: Callable[[float], None] = time.sleep) -> Any:
+    """Call ``fn``; when botocore's own retries ran out on a throttling error, back off and retry.
+
+    CloudWatch is awsQueryCompatible, so its throttling code is ``Throttling`` (not
+    ``ThrottlingException``): both are recognised. Other errors map to dsqlops errors.
+    """
+    import botocore.exceptions as bex
+
+    from dsqlops.aws import error_code, translate_client_error
+
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except bex.ClientError as e:
+            code = error_code(e)
+            if code in THROTTLE_CODES and attempt + 1 < attempts:
+                if stats is not None:
+                    stats.throttled += 1
+                sleep(random.uniform(0, min(cap, base * 2 ** attempt)))
+                continue
+            raise translate_client_error(e, what=what) from None
+        except bex.BotoCoreError as e:
+            raise translate_client_error(e, what=what) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _bind(fn: Callable[..., Any], req: dict[str, Any]) -> Callable[[], Any]:
+    return lambda: fn(**req)
+
+
+def fetch(cw: Any, keys: Sequence[SeriesKey], window: Window, *, stats: FetchStats | None = None,
+          max_queries: int = MAX_QUERIES_PER_CALL, max_points: int = MAX_POINTS_PER_CALL,
+          sleep: Callable[[float], None] = time.sleep) -> dict[SeriesKey, Series]:
+    """Fetch ``keys`` (all in the client's region) over ``window``. Missing series come back empty."""
+    stats = stats if stats is not None else FetchStats()
+    result: dict[SeriesKey, Series] = {k: Series(k) for k in keys}
+    stats.queries += len(keys)
+    for batch in plan_batches(list(dict.fromkeys(keys)), window, max_queries=max_queries, max_points=max_points):
+        stats.batches += 1
+        stats.datapoints_requested += batch.points(window.period)
+        ids = {f"q{i}": k for i, k in enumerate(batch.keys)}
+        params: dict[str, Any] = {
+            "MetricDataQueries": [_query(i, k, window.period) for i, k in enumerate(batch.keys)],
+            "StartTime": batch.start, "EndTime": batch.end, "ScanBy": "TimestampAscending",
+            "MaxDatapoints": max_points,
+        }
+        last_status: dict[str, str] = {}
+        token: str | None = None
+        while True:
+            req = dict(params)
+            if token:
+                req["NextToken"] = token
+            resp = call_with_backoff(_bind(cw.get_metric_data, req), what="GetMetricData", stats=stats, sleep=sleep)
+            stats.calls += 1
+            stats.pages += 1
+            for r in resp.get("MetricDataResults", []):
+                key = ids.get(r.get("Id", ""))
+                if key is None:
+                    continue
+                series = result[key]
+                for ts, v in zip(r.get("Timestamps", []), r.get("Values", []), strict=False):
+                    t = _as_utc(ts)
+                    if t < batch.start or t >= batch.end:
+                        continue
+                    series.points.setdefault(t, to_decimal(v))  # first page wins on a duplicate
+                last_status[r["Id"]] = r.get("StatusCode", "Complete")
+                for m in r.get("Messages", []) or []:
+                    series.messages.append(f"{m.get('Code', '')}: {m.get('Value', '')}".strip(": "))
+            for m in resp.get("Messages", []) or []:
+                for s in result.values():
+                    if s.key in batch.keys:
+                        s.messages.append(f"{m.get('Code', '')}: {m.get('Value', '')}".strip(": "))
+            token = resp.get("NextToken")
+            if not token:
+                break
+        for qid, status in last_status.items():
+            series = result[ids[qid]]
+            if status != "Complete":
+                series.status = status
+                series.messages.append(
+                    f"CloudWatch returned {status} for {series.key.metric} of {series.key.cluster_id} "
+                    f"({batch.start:%Y-%m-%dT%H:%MZ}..{batch.end:%Y-%m-%dT%H:%MZ}) and no further page")
+    return result
+
+
+def discover_streams(cw: Any, cluster_ids: Iterable[str], *, stats: FetchStats | None = None) -> dict[str, list[str]]:
+    """ClusterId → StreamIds that have a ``StreamDPU`` metric (ListMetrics, paged)."""
+    wanted = set(cluster_ids)
+    found: dict[str, set[str]] = {c: set() for c in wanted}
+    for metric in list_metrics(cw, "StreamDPU", stats=stats):
+        dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+        cid, sid = dims.get("ClusterId"), dims.get("StreamId")
+        if cid in wanted and sid:
+            found[cid].add(sid)
+    return {c: sorted(s) for c, s in found.items()}
+
+
+def list_metrics(cw: Any, metric_name: str, *, stats: FetchStats | None = None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        req: dict[str, Any] = {"Namespace": NAMESPACE, "MetricName": metric_name}
+        if token:
+            req["NextToken"] = token
+        resp = call_with_backoff(_bind(cw.list_metrics, req), what="ListMetrics", stats=stats)
+        out.extend(resp.get("Metrics", []))
+        token = resp.get("NextToken")
+        if not token:
+            return out
+
+
+def clusters_with_metrics(cw: Any, *, stats: FetchStats | None = None) -> list[str]:
+    """Cluster ids that have a TotalDPU or ClusterStorageSize metric in this region (deleted ones too)."""
+    ids: set[str] = set()
+    for name in ("TotalDPU", "ClusterStorageSize"):
+        for m in list_metrics(cw, name, stats=stats):
+            dims = {d["Name"]: d["Value"] for d in m.get("Dimensions", [])}
+            if set(dims) == {"ClusterId"}:
+                ids.add(dims["ClusterId"])
+    return sorted(ids)
+
+
+def series_keys(region: str, cluster_ids: Iterable[str], metrics: Iterable[str],
+                streams: Mapping[str, Sequence[str]] | None = None) -> list[SeriesKey]:
+    keys: list[SeriesKey] = []
+    for cid in cluster_ids:
+        for name in metrics:
+            m = spec(name)
+            if m.per_stream:
+                keys.extend(SeriesKey(region, cid, name, m.stat, sid) for sid in (streams or {}).get(cid, ()))
+            else:
+                keys.append(SeriesKey(region, cid, name, m.stat))
+    return keys
+
+
+def fetch_regions(clients: Mapping[str, Any], keys_by_region: Mapping[str, Sequence[SeriesKey]], window: Window,
+                  *, stats: FetchStats | None = None, max_workers: int = 8,
+                  **kw: Any) -> dict[SeriesKey, Series]:
+    """Fetch every region concurrently (one thread per region; clients are built beforehand,
+    because creating boto3 clients is not thread-safe)."""
+    stats = stats if stats is not None else FetchStats()
+    regions = [r for r in keys_by_region if keys_by_region[r]]
+    per_stats = {r: FetchStats() for r in regions}
+    out: dict[SeriesKey, Series] = {}
+    if not regions:
+        return out
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(regions)))) as pool:
+        futures = {r: pool.submit(fetch, clients[r], keys_by_region[r], window, stats=per_stats[r], **kw)
+                   for r in regions}
+        for r in regions:
+            out.update(futures[r].result())
+    for s in per_stats.values():
+        stats.add(s)
+    return out

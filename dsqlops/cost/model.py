@@ -1,0 +1,413 @@
+"""The cost model: pure functions over hourly CloudWatch data and a price table. Decimal throughout.
+
+Assumptions (also printed with every estimate and documented in docs/cost.md):
+
+* The DPU bill line is ``TotalDPU`` (Sum). Its components (Read, Write, Compute, MultiRegionWrite,
+  Stream) are shown too; when ``TotalDPU`` and the sum of the components disagree by more than the
+  tolerance we warn. With no ``TotalDPU`` data at all, the sum of the components is billed.
+* A missing datapoint is 0 DPU (idle clusters emit nothing).
+* Storage is GB-month prorated from hourly averages: Σ over the hours present of
+  (average bytes that hour / 1e9 [GiB: 2^30]) / hours in that hour's month. Not today's size for the
+  whole month.
+* The free tier (100,000 DPU + 1 GB-month, from the price table) is applied **once per account and
+  calendar month** to the usage inside the window for that month — not prorated — and split across
+  the account's clusters in proportion to their usage, priced at each cluster's regional rate.
+* Multi-Region peers are separate clusters, each priced in its own region.
+* Forecast: month-to-date + the trailing daily rate × the days left in the month. The rate is taken
+  over the last 7 full UTC days (fewer since the month or the cluster's first datapoint began; the
+  hours so far when there is no full day yet). A cluster that no longer exists forecasts 0.
+* This is an estimate from CloudWatch and list prices, not a bill: savings plans, credits, taxes
+  and rounding on the AWS bill are not modelled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from dsqlops.cost.pricing import PriceTable, RegionPrice
+from dsqlops.cost.timewin import DAY, hours_in_month, month_start, next_month
+
+ZERO = Decimal(0)
+MILLION = Decimal(1_000_000)
+CENT = Decimal("0.01")
+DEFAULT_TOLERANCE = Decimal("0.01")  # 1 % relative
+ABS_TOLERANCE = Decimal("0.001")  # DPU
+RATE_DAYS = 7
+CAVEAT = ("Estimate, not a bill: computed from CloudWatch metrics and list prices; savings plans, credits, "
+          "taxes and the bill's own rounding are not included.")
+ASSUMPTIONS = (
+    "DPU billed = TotalDPU (Sum); missing datapoints count as 0 DPU.",
+    "Storage = GB-month prorated from hourly ClusterStorageSize averages (bytes/1e9, or 2^30 where the price "
+    "table says GiB) divided by the hours in the month.",
+    "Free tier (from the price table) applied once per account and calendar month to the usage in the window, "
+    "not prorated, split across clusters in proportion to usage.",
+    "Multi-Region peers are priced in their own regions.",
+    "Forecast = month-to-date + trailing daily rate (last 7 full UTC days, or fewer) x days left.",
+)
+COMPONENTS = {"read": "ReadDPU", "write": "WriteDPU", "compute": "ComputeDPU",
+              "multi_region_write": "MultiRegionWriteDPU", "stream": "StreamDPU"}
+
+
+def money(v: Decimal) -> Decimal:
+    return v.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _q(v: Decimal, places: str = "0.000001") -> Decimal:
+    return v.quantize(Decimal(places), rounding=ROUND_HALF_UP).normalize() if v else ZERO
+
+
+@dataclass(frozen=True)
+class ClusterUsage:
+    """Hourly data of one cluster (what metrics.py fetched), the model's only input besides prices.
+
+    ``dpu[metric][hour_start]`` is the hourly Sum (StreamDPU already summed over streams);
+    ``storage_bytes[hour_start]`` the hourly Average of ClusterStorageSize.
+    """
+
+    cluster_id: str
+    region: str
+    dpu: Mapping[str, Mapping[dt.datetime, Decimal]] = field(default_factory=dict)
+    storage_bytes: Mapping[dt.datetime, Decimal] = field(default_factory=dict)
+    transactions: Decimal = ZERO
+    occ_conflicts: Decimal = ZERO
+    status: str | None = None
+    exists: bool = True
+    account: str = "default"
+
+
+@dataclass
+class Forecast:
+    method: str
+    rate_start: dt.datetime | None
+    rate_end: dt.datetime | None
+    dpu_per_day: Decimal
+    month_end: dt.datetime
+    dpu: Decimal
+    storage_gb_month: Decimal
+    gross_usd: Decimal = ZERO
+    free_tier_usd: Decimal = ZERO
+    total_usd: Decimal = ZERO
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "rate_window_start": self.rate_start, "rate_window_end": self.rate_end,
+                "dpu_per_day": _q(self.dpu_per_day), "month_end": self.month_end, "dpu": _q(self.dpu),
+                "storage_gb_month": _q(self.storage_gb_month), "gross_usd": money(self.gross_usd),
+                "free_tier_usd": money(self.free_tier_usd), "total_usd": money(self.total_usd)}
+
+
+@dataclass
+class ClusterCost:
+    cluster_id: str
+    region: str
+    status: str | None
+    exists: bool
+    account: str
+    price: RegionPrice
+    components: dict[str, Decimal]
+    components_dpu: Decimal
+    total_dpu_metric: Decimal | None
+    billed_dpu: Decimal
+    dpu_basis: str
+    storage_gb_month: Decimal
+    storage_hours: int
+    latest_storage_bytes: Decimal | None
+    first_seen: dt.datetime | None
+    last_seen: dt.datetime | None
+    daily_dpu: dict[dt.date, Decimal]
+    transactions: Decimal
+    occ_conflicts: Decimal
+    monthly_dpu: dict[dt.datetime, Decimal] = field(default_factory=dict)
+    monthly_storage: dict[dt.datetime, Decimal] = field(default_factory=dict)
+    free_tier_dpu: Decimal = ZERO
+    free_tier_storage_gb_month: Decimal = ZERO
+    forecast: Forecast | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def dpu_usd(self) -> Decimal:
+        return self.billed_dpu / MILLION * self.price.dpu_usd_per_million
+
+    @property
+    def storage_usd(self) -> Decimal:
+        return self.storage_gb_month * self.price.storage_usd_per_gb_month
+
+    @property
+    def free_tier_usd(self) -> Decimal:
+        return (self.free_tier_dpu / MILLION * self.price.dpu_usd_per_million
+                + self.free_tier_storage_gb_month * self.price.storage_usd_per_gb_month)
+
+    @property
+    def gross_usd(self) -> Decimal:
+        return self.dpu_usd + self.storage_usd
+
+    @property
+    def total_usd(self) -> Decimal:
+        return self.gross_usd - self.free_tier_usd
+
+    @property
+    def occ_conflict_rate(self) -> Decimal | None:
+        if not self.transactions:
+            return None
+        return (self.occ_conflicts / self.transactions).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cluster_id": self.cluster_id, "region": self.region, "status": self.status, "exists": self.exists,
+            "account": self.account,
+            "read_dpu": _q(self.components["read"]), "write_dpu": _q(self.components["write"]),
+            "compute_dpu": _q(self.components["compute"]),
+            "multi_region_write_dpu": _q(self.components["multi_region_write"]),
+            "stream_dpu": _q(self.components["stream"]), "components_dpu": _q(self.components_dpu),
+            "total_dpu": _q(self.total_dpu_metric) if self.total_dpu_metric is not None else None,
+            "billed_dpu": _q(self.billed_dpu), "dpu_basis": self.dpu_basis,
+            "storage_gb_month": _q(self.storage_gb_month), "storage_unit": self.price.storage_unit,
+            "storage_hours": self.storage_hours,
+            "dpu_usd": money(self.dpu_usd), "storage_usd": money(self.storage_usd),
+            "free_tier_dpu": _q(self.free_tier_dpu), "free_tier_storage_gb_month": _q(self.free_tier_storage_gb_month),
+            "free_tier_usd": money(self.free_tier_usd), "total_usd": money(self.total_usd),
+            "currency": self.price.currency,
+            "dpu_usd_per_million": self.price.dpu_usd_per_million,
+            "storage_usd_per_gb_month": self.price.storage_usd_per_gb_month,
+            "price_as_of": self.price.as_of, "price_confidence": self.price.confidence,
+            "transactions": _q(self.transactions), "occ_conflicts": _q(self.occ_conflicts),
+            "occ_conflict_rate": self.occ_conflict_rate,
+            "first_seen": self.first_seen, "last_seen": self.last_seen,
+            "daily_dpu": {d.isoformat(): _q(v) for d, v in sorted(self.daily_dpu.items())},
+            "forecast": self.forecast.to_dict() if self.forecast else None,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class CostEstimate:
+    start: dt.datetime
+    end: dt.datetime
+    generated_at: dt.datetime
+    currency: str
+    clusters: list[ClusterCost]
+    price_table: str
+    free_tier: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+    assumptions: tuple[str, ...] = ASSUMPTIONS
+    caveat: str = CAVEAT
+    forecast_requested: bool = False
+
+    @property
+    def total_usd(self) -> Decimal:
+        return sum((c.total_usd for c in self.clusters), ZERO)
+
+    @property
+    def gross_usd(self) -> Decimal:
+        return sum((c.gross_usd for c in self.clusters), ZERO)
+
+    @property
+    def free_tier_usd(self) -> Decimal:
+        return sum((c.free_tier_usd for c in self.clusters), ZERO)
+
+    @property
+    def forecast_usd(self) -> Decimal | None:
+        if not any(c.forecast for c in self.clusters):
+            return None
+        return sum((c.forecast.total_usd for c in self.clusters if c.forecast), ZERO)
+
+    def daily_dpu(self) -> dict[dt.date, Decimal]:
+        out: dict[dt.date, Decimal] = defaultdict(lambda: ZERO)
+        for c in self.clusters:
+            for d, v in c.daily_dpu.items():
+                out[d] += v
+        return dict(sorted(out.items()))
+
+    def totals(self) -> dict[str, Any]:
+        f = self.forecast_usd
+        return {"billed_dpu": _q(sum((c.billed_dpu for c in self.clusters), ZERO)),
+                "storage_gb_month": _q(sum((c.storage_gb_month for c in self.clusters), ZERO)),
+                "dpu_usd": money(sum((c.dpu_usd for c in self.clusters), ZERO)),
+                "storage_usd": money(sum((c.storage_usd for c in self.clusters), ZERO)),
+                "gross_usd": money(self.gross_usd), "free_tier_usd": money(self.free_tier_usd),
+                "total_usd": money(self.total_usd),
+                "forecast_usd": money(f) if f is not None else None, "currency": self.currency}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window": {"start": self.start, "end": self.end}, "generated_at": self.generated_at,
+                "price_table": self.price_table, "clusters": [c.to_dict() for c in self.clusters],
+                "totals": self.totals(), "free_tier": self.free_tier, "warnings": list(self.warnings),
+                "assumptions": list(self.assumptions), "caveat": self.caveat}
+
+
+def _in(t: dt.datetime, start: dt.datetime, end: dt.datetime) -> bool:
+    return start <= t < end
+
+
+def _split(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
+    """Split ``total`` in proportion to ``weights`` so that the parts add up exactly."""
+    s = sum(weights, ZERO)
+    if not s or not total:
+        return [ZERO] * len(weights)
+    parts = [total * w / s for w in weights]
+    parts[-1] = total - sum(parts[:-1], ZERO)
+    return parts
+
+
+def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: dt.datetime,
+                 tolerance: Decimal = DEFAULT_TOLERANCE) -> ClusterCost:
+    """One cluster's usage in [start, end): DPU by component, billed DPU, storage GB-month."""
+    warnings: list[str] = []
+    comps = {k: sum((v for t, v in u.dpu.get(m, {}).items() if _in(t, start, end)), ZERO)
+             for k, m in COMPONENTS.items()}
+    comp_sum = sum(comps.values(), ZERO)
+    total_pts = {t: v for t, v in u.dpu.get("TotalDPU", {}).items() if _in(t, start, end)}
+    total_metric = sum(total_pts.values(), ZERO) if total_pts else None
+    hourly: dict[dt.datetime, Decimal] = defaultdict(lambda: ZERO)
+    if total_metric is not None:
+        basis, billed = "TotalDPU", total_metric
+        for t, v in total_pts.items():
+            hourly[t] += v
+        diff = abs(total_metric - comp_sum)
+        if comp_sum and diff > max(tolerance * max(total_metric, comp_sum), ABS_TOLERANCE):
+            warnings.append(f"{u.cluster_id}: TotalDPU {_q(total_metric)} differs from the sum of its components "
+                            f"{_q(comp_sum)} by more than {tolerance * 100}%; billing TotalDPU")
+    else:
+        basis, billed = "components", comp_sum
+        for m in COMPONENTS.values():
+            for t, v in u.dpu.get(m, {}).items():
+                if _in(t, start, end):
+                    hourly[t] += v
+        if comp_sum:
+            warnings.append(f"{u.cluster_id}: no TotalDPU data; billing the sum of the DPU components")
+    storage = {t: b for t, b in u.storage_bytes.items() if _in(t, start, end)}
+    gbm = ZERO
+    monthly_storage: dict[dt.datetime, Decimal] = defaultdict(lambda: ZERO)
+    for t, b in storage.items():
+        v = b / price.bytes_per_unit / hours_in_month(t)
+        gbm += v
+        monthly_storage[month_start(t)] += v
+    monthly_dpu: dict[dt.datetime, Decimal] = defaultdict(lambda: ZERO)
+    daily: dict[dt.date, Decimal] = defaultdict(lambda: ZERO)
+    for t, v in hourly.items():
+        monthly_dpu[month_start(t)] += v
+        daily[t.date()] += v
+    seen = sorted(set(hourly) | set(storage) | {t for m in u.dpu.values() for t in m if _in(t, start, end)})
+    latest = storage[max(storage)] if storage else None
+    return ClusterCost(
+        cluster_id=u.cluster_id, region=u.region, status=u.status, exists=u.exists, account=u.account, price=price,
+        components=comps, components_dpu=comp_sum, total_dpu_metric=total_metric, billed_dpu=billed,
+        dpu_basis=basis, storage_gb_month=gbm, storage_hours=len(storage), latest_storage_bytes=latest,
+        first_seen=seen[0] if seen else None, last_seen=seen[-1] if seen else None, daily_dpu=dict(daily),
+        transactions=u.transactions, occ_conflicts=u.occ_conflicts, monthly_dpu=dict(monthly_dpu),
+        monthly_storage=dict(monthly_storage), warnings=warnings)
+
+
+def _free_tier_amounts(costs: Sequence[ClusterCost], warnings: list[str]) -> tuple[Decimal, Decimal]:
+    dpus = {c.price.free_tier_dpu for c in costs}
+    gbs = {c.price.free_tier_storage_gb_month for c in costs}
+    if len(dpus) > 1 or len(gbs) > 1:
+        warnings.append("the price table's regions disagree on the free tier; using the smallest")
+    return min(dpus), min(gbs)
+
+
+def apply_free_tier(costs: Sequence[ClusterCost], warnings: list[str]) -> list[dict[str, Any]]:
+    """Subtract the free tier once per (account, month), split by usage. Returns a summary per month."""
+    summary: list[dict[str, Any]] = []
+    by_account: dict[str, list[ClusterCost]] = defaultdict(list)
+    for c in costs:
+        by_account[c.account].append(c)
+    for account, group in sorted(by_account.items()):
+        ft_dpu, ft_gb = _free_tier_amounts(group, warnings)
+        months = sorted({m for c in group for m in (*c.monthly_dpu, *c.monthly_storage)})
+        for m in months:
+            dpu_use = [c.monthly_dpu.get(m, ZERO) for c in group]
+            gb_use = [c.monthly_storage.get(m, ZERO) for c in group]
+            free_dpu = min(sum(dpu_use, ZERO), ft_dpu)
+            free_gb = min(sum(gb_use, ZERO), ft_gb)
+            for c, fd, fg in zip(group, _split(free_dpu, dpu_use), _split(free_gb, gb_use), strict=True):
+                c.free_tier_dpu += fd
+                c.free_tier_storage_gb_month += fg
+            summary.append({"account": account, "month": m.strftime("%Y-%m"), "dpu_used": _q(sum(dpu_use, ZERO)),
+                            "free_dpu_applied": _q(free_dpu), "free_dpu_allowance": ft_dpu,
+                            "storage_gb_month_used": _q(sum(gb_use, ZERO)), "free_storage_applied": _q(free_gb),
+                            "free_storage_allowance": ft_gb})
+    return summary
+
+
+def forecast_cluster(u: ClusterUsage, c: ClusterCost, now: dt.datetime, *, rate_days: int = RATE_DAYS) -> Forecast:
+    """Month-end usage of ``c`` from the trailing daily rate (see the module docstring)."""
+    m_start, m_end = month_start(now), next_month(now)
+    hourly: dict[dt.datetime, Decimal] = defaultdict(lambda: ZERO)
+    src = ["TotalDPU"] if c.dpu_basis == "TotalDPU" else list(COMPONENTS.values())
+    for name in src:
+        for t, v in u.dpu.get(name, {}).items():
+            if _in(t, m_start, now):
+                hourly[t] += v
+    mtd = sum(hourly.values(), ZERO)
+    mtd_storage = c.monthly_storage.get(m_start, ZERO)
+    remaining_days = Decimal((m_end - now).total_seconds()) / Decimal(86400)
+    if not c.exists:
+        return Forecast("cluster no longer exists: no further usage", None, None, ZERO, m_end, mtd, mtd_storage)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = c.first_seen or m_start
+    first_full_day = first if first == first.replace(hour=0, minute=0, second=0) else (
+        first.replace(hour=0, minute=0, second=0) + DAY)
+    r_start = max(today - DAY * rate_days, m_start, first_full_day)
+    if r_start < today:
+        r_end, method = today, f"trailing {int((today - r_start) / DAY)} full day(s)"
+    else:
+        r_start, r_end, method = max(m_start, first), now, "hours so far this month (no full day yet)"
+    span_days = Decimal((r_end - r_start).total_seconds()) / Decimal(86400)
+    used = sum((v for t, v in hourly.items() if _in(t, r_start, r_end)), ZERO)
+    rate = used / span_days if span_days > 0 else ZERO
+    dpu = mtd + rate * remaining_days
+    storage = mtd_storage
+    if c.latest_storage_bytes is not None:
+        remaining_hours = Decimal((m_end - now).total_seconds()) / Decimal(3600)
+        storage += c.latest_storage_bytes / c.price.bytes_per_unit * remaining_hours / hours_in_month(now)
+    return Forecast(method, r_start, r_end, rate, m_end, dpu, storage)
+
+
+def _price_forecasts(costs: Sequence[ClusterCost], warnings: list[str]) -> None:
+    by_account: dict[str, list[ClusterCost]] = defaultdict(list)
+    for c in costs:
+        if c.forecast:
+            by_account[c.account].append(c)
+    for group in by_account.values():
+        ft_dpu, ft_gb = _free_tier_amounts(group, warnings)
+        fcs = [c.forecast for c in group if c.forecast]
+        free_d = _split(min(sum((f.dpu for f in fcs), ZERO), ft_dpu), [f.dpu for f in fcs])
+        free_g = _split(min(sum((f.storage_gb_month for f in fcs), ZERO), ft_gb), [f.storage_gb_month for f in fcs])
+        for c, f, fd, fg in zip(group, fcs, free_d, free_g, strict=True):
+            p = c.price
+            f.gross_usd = f.dpu / MILLION * p.dpu_usd_per_million + f.storage_gb_month * p.storage_usd_per_gb_month
+            f.free_tier_usd = fd / MILLION * p.dpu_usd_per_million + fg * p.storage_usd_per_gb_month
+            f.total_usd = f.gross_usd - f.free_tier_usd
+
+
+def estimate(usages: Sequence[ClusterUsage], prices: PriceTable, *, start: dt.datetime, end: dt.datetime,
+             now: dt.datetime, forecast: bool = False, tolerance: Decimal = DEFAULT_TOLERANCE,
+             rate_days: int = RATE_DAYS) -> CostEstimate:
+    """Price ``usages`` over [start, end). ``now`` bounds the data and anchors the forecast."""
+    warnings: list[str] = []
+    costs = [cluster_cost(u, prices.get(u.region), start, end, tolerance) for u in usages]
+    for c in costs:
+        warnings.extend(c.warnings)
+        if not c.exists:
+            c.warnings.append(f"{c.cluster_id}: not listed by the control plane (deleted?) but has metrics; "
+                              "its usage is billed")
+    if start != month_start(start):
+        warnings.append("the window does not start at the beginning of a month: the full monthly free tier is "
+                        "applied to the usage in the window (an over-estimate of the free tier)")
+    ft = apply_free_tier(costs, warnings)
+    if forecast:
+        data_end = min(end, now)
+        if month_start(start) != month_start(data_end - dt.timedelta(seconds=1)) or data_end < now - DAY:
+            warnings.append("--forecast needs a window in the current month ending now; no forecast made")
+        else:
+            for u, c in zip(usages, costs, strict=True):
+                c.forecast = forecast_cluster(u, c, data_end, rate_days=rate_days)
+            _price_forecasts(costs, warnings)
+    costs.sort(key=lambda c: (-c.total_usd, c.region, c.cluster_id))
+    return CostEstimate(start=start, end=end, generated_at=now, currency=prices.currency, clusters=costs,
+                        price_table=prices.path, free_tier=ft, warnings=warnings, forecast_requested=forecast)
