@@ -797,8 +797,9 @@ def apply_plan(conn_factory: Callable[[], Any], steps: Sequence[Step], *, policy
                on_step: Callable[[int, Step], None] | None = None) -> ApplyResult:
     """Run each step in its own transaction with OCC retry (B's ``run_transaction``).
 
-    ``conn_factory`` is what ``run_transaction`` accepts (a pool or a callable returning a
-    connection). On the first failure raises :class:`ApplyError` with both lists.
+    ``conn_factory`` is what ``run_transaction`` accepts: one ``psycopg.Connection`` (reused, the
+    usual case), a pool, or a callable returning a new connection. On the first failure raises
+    :class:`ApplyError` with both lists.
     """
     from dsqlops.data.retry import RetryStats, run_transaction
 
@@ -842,4 +843,6 @@ def _reason(e: BaseException) -> str:
 
 
 def _outcome_unknown(e: BaseException) -> bool:
-    return bool(getattr(e, "outcome_unknown", False) or type(e).__name__ in ("CommitUnknown", "UnknownOutcome"))
+    from dsqlops.data.retry import UnknownOutcomeError
+
+    return isinstance(e, UnknownOutcomeError)
