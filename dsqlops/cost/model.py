@@ -280,12 +280,12 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
         if comp_sum:
             warnings.append(f"{u.cluster_id}: no TotalDPU data; billing the sum of the DPU components")
     storage = {t: b for t, b in u.storage_bytes.items() if _in(t, start, end)}
-    gbm = ZERO
-    monthly_storage: dict[dt.datetime, Decimal] = defaultdict(lambda: ZERO)
+    byte_hours: dict[dt.datetime, Decimal] = defaultdict(lambda: ZERO)
     for t, b in storage.items():
-        v = b / price.bytes_per_unit / hours_in_month(t)
-        gbm += v
-        monthly_storage[month_start(t)] += v
+        byte_hours[month_start(t)] += b
+    # One division per month (not per hour) keeps the result exact where it can be.
+    monthly_storage = {m: bh / price.bytes_per_unit / hours_in_month(m) for m, bh in byte_hours.items()}
+    gbm = sum(monthly_storage.values(), ZERO)
     monthly_dpu: dict[dt.datetime, Decimal] = defaultdict(lambda: ZERO)
     daily: dict[dt.date, Decimal] = defaultdict(lambda: ZERO)
     for t, v in hourly.items():
