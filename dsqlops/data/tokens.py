@@ -110,7 +110,10 @@ class TokenSource:
     def _client(self, region: str) -> Any:
         with self._lock:
             if not self._checked_credentials:
-                self.aws.credentials()  # ConfigError (253) when there are none or they are partial
+                from dsqlops.aws import aws_errors
+
+                with aws_errors("AWS credentials"):
+                    self.aws.credentials()  # ConfigError (253) when there are none or they are partial
                 self._checked_credentials = True
             if region not in self._clients:
                 self._clients[region] = self.aws.dsql(region)
