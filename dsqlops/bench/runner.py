@@ -164,7 +164,7 @@ def _run_threads(spec: PoolSpec, workload: Workload, cfg: BenchConfig, clients: 
     rate = cfg.rate * share if cfg.rate else None
     budget = None
     if cfg.transactions is not None:
-        budget = max(int(round(cfg.transactions * share)), 0)
+        budget = max(round(cfg.transactions * share), 0)
     deadline = time.monotonic() + cfg.duration if cfg.duration is not None else None
     pacer = _Pacer(rate, budget, deadline)
     rec = Recorder()
@@ -200,7 +200,7 @@ def _child(index: int, spec: PoolSpec, workload: Workload, cfg: BenchConfig, cli
     try:
         final = _run_threads(spec, workload, cfg, clients, share, tick, stop, seed)
         out.put((index, "done", final.to_dict()))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         out.put((index, "error", f"{type(exc).__name__}: {exc}"))
 
 

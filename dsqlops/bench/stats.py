@@ -111,7 +111,9 @@ class Snapshot:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
-        s = cls(**{name: int(data.get(name, 0)) for name in COUNTERS})
+        s = cls()
+        for name in COUNTERS:
+            setattr(s, name, int(data.get(name, 0)))
         s.in_flight = int(data.get("in_flight", 0))
         s.latency = Histogram.from_dict(data.get("latency_histogram") or {})
         s.error_samples = {str(k): int(v) for k, v in (data.get("error_samples") or {}).items()}

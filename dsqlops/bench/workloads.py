@@ -141,8 +141,10 @@ class Transfer(Workload):
         if balances[src] < amount:
             conn.rollback()
             return ABORTED
-        conn.execute("UPDATE accounts SET balance = %s WHERE id = %s", (balances[src] - amount, src))
-        conn.execute("UPDATE accounts SET balance = %s WHERE id = %s", (balances[dst] + amount, dst))
+        new = {src: balances[src] - amount, dst: balances[dst] + amount}
+        # Lower id first: DSQL has no row locks, but a lock-based PostgreSQL would deadlock otherwise.
+        for acct in sorted(new):
+            conn.execute("UPDATE accounts SET balance = %s WHERE id = %s", (new[acct], acct))
         if self.log:
             conn.execute("INSERT INTO transactions (id, from_id, to_id, amount, created_at) "
                          "VALUES (%s, %s, %s, %s, now())", (uuid.UUID(int=rng.getrandbits(128), version=4),

@@ -26,6 +26,7 @@ def test_transfer_keeps_money_and_absorbs_conflicts(bench_db: str) -> None:
     assert s.occ_conflicts > 0, "no conflict in 300 contended transfers: the test cannot show retries"
     assert s.retries > 0 and s.occ_absorbed > 0
     assert s.attempts == 300 + s.retries
+    assert s.errors == 0, s.error_samples
     assert {c.name: c.ok for c in res.checks} == {"total_money_unchanged": True, "no_negative_balance": True}
     with psycopg.connect(bench_db) as conn:
         total, n = conn.execute("SELECT sum(balance), count(*) FROM accounts").fetchone()
@@ -93,5 +94,5 @@ def test_json_lines_round_trip_and_merge(bench_db: str, tmp_path) -> None:  # ty
     json.dumps(results.to_json_line(merged))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"kind": "other"}\n')
-    with pytest.raises(UsageError, match="bad.jsonl:1"):
+    with pytest.raises(UsageError, match=r"bad\.jsonl:1"):
         results.read_json_lines([bad])
