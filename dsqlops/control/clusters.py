@@ -337,6 +337,8 @@ def create_cluster(client: Any, req: CreateRequest) -> Cluster:
             ) from None
         raise
     cluster = cluster_from_api(resp, req.region)
+    if not cluster.tags and req.tags:  # CreateCluster's response carries no tags
+        cluster.tags = dict(req.tags)
     if cluster.status in ("DELETING", "DELETED", "PENDING_DELETE"):
         raise ConflictError(
             f"the clientToken of this request belongs to cluster {cluster.id}, which is {cluster.status}",

@@ -1,0 +1,127 @@
+"""Throttling answered at botocore's ``before-send`` (not Stubber, which bypasses the retry
+handler: RELIABILITY §0.2/§5.1): the retry handler, parsing and idempotency token all run for real;
+requests that get through are answered by moto."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from dsqlops.aws import AwsContext
+from dsqlops.control.clusters import CreateRequest, client_token_for
+from dsqlops.errors import ExitCode
+from tests.control.conftest import create
+
+
+class _Raw(io.BytesIO):
+    def stream(self, **_kw: Any):  # type: ignore[no-untyped-def]
+        data = self.read()
+        while data:
+            yield data
+            data = self.read()
+
+
+def _throttle(url: str) -> AWSResponse:
+    body = json.dumps({"message": "Rate exceeded"}).encode()
+    return AWSResponse(url, 429, {"x-amzn-ErrorType": "ThrottlingException", "Content-Type": "application/json"},
+                       _Raw(body))
+
+
+class Throttler:
+    """Answer the first ``n`` matching requests with 429 ThrottlingException, let the rest through."""
+
+    def __init__(self, method: str, path_part: str, n: int):
+        self.method, self.path_part, self.n = method, path_part, n
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, request: Any, **_kw: Any) -> AWSResponse | None:
+        if request.method != self.method or self.path_part not in request.url:
+            return None
+        body = request.body
+        if isinstance(body, bytes | bytearray):
+            body = body.decode()
+        self.calls.append({"url": request.url, "body": json.loads(body) if body else None})
+        if len(self.calls) <= self.n:
+            return _throttle(request.url)
+        return None  # moto answers
+
+
+@pytest.fixture()
+def no_sleep(monkeypatch):  # type: ignore[no-untyped-def]
+    import time
+
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", lambda s: slept.append(s))
+    return slept
+
+
+def _install(monkeypatch, throttler: Throttler) -> None:  # type: ignore[no-untyped-def]
+    orig = AwsContext.dsql
+
+    def dsql(self: AwsContext, region: str | None = None) -> Any:
+        client = orig(self, region)
+        # register_first: ahead of moto's own before-send handler.
+        client.meta.events.register_first("before-send.dsql", throttler)
+        return client
+
+    monkeypatch.setattr(AwsContext, "dsql", dsql)
+
+
+def test_create_survives_two_throttles_with_one_stable_client_token(run, dsql, monkeypatch, no_sleep):
+    t = Throttler("POST", "/cluster", 2)
+    _install(monkeypatch, t)
+    r = run(["-o", "json", "cluster", "create", "--tag", "env=ci"])
+    assert r.exit_code == 0, r.stderr
+    assert len(t.calls) == 3  # 429, 429, then moto
+    tokens = {c["body"]["clientToken"] for c in t.calls}
+    expected = client_token_for(CreateRequest.build(region="us-east-1", tags={"env": "ci"}))
+    assert tokens == {expected}
+    assert len(no_sleep) >= 2  # botocore backed off between attempts
+    assert len(dsql.list_clusters()["clusters"]) == 1
+    assert r.json()["id"] == dsql.list_clusters()["clusters"][0]["identifier"]
+
+
+def test_get_cluster_throttled_twice_then_ok(run, monkeypatch, no_sleep):
+    c = create(run)
+    t = Throttler("GET", f"/cluster/{c['id']}", 2)
+    _install(monkeypatch, t)
+    r = run(["-o", "json", "cluster", "show", c["id"]])
+    assert r.exit_code == 0, r.stderr
+    assert len([x for x in t.calls if x["url"].endswith(f"/cluster/{c['id']}")]) == 3
+
+
+def test_list_survives_throttling_past_botocore_retries(run, monkeypatch, no_sleep):
+    ids = {create(run, "--client-token", f"t{i}")["id"] for i in range(3)}
+    # 7 throttles > botocore's 5 attempts: dsqlops' own per-cluster retry must carry it through.
+    t = Throttler("GET", "/cluster/", 7)
+    _install(monkeypatch, t)
+    r = run(["-o", "json", "cluster", "list", "--workers", "2"])
+    assert r.exit_code == 0, r.stderr
+    assert {x["id"] for x in r.json()} == ids
+    assert all(x["status"] == "ACTIVE" for x in r.json())
+
+
+def test_list_reports_a_cluster_it_could_not_describe(run, monkeypatch, no_sleep):
+    ok = create(run, "--client-token", "ok")
+    bad = create(run, "--client-token", "bad")
+    t = Throttler("GET", f"/cluster/{bad['id']}", 10_000)
+    _install(monkeypatch, t)
+    r = run(["-o", "json", "cluster", "list"])
+    assert r.exit_code == ExitCode.SERVICE  # partial result is not success
+    rows = {x["id"]: x for x in r.json()}  # ... but the data that was fetched is printed
+    assert rows[ok["id"]]["status"] == "ACTIVE"
+    assert rows[bad["id"]]["status"] == "UNKNOWN" and "ThrottlingException" in rows[bad["id"]]["error"]
+    assert f"could not describe cluster {bad['id']}" in r.stderr
+
+
+def test_conflict_is_not_retried(run, monkeypatch, no_sleep):
+    create(run, "--client-token", "same")
+    t = Throttler("POST", "/cluster", 0)
+    _install(monkeypatch, t)
+    r = run(["cluster", "create", "--client-token", "same", "--tag", "different=1"])
+    assert r.exit_code == ExitCode.SERVICE
+    assert len(t.calls) == 1
