@@ -1,0 +1,166 @@
+"""Run user SQL for ``dsqlops sql``: split a script into statements, run them in order, return rows.
+
+DSQL refuses two DDL statements (or DDL mixed with DML) in one transaction, and a multi-statement
+simple query is one implicit transaction (conformance ``multi_two_ddl`` → 0A000). So a script is
+split here (quotes, ``E''`` strings, quoted identifiers, dollar quoting, ``--`` and nested ``/* */``
+comments are respected) and each statement is sent on its own in autocommit mode, like psql does.
+Explicit ``BEGIN … COMMIT`` in the script still group statements.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dsqlops.errors import ServiceError, UsageError
+
+if TYPE_CHECKING:
+    import psycopg
+
+_DOLLAR_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+@dataclass(frozen=True)
+class Statement:
+    text: str
+    #: 1-based line of the statement's first character in the script.
+    line: int
+
+
+@dataclass
+class StatementResult:
+    statement: int
+    line: int
+    status: str | None
+    rowcount: int
+    columns: list[str] | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"statement": self.statement, "line": self.line, "status": self.status, "rowcount": self.rowcount,
+                "columns": self.columns, "rows": self.rows}
+
+
+def split_statements(script: str) -> list[Statement]:
+    """Split on top-level semicolons; drop statements that are only white space and comments."""
+    out: list[Statement] = []
+    i, n = 0, len(script)
+    has_code = False
+    code_start = 0
+
+    def flush(end: int) -> None:
+        nonlocal has_code
+        text = script[code_start:end].strip()
+        if has_code and text:
+            out.append(Statement(text, script.count("\n", 0, code_start) + 1))
+        has_code = False
+
+    while i < n:
+        ch = script[i]
+        nxt = script[i + 1] if i + 1 < n else ""
+        if ch == "-" and nxt == "-":
+            j = script.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if ch == "/" and nxt == "*":
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if script.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif script.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            if depth:
+                raise UsageError(f"unterminated /* comment starting on line {script.count(chr(10), 0, i) + 1}")
+            continue
+        if ch == ";":
+            flush(i)
+            i += 1
+            continue
+        if not ch.isspace() and not has_code:
+            has_code, code_start = True, i
+        if ch in ("'", '"'):
+            backslash = ch == "'" and i > 0 and script[i - 1] in "eE" and (i < 2 or not script[i - 2].isalnum())
+            j = i + 1
+            while True:
+                if j >= n:
+                    raise UsageError(f"unterminated {'string' if ch == chr(39) else 'quoted identifier'} "
+                                     f"starting on line {script.count(chr(10), 0, i) + 1}")
+                c = script[j]
+                if backslash and c == "\\":
+                    j += 2
+                    continue
+                if c == ch:
+                    if j + 1 < n and script[j + 1] == ch:
+                        j += 2
+                        continue
+                    break
+                j += 1
+            i = j + 1
+            continue
+        if ch == "$" and (i == 0 or not (script[i - 1].isalnum() or script[i - 1] == "_")):
+            m = _DOLLAR_RE.match(script, i)
+            if m:
+                tag = m.group(0)
+                end = script.find(tag, m.end())
+                if end < 0:
+                    raise UsageError(f"unterminated dollar-quoted string {tag} starting on line "
+                                     f"{script.count(chr(10), 0, i) + 1}")
+                i = end + len(tag)
+                continue
+        i += 1
+    flush(n)
+    return out
+
+
+def _columns(names: list[str]) -> list[str]:
+    """Column names as dict keys; duplicates (``SELECT 1, 1``) get ``_2``, ``_3``…"""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            k = seen[name]
+            candidate = f"{name}_{k}"
+            while candidate in seen:
+                k += 1
+                candidate = f"{name}_{k}"
+            seen[candidate] = 1
+            out.append(candidate)
+        else:
+            seen[name] = 1
+            out.append(name)
+    return out
+
+
+def run_statements(conn: psycopg.Connection[Any], statements: list[Statement], *,
+                   params: Any = None) -> list[StatementResult]:
+    """Run ``statements`` in order on ``conn`` (autocommit: each is its own transaction unless the
+    script opens one). The first failure stops the run with a ServiceError carrying the SQLSTATE
+    and saying which earlier statements already took effect."""
+    import psycopg
+
+    if params is not None and len(statements) != 1:
+        raise UsageError("--params needs exactly one statement")
+    results: list[StatementResult] = []
+    for idx, st in enumerate(statements, 1):
+        try:
+            with conn.cursor() as cur:
+                cur.execute(st.text.encode("utf-8") if params is None else st.text, params)
+                cols = _columns([d.name for d in cur.description]) if cur.description else None
+                rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()] if cols is not None else []
+                results.append(StatementResult(idx, st.line, cur.statusmessage, cur.rowcount, cols, rows))
+        except psycopg.Error as e:
+            code = getattr(e, "sqlstate", None)
+            diag = getattr(e, "diag", None)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            where = f"statement {idx} (line {st.line})" if len(statements) > 1 else "statement"
+            done = ""
+            if idx > 1:
+                done = (f"; statements 1-{idx - 1} already ran" if not conn.info.transaction_status
+                        else f"; statements 1-{idx - 1} ran inside the open transaction, which is rolled back")
+            raise ServiceError(f"{where} failed: {code or 'error'}: {first}{done}", code=code,
+                               hint=getattr(diag, "message_hint", None) if diag is not None else None) from None
+    return results
