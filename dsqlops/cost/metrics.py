@@ -174,9 +174,8 @@ def _query(i: int, key: SeriesKey, period: int) -> dict[str, Any]:
 def to_decimal(v: Any) -> Decimal:
     if isinstance(v, Decimal):
         return v
-    if isinstance(v, float):
-        return Decimal(repr(v))
-    return Decimal(str(v))
+    d = Decimal(repr(v)) if isinstance(v, float) else Decimal(str(v))
+    return Decimal(format(d.normalize(), "f")) if d else Decimal(0)
 
 
 def _as_utc(t: Any) -> dt.datetime:
@@ -322,7 +321,7 @@ def series_keys(region: str, cluster_ids: Iterable[str], metrics: Iterable[str],
     return keys
 
 
-def fetch_regions(clients: Mapping[str, Any], keys_by_region: Mapping[str, Sequence[SeriesKey]], window: Window,
+def fetch_regions(clients: Mapping[Any, Any], keys_by_region: Mapping[Any, Sequence[SeriesKey]], window: Window,
                   *, stats: FetchStats | None = None, max_workers: int = 8,
                   **kw: Any) -> dict[SeriesKey, Series]:
     """Fetch every region concurrently (one thread per region; clients are built beforehand,

@@ -57,8 +57,13 @@ def money(v: Decimal) -> Decimal:
     return v.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+def plain(v: Decimal) -> Decimal:
+    """Trailing zeros dropped, never an exponent (6.28E+6 → 6280000)."""
+    return Decimal(format(v.normalize(), "f")) if v else ZERO
+
+
 def _q(v: Decimal, places: str = "0.000001") -> Decimal:
-    return v.quantize(Decimal(places), rounding=ROUND_HALF_UP).normalize() if v else ZERO
+    return plain(v.quantize(Decimal(places), rounding=ROUND_HALF_UP))
 
 
 @dataclass(frozen=True)
