@@ -846,3 +846,104 @@ def _outcome_unknown(e: BaseException) -> bool:
     from dsqlops.data.retry import UnknownOutcomeError
 
     return isinstance(e, UnknownOutcomeError)
+
+
+# --------------------------------------------------------------------------------------------
+# Single operations and listing (``role list/create/drop/grant-iam/…``)
+# --------------------------------------------------------------------------------------------
+
+def list_roles(cat: Catalog, *, include_system: bool = False) -> list[dict[str, Any]]:
+    """One row per role: login flag, memberships and IAM mappings (sorted, for stable output)."""
+    rows = []
+    for name in sorted(cat.roles):
+        r = cat.roles[name]
+        if r.system and not include_system:
+            continue
+        rows.append({
+            "name": name, "login": r.login, "superuser": r.superuser,
+            "member_of": sorted(g for (m, g) in cat.memberships if m == name),
+            "iam": sorted(a for (ro, a) in cat.iam if ro == name),
+            "protected": is_protected(r, cat),
+        })
+    return rows
+
+
+def plan_create(cat: Catalog, name: str, *, login: bool) -> list[Step]:
+    validate_role_name(name)
+    if name in cat.roles:
+        from dsqlops.errors import ConflictError
+
+        raise ConflictError(f"role {name!r} already exists", code="42710",
+                            hint="use 'dsqlops role apply' to converge roles declaratively")
+    return [stmt_create_role(name, login=login)]
+
+
+def plan_drop(cat: Catalog, name: str) -> list[Step]:
+    """Revoke the role's IAM mappings and privileges, then DROP ROLE (refuses protected roles)."""
+    validate_role_name(name)
+    role = cat.roles.get(name)
+    if role is None:
+        from dsqlops.errors import NotFoundError
+
+        raise NotFoundError(f"role {name!r} does not exist", code="42704")
+    if is_protected(role, cat):
+        raise UsageError(f"role {name!r} is protected (admin, system, superuser or your own role); not dropped")
+    rf = RoleFile(roles=[], protect=frozenset(n for n in cat.roles if n != name))
+    return plan(rf, cat, prune=True)
+
+
+def _require_role(cat: Catalog, name: str) -> None:
+    validate_role_name(name)
+    if name not in cat.roles:
+        from dsqlops.errors import NotFoundError
+
+        raise NotFoundError(f"role {name!r} does not exist", code="42704",
+                            hint=f"create it first: dsqlops role create {name} --login")
+
+
+def plan_iam(cat: Catalog, name: str, arns: Sequence[str], *, grant: bool) -> tuple[list[Step], list[str]]:
+    """Steps for ``grant-iam`` / ``revoke-iam`` and notes for ARNs that need nothing."""
+    _require_role(cat, name)
+    if not cat.iam_supported:
+        raise UsageError("this server has no sys.iam_pg_role_mappings: AWS IAM GRANT/REVOKE need a DSQL cluster")
+    steps, notes = [], []
+    for arn in dict.fromkeys(arns):
+        validate_iam_arn(arn)
+        mapped = (name, arn) in cat.iam
+        if grant and mapped:
+            notes.append(f"{arn} is already mapped to {name}")
+        elif not grant and not mapped:
+            notes.append(f"{arn} is not mapped to {name}")
+        else:
+            steps.append(stmt_iam_grant(name, arn) if grant else stmt_iam_revoke(name, arn))
+    return steps, notes
+
+
+def plan_privileges(cat: Catalog, name: str, privileges: Sequence[str], target_text: str, *,
+                    grant: bool) -> list[Step]:
+    _require_role(cat, name)
+    target = parse_target(target_text)
+    allowed = SCHEMA_PRIVILEGES if target.kind == "schema" else TABLE_PRIVILEGES
+    privs: list[str] = []
+    for p in privileges:
+        for part in p.split(","):
+            q = " ".join(part.upper().split())
+            if not q:
+                continue
+            if q in ("ALL", "ALL PRIVILEGES"):
+                privs.extend(allowed)
+            elif q in allowed:
+                privs.append(q)
+            else:
+                raise UsageError(f"privilege {part.strip()!r} does not apply to {target}",
+                                 hint=f"allowed: {', '.join(allowed)} or ALL")
+    if not privs:
+        raise UsageError("name at least one privilege")
+    ordered = _ordered(privs, allowed)
+    if target.kind == "table":
+        assert target.table is not None
+        if not cat.table_exists(target.schema, target.table):
+            raise UsageError(f"table {target.schema}.{target.table} does not exist")
+    elif target.schema not in cat.schemas:
+        raise UsageError(f"schema {target.schema} does not exist")
+    return [stmt_grant(name, ordered, target) if grant else stmt_revoke(name, ordered, target)]
