@@ -190,6 +190,17 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     return str(value) if not isinstance(value, str) else value
 
 
+_ENV_OF = {k: var for var, k in ENV_KEYS.items()}
+
+
+def _flag_source(flag: str, value: Any, env: Mapping[str, str], var: str | None) -> str:
+    """click reads DSQLOPS_* variables into the global options, so a "flag" whose value equals
+    its variable's came from the environment: say so in ``config show``."""
+    if var and env.get(var) is not None and str(env.get(var)) == str(value):
+        return f"env {var}"
+    return f"flag {flag}"
+
+
 def resolve(*, config_path: str | None = None, profile: str | None = None,
             flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Build the effective :class:`Settings` for one invocation."""
@@ -200,9 +211,9 @@ def resolve(*, config_path: str | None = None, profile: str | None = None,
     # Which file.
     if config_path:
         path: Path | None = Path(config_path).expanduser()
-        s.sources["config_file"] = "flag --config"
+        s.sources["config_file"] = _flag_source("--config", config_path, env, "DSQLOPS_CONFIG")
         if not Path(config_path).expanduser().exists():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} (from {s.sources['config_file']}) does not exist")
     elif env.get("DSQLOPS_CONFIG"):
         path = Path(env["DSQLOPS_CONFIG"]).expanduser()
         s.sources["config_file"] = "env DSQLOPS_CONFIG"
@@ -219,7 +230,7 @@ def resolve(*, config_path: str | None = None, profile: str | None = None,
 
     # Which profile.
     if profile:
-        s.profile_name, s.sources["profile"] = profile, "flag --profile"
+        s.profile_name, s.sources["profile"] = profile, _flag_source("--profile", profile, env, "DSQLOPS_PROFILE")
     elif env.get("DSQLOPS_PROFILE"):
         s.profile_name, s.sources["profile"] = env["DSQLOPS_PROFILE"], "env DSQLOPS_PROFILE"
     elif s.raw.get("default_profile"):
@@ -247,8 +258,9 @@ def resolve(*, config_path: str | None = None, profile: str | None = None,
     for k, v in flags.items():
         if k not in PROFILE_DEFAULTS:
             raise UsageError(f"unknown setting {k!r}")
-        s.values[k] = _coerce(k, v, f"flag --{k.replace('_', '-')}")
-        s.sources[k] = f"flag --{k.replace('_', '-')}"
+        src = _flag_source(f"--{k.replace('_', '-')}", v, env, _ENV_OF.get(k))
+        s.values[k] = _coerce(k, v, src)
+        s.sources[k] = src
     if s.values.get("region"):
         from dsqlops.validate import validate_region
 
