@@ -4,9 +4,13 @@ through the host/hostaddr split, with the cluster endpoint as ``host``."""
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -52,3 +56,63 @@ def table(pg) -> Iterator[str]:  # type: ignore[no-untyped-def]
     yield name
     with psycopg.connect(**pg.conninfo(), sslmode="require", autocommit=True) as c:
         c.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+# -- CLI helpers ---------------------------------------------------------------------------------
+
+FAKE_AKID = "AKIDLEAKCHECK0000000"
+FAKE_SECRET = "SecretLeakCheck/abcdefghijklmnopqrstuvwxyz01"
+FAKE_SESSION = "SessionLeakCheck+token/xyz=="
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def invoke(args: Sequence[str], *, input: str | None = None) -> Run:
+    """``dsqlops ARGS`` in-process through main() (real error translation), stdout/stderr apart."""
+    from click.testing import CliRunner
+
+    from dsqlops.cli.main import main
+
+    runner = CliRunner()
+    with runner.isolation(input=input) as (out, err, _mixed):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return Run(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+def cli_environ(pg: Any, pg_tls: Any, tmp: Path) -> dict[str, str]:
+    """Environment variables that point dsqlops at the ``pg`` fixture through the hostaddr split."""
+    return {
+        "XDG_CONFIG_HOME": str(tmp / "xdg"),
+        "AWS_ACCESS_KEY_ID": FAKE_AKID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+        "AWS_SESSION_TOKEN": FAKE_SESSION,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "DSQLOPS_HOSTADDR": "127.0.0.1",
+        "DSQLOPS_PORT": str(pg.port),
+        "DSQLOPS_SSLROOTCERT": str(pg_tls.ca_cert),
+        "DSQLOPS_CONNECT_TIMEOUT": "20",
+    }
+
+
+@pytest.fixture()
+def cli_env(pg, pg_tls, tmp_path, monkeypatch) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    for var in ("DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "DSQLOPS_CLUSTER", "DSQLOPS_OUTPUT", "DSQLOPS_ENDPOINT_URL",
+                "DSQLOPS_REGION", "DSQLOPS_USER", "AWS_PROFILE", "PGPASSWORD", "DSQLOPS_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    env = cli_environ(pg, pg_tls, tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
