@@ -58,3 +58,20 @@ def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty XDG config home so no user config leaks into a test."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     return tmp_path / "xdg"
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_root: Path) -> Iterator[object]:
+    """A running sandbox (control plane + DSQL front) in a temp folder, for the whole session.
+
+    Handle API: tests/sandbox/handle.py (api_endpoint, port, ca_file, region, dir, env(),
+    create_cluster(), connect(cluster_id, user="admin", *, creds=None, **kw), iam_identity(name, kind)).
+    """
+    from tests.sandbox.handle import SandboxHandle
+
+    handle = SandboxHandle(tmp_root / "sandbox")
+    handle.start()
+    try:
+        yield handle
+    finally:
+        handle.stop()

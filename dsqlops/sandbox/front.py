@@ -1,0 +1,590 @@
+"""The DSQL wire front: TLS, IAM token auth and the dialect hooks over a byte-for-byte relay.
+
+One asyncio task per client connection:
+
+1. startup: ``SSLRequest`` → ``S`` + TLS handshake (SNI recorded); a TLS ClientHello as the
+   first byte (``sslnegotiation=direct``, ALPN ``postgresql``) is accepted too; ``GSSENCRequest``
+   → ``N``; a plaintext StartupMessage → DSQL-like FATAL; ``CancelRequest`` → forwarded to the
+   backend that owns the key we handed out.
+2. auth: ``AuthenticationCleartextPassword``; the password must be a DSQL token for the cluster
+   named by the SNI host (:mod:`dsqlops.sandbox.auth`); non-admin roles must be mapped in
+   ``sys.iam_pg_role_mappings``.
+3. relay: the backend's startup answer is passed through (its BackendKeyData replaced by ours);
+   then both directions are framed but forwarded verbatim, except that ``Query``/``Parse`` pass
+   through :meth:`Dialect.statement` (a rewrite re-encodes only that message) and
+   CommandComplete/ErrorResponse/ReadyForQuery are reported to the dialect (an ErrorResponse is
+   re-encoded only if the dialect changed it).
+
+A session that breaks the protocol, or whose backend dies, is closed alone with a FATAL
+``08P01``/``57P01``; other sessions go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import ssl
+import struct
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dsqlops.sandbox import protocol as P
+from dsqlops.sandbox.auth import ACCESS_DENIED, AuthFailure, Identity, verify
+from dsqlops.sandbox.hooks import Dialect, Fail, Forward, Session, SqlError
+
+log = logging.getLogger("dsqlops.sandbox.front")
+
+STARTUP_TIMEOUT = 30.0
+READ_SIZE = 256 * 1024
+
+
+class ClusterTarget(Protocol):
+    """What the front needs to know about one cluster (implemented by the server's registry)."""
+
+    identifier: str
+    region: str
+    endpoint: str
+
+    async def backend_address(self) -> tuple[str, int]: ...
+
+    async def role_is_mapped(self, role: str, arn: str) -> bool: ...
+
+
+Resolver = Callable[[str], "ClusterTarget | None"]
+
+
+@dataclass
+class Unit:
+    """One statement execution the client awaits a result for (a simple Query or an Execute)."""
+
+    fail: SqlError | None = None
+
+
+@dataclass
+class Segment:
+    """Messages up to a Sync (or one simple Query): the backend answers each with one ReadyForQuery."""
+
+    units: deque[Unit] = field(default_factory=deque)
+    suppress: bool = False   # an injected error ended the segment: drop backend output until Z
+
+
+@dataclass
+class Conn:
+    """Per-connection relay state."""
+
+    session: Session
+    backend_pid: int
+    backend_key: int
+    key: int
+    statements: dict[str, SqlError | None] = field(default_factory=dict)
+    portals: dict[str, SqlError | None] = field(default_factory=dict)
+    segments: deque[Segment] = field(default_factory=deque)
+    open_segment: Segment | None = None
+
+
+class SessionClosed(Exception):
+    pass
+
+
+class Front:
+    def __init__(self, *, resolve: Resolver, lookup: Callable[[str], Identity | None], dialect: Dialect,
+                 cert_file: str, key_file: str, default_region: str = "us-east-1") -> None:
+        self.resolve = resolve
+        self.lookup = lookup
+        self.dialect = dialect
+        self.default_region = default_region
+        self._sni: dict[int, str] = {}
+        self.ctx = self._context(cert_file, key_file, direct=False)
+        self.direct_ctx = self._context(cert_file, key_file, direct=True)
+        #: (pid, key we handed out) -> (backend host, port, backend pid, backend key)
+        self.cancel_keys: dict[tuple[int, int], tuple[str, int, int, int]] = {}
+        self.sessions: set[asyncio.Task[Any]] = set()
+        self.active = 0
+        self._server_sock: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+
+    # -- TLS ----------------------------------------------------------------------------------
+    def _context(self, cert: str, key: str, *, direct: bool) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(cert, key)
+        if direct:
+            ctx.set_alpn_protocols(["postgresql"])
+
+        def sni(obj: Any, name: str | None, _ctx: ssl.SSLContext) -> None:
+            if name:
+                if len(self._sni) > 10_000:
+                    self._sni.clear()
+                self._sni[id(obj)] = name.lower()
+
+        ctx.sni_callback = sni
+        return ctx
+
+    # -- server -------------------------------------------------------------------------------
+    async def start(self, host: str, port: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(512)
+        sock.setblocking(False)
+        self._server_sock = sock
+        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop(sock))
+
+    async def close(self) -> None:
+        if self._accept_task:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._accept_task
+        if self._server_sock:
+            self._server_sock.close()
+        for t in list(self.sessions):
+            t.cancel()
+        if self.sessions:
+            await asyncio.gather(*self.sessions, return_exceptions=True)
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _addr = await loop.sock_accept(sock)
+            except OSError as e:
+                log.warning("accept failed: %s", e)
+                await asyncio.sleep(0.05)
+                continue
+            task = loop.create_task(self._handle(conn))
+            self.sessions.add(task)
+            task.add_done_callback(self.sessions.discard)
+
+    # -- one connection -----------------------------------------------------------------------
+    async def _handle(self, conn: socket.socket) -> None:
+        self.active += 1
+        writer: asyncio.StreamWriter | None = None
+        bwriter: asyncio.StreamWriter | None = None
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            first = await asyncio.wait_for(_peek(conn), STARTUP_TIMEOUT)
+            if not first:
+                conn.close()
+                return
+            if first[0] == 0x16:  # TLS ClientHello: sslnegotiation=direct
+                reader, writer = await _streams(conn, self.direct_ctx)
+                sslobj = writer.get_extra_info("ssl_object")
+                if sslobj is None or sslobj.selected_alpn_protocol() != "postgresql":
+                    return  # libpq requires ALPN for direct TLS; so do we
+            else:
+                reader, writer = await _streams(conn, None)
+            result = await asyncio.wait_for(self._startup(reader, writer), STARTUP_TIMEOUT)
+            if result is None:
+                return
+            reader, writer, breader, bwriter, c = result
+            try:
+                await self._relay(reader, writer, breader, bwriter, c)
+            finally:
+                self.cancel_keys.pop((c.backend_pid, c.key), None)
+        except TimeoutError:
+            if writer is not None:
+                await _send_close(writer, P.fatal("08P01", "timeout waiting for the startup packet"))
+        except P.ProtocolViolation as e:
+            if writer is not None:
+                await _send_close(writer, P.fatal("08P01", str(e)))
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError) as e:
+            log.debug("session ended: %s", e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session failed")
+            if writer is not None:
+                await _send_close(writer, P.fatal("XX000", "internal error in the sandbox front"))
+        finally:
+            self.active -= 1
+            for w in (bwriter, writer):
+                if w is not None:
+                    w.close()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(w.wait_closed(), 2)
+            if writer is None:
+                conn.close()
+
+    async def _startup(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
+        tls = writer.get_extra_info("ssl_object") is not None
+        while True:
+            head = await reader.readexactly(4)
+            n = struct.unpack("!i", head)[0]
+            if n < 8 or n > P.MAX_STARTUP:
+                raise P.ProtocolViolation("invalid length of startup packet")
+            packet = head + await reader.readexactly(n - 4)
+            st = P.parse_startup(packet)
+            if st.code == P.SSL_REQUEST:
+                if tls:
+                    raise P.ProtocolViolation("SSLRequest received inside TLS")
+                writer.write(b"S")
+                await writer.drain()
+                await writer.start_tls(self.ctx, ssl_handshake_timeout=STARTUP_TIMEOUT)
+                tls = True
+                continue
+            if st.code == P.GSSENC_REQUEST:
+                writer.write(b"N")
+                await writer.drain()
+                continue
+            if st.code == P.CANCEL_REQUEST:
+                await self._cancel(st.cancel_pid, st.cancel_key)
+                return None
+            break
+        if not tls:
+            await _send_close(writer, P.fatal("28000", "unable to accept connection, SSL required",
+                                              hint="connect with sslmode=require or verify-full"))
+            return None
+        sslobj = writer.get_extra_info("ssl_object")
+        sni = self._sni.pop(id(sslobj), None)
+        user = st.params.get("user", "")
+        if st.params.get("replication"):
+            await _send_close(writer, P.fatal("0A000", "replication connections are not supported"))
+            return None
+        if not sni:
+            await _send_close(writer, P.fatal("08004", "unable to accept connection, SNI required",
+                                              hint="use a client with SNI support (libpq >= 14) and "
+                                                   "host=<cluster endpoint>"))
+            return None
+        target = self.resolve(sni)
+        if target is None:
+            await _send_close(writer, P.fatal("08004", f"unable to accept connection, cluster not found: {sni}"))
+            return None
+        dbname = st.params.get("database", user) or user
+        if dbname != "postgres":
+            await _send_close(writer, P.fatal("3D000", f'database "{dbname}" does not exist'))
+            return None
+        # password: the DSQL token
+        writer.write(P.auth_cleartext())
+        await writer.drain()
+        kind, body = await _read_message(reader, P.MAX_STARTUP * 100)
+        if kind != b"p":
+            raise P.ProtocolViolation(f"expected password message, got message type {kind!r}")
+        token = P.parse_password(body)
+        try:
+            verified = verify(token, user=user, host=target.endpoint, region=target.region, lookup=self.lookup)
+            if user != "admin" and not await target.role_is_mapped(user, verified.arn):
+                raise AuthFailure(f"role {user!r} is not mapped to {verified.arn}")
+        except AuthFailure as e:
+            log.info("login refused for %r on %s: %s", user, target.identifier, e.reason)
+            await _send_close(writer, P.fatal("28000", ACCESS_DENIED, hint=e.hint))
+            return None
+        # the backend
+        host, port = await target.backend_address()
+        try:
+            breader, bwriter = await asyncio.open_connection(host, port, limit=READ_SIZE)
+        except OSError:
+            await _send_close(writer, P.fatal("08006", "unable to accept connection, cluster unavailable"))
+            return None
+        bsock = bwriter.get_extra_info("socket")
+        if bsock is not None:
+            bsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        params = {k: v for k, v in st.params.items() if k not in ("user", "database", "replication")}
+        bwriter.write(P.startup_packet({"user": user, "database": "postgres", **params}))
+        await bwriter.drain()
+        session = Session(cluster_id=target.identifier, region=target.region, database="postgres",
+                          user=user, iam_arn=verified.arn)
+        out: list[bytes] = []
+        bpid = bkey = 0
+        while True:
+            kind, body = await _read_message(breader, P.MAX_MESSAGE)
+            if kind == b"K":
+                bpid, bkey = P.parse_backend_key_data(body)
+                continue
+            if kind == b"E":
+                writer.write(b"".join(out) + P.message(kind, body))
+                await writer.drain()
+                bwriter.close()
+                return None
+            if kind == b"R" and body[:4] != b"\0\0\0\0":
+                raise RuntimeError("backend asked for authentication; the sandbox backend must trust the front")
+            if kind == b"Z":
+                break
+            out.append(P.message(kind, body))
+        key = secrets.randbits(31)
+        self.cancel_keys[(bpid, key)] = (host, port, bpid, bkey)
+        session.backend_pid = bpid
+        self.dialect.ready(session, body.decode())
+        writer.write(b"".join(out) + P.backend_key_data(bpid, key) + P.message(b"Z", body))
+        await writer.drain()
+        return reader, writer, breader, bwriter, Conn(session=session, backend_pid=bpid, backend_key=bkey, key=key)
+
+    async def _cancel(self, pid: int, key: int) -> None:
+        entry = self.cancel_keys.get((pid, key))
+        if entry is None:
+            return
+        host, port, bpid, bkey = entry
+        with contextlib.suppress(OSError):
+            _r, w = await asyncio.open_connection(host, port)
+            w.write(struct.pack("!iiii", 16, P.CANCEL_REQUEST, bpid, bkey))
+            await w.drain()
+            w.close()
+            with contextlib.suppress(Exception):
+                await w.wait_closed()
+
+    # -- relay ----------------------------------------------------------------------------------
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     breader: asyncio.StreamReader, bwriter: asyncio.StreamWriter, c: Conn) -> None:
+        up = asyncio.ensure_future(self._client_to_backend(reader, bwriter, writer, c))
+        down = asyncio.ensure_future(self._backend_to_client(breader, writer, c))
+        try:
+            done, _pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (up, down):
+                if not t.done():
+                    t.cancel()
+            await asyncio.gather(up, down, return_exceptions=True)
+        if down in done:
+            exc = down.exception()
+            if isinstance(exc, BackendGone):
+                await _send_close(writer, P.fatal("57P01", "terminating connection: the session's backend "
+                                                  "ended unexpectedly"))
+        if up in done:
+            exc = up.exception()
+            if isinstance(exc, P.ProtocolViolation):
+                await _send_close(writer, P.fatal("08P01", str(exc)))
+                bwriter.write(P.message(b"X", b""))
+
+    async def _client_to_backend(self, reader: asyncio.StreamReader, bwriter: asyncio.StreamWriter,
+                                 writer: asyncio.StreamWriter, c: Conn) -> None:
+        buf = b""
+        while True:
+            chunk = await reader.read(READ_SIZE)
+            if not chunk:
+                return  # client went away
+            buf = buf + chunk if buf else chunk
+            out: list[bytes] = []
+            pos = 0
+            n = len(buf)
+            while n - pos >= 5:
+                if buf[pos] not in _FRONTEND_TYPES:
+                    raise P.ProtocolViolation(f"invalid frontend message type {buf[pos]}")
+                kind, length = P.header(buf, pos)
+                if length < 4 or length > P.MAX_MESSAGE:
+                    raise P.ProtocolViolation(f"invalid message length {length}")
+                end = pos + 1 + length
+                if end > n:
+                    break
+                if kind in b"QPBESCX" and len(kind) == 1:
+                    out.append(self._client_message(kind, buf, pos, end, c))
+                else:
+                    out.append(buf[pos:end])
+                pos = end
+                if kind == b"X":
+                    bwriter.write(b"".join(out))
+                    await bwriter.drain()
+                    return
+            buf = buf[pos:]
+            if out:
+                bwriter.write(b"".join(out) if len(out) > 1 else out[0])
+                await bwriter.drain()
+
+    def _client_message(self, kind: bytes, buf: bytes, pos: int, end: int, c: Conn) -> bytes:
+        raw = buf[pos:end]
+        body = buf[pos + 5:end]
+        if kind == b"Q":
+            sql = P.parse_query(body)
+            action = self.dialect.statement(c.session, sql, extended=False)
+            seg = Segment()
+            c.segments.append(seg)
+            if isinstance(action, Forward):
+                seg.units.append(Unit())
+                return raw if action.sql == sql else P.encode_query(action.sql)
+            assert isinstance(action, Fail)
+            seg.units.append(Unit(fail=action.error))
+            return P.encode_query(action.backend_sql or raise_sql(action.error))
+        if kind == b"P":
+            msg = P.parse_parse(body)
+            action = self.dialect.statement(c.session, msg.sql, extended=True)
+            if isinstance(action, Forward):
+                c.statements[msg.name] = None
+                if action.sql == msg.sql:
+                    return raw
+                msg.sql = action.sql
+                return P.encode_parse(msg)
+            assert isinstance(action, Fail)
+            c.statements[msg.name] = action.error
+            msg.sql = action.backend_sql or raise_sql(action.error)
+            return P.encode_parse(msg)
+        if kind == b"B":
+            portal, stmt = P.parse_bind_names(body)
+            c.portals[portal] = c.statements.get(stmt)
+            return raw
+        if kind == b"E":
+            portal = P.parse_name(body)
+            self._segment(c).units.append(Unit(fail=c.portals.get(portal)))
+            return raw
+        if kind == b"S":
+            seg = self._segment(c)
+            c.open_segment = None
+            c.segments.append(seg)
+            return raw
+        if kind == b"C":  # Close: forget what we know about that statement/portal
+            what = body[:1]
+            name = P.parse_name(body[1:]) if len(body) > 1 else ""
+            (c.statements if what == b"S" else c.portals).pop(name, None)
+        return raw
+
+    @staticmethod
+    def _segment(c: Conn) -> Segment:
+        if c.open_segment is None:
+            c.open_segment = Segment()
+        return c.open_segment
+
+    async def _backend_to_client(self, breader: asyncio.StreamReader, writer: asyncio.StreamWriter, c: Conn) -> None:
+        buf = b""
+        while True:
+            chunk = await breader.read(READ_SIZE)
+            if not chunk:
+                raise BackendGone()
+            buf = buf + chunk if buf else chunk
+            out: list[bytes] = []
+            pos = 0
+            n = len(buf)
+            while n - pos >= 5:
+                kind, length = P.header(buf, pos)
+                end = pos + 1 + length
+                if end > n:
+                    break
+                if kind in b"CEZIs" and len(kind) == 1:
+                    msg = self._backend_message(kind, buf, pos, end, c)
+                    if msg:
+                        out.append(msg)
+                elif not self._suppressed(c):
+                    out.append(buf[pos:end])
+                pos = end
+            buf = buf[pos:]
+            if out:
+                writer.write(b"".join(out) if len(out) > 1 else out[0])
+                await writer.drain()
+
+    @staticmethod
+    def _current(c: Conn) -> Segment | None:
+        if c.segments:
+            return c.segments[0]
+        return c.open_segment
+
+    def _suppressed(self, c: Conn) -> bool:
+        seg = self._current(c)
+        return seg is not None and seg.suppress
+
+    def _backend_message(self, kind: bytes, buf: bytes, pos: int, end: int, c: Conn) -> bytes | None:
+        raw = buf[pos:end]
+        body = buf[pos + 5:end]
+        seg = self._current(c)
+        if kind == b"Z":
+            if c.segments:
+                c.segments.popleft()
+            status = body[:1].decode()
+            c.session.txn_status = status
+            self.dialect.ready(c.session, status)
+            return raw
+        if seg is not None and seg.suppress:
+            return None
+        if kind == b"C":
+            unit = seg.units.popleft() if seg is not None and seg.units else None
+            if unit is not None and unit.fail is not None:
+                # backend_sql ran (e.g. ROLLBACK for a failing COMMIT): the client sees the error
+                # and nothing else until ReadyForQuery, as after any error.
+                assert seg is not None
+                seg.suppress = True
+                seg.units.clear()
+                return P.error_response(unit.fail)
+            self.dialect.completed(c.session, P.parse_command_tag(body))
+            return raw
+        if kind in (b"I", b"s"):
+            if seg is not None and seg.units:
+                seg.units.popleft()
+            return raw
+        # ErrorResponse
+        unit = seg.units[0] if seg is not None and seg.units else None
+        if seg is not None:
+            seg.units.clear()  # the backend skips to the next Sync
+        if unit is not None and unit.fail is not None:
+            return P.error_response(unit.fail)
+        err = P.parse_error_response(body)
+        if err.severity in ("NOTICE", "WARNING", "INFO", "DEBUG", "LOG"):
+            return raw
+        new = self.dialect.backend_error(c.session, err)
+        if new is err:
+            return raw
+        return P.error_response(new)
+
+
+_FRONTEND_TYPES = frozenset(b"QPBEDCHSFXdcfp")
+
+
+class BackendGone(Exception):
+    pass
+
+
+def raise_sql(err: SqlError) -> str:
+    """A statement that raises ``err`` inside the backend (so its transaction state matches)."""
+    def lit(s: str) -> str:
+        return "'" + s.replace("'", "''") + "'"
+
+    opts = [f"ERRCODE = {lit(err.sqlstate)}"]
+    if err.detail:
+        opts.append(f"DETAIL = {lit(err.detail)}")
+    if err.hint:
+        opts.append(f"HINT = {lit(err.hint)}")
+    body = f"BEGIN RAISE EXCEPTION USING MESSAGE = {lit(err.message)}, {', '.join(opts)}; END"
+    return "DO $dsqlops$ " + body.replace("$dsqlops$", "") + " $dsqlops$"
+
+
+async def _peek(conn: socket.socket) -> bytes:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    fd = conn.fileno()
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+    try:
+        return conn.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return b""
+
+
+async def _streams(conn: socket.socket,
+                   ctx: ssl.SSLContext | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over an accepted socket, server side (so ``writer.start_tls`` does a server handshake)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+    holder: list[asyncio.StreamWriter] = []
+    # A client_connected_cb marks the protocol as server side; it receives the writer.
+    proto = asyncio.StreamReaderProtocol(reader, lambda _r, w: holder.append(w), loop=loop)
+    await loop.connect_accepted_socket(lambda: proto, conn, ssl=ctx,
+                                       ssl_handshake_timeout=STARTUP_TIMEOUT if ctx else None)
+    if not holder:
+        raise ConnectionError("connection closed during setup")
+    return reader, holder[0]
+
+
+async def _read_message(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bytes]:
+    head = await reader.readexactly(5)
+    kind = head[:1]
+    n = struct.unpack("!i", head[1:])[0]
+    if n < 4 or n > limit:
+        raise P.ProtocolViolation(f"invalid message length {n}")
+    body = await reader.readexactly(n - 4)
+    return kind, body
+
+
+async def _send_close(writer: asyncio.StreamWriter, data: bytes) -> None:
+    with contextlib.suppress(Exception):
+        writer.write(data)
+        await asyncio.wait_for(writer.drain(), 5)
+
+
+def run_coro(coro: Awaitable[Any]) -> Any:  # pragma: no cover - convenience for scripts
+    return asyncio.run(coro)  # type: ignore[arg-type]

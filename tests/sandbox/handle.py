@@ -1,0 +1,142 @@
+"""The handle the session-scoped ``sandbox`` fixture returns (see tests/conftest.py).
+
+API (agreed in the preamble): ``api_endpoint``, ``port``, ``ca_file``, ``region``, ``dir``,
+``env()``, ``create_cluster()``, ``connect(cluster_id, user="admin", *, creds=None, **kw)``,
+``iam_identity(name, kind="role"|"user") -> (arn, creds)``. ``creds`` are boto3 credential
+keyword arguments (``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from dsqlops.sandbox import lifecycle
+from dsqlops.sandbox.state import SandboxDir
+
+TRUST_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}]})
+
+
+class SandboxHandle:
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        self.sdir = SandboxDir(self.dir)
+        self.started: lifecycle.StartResult | None = None
+
+    # life cycle ------------------------------------------------------------------------------
+    def start(self, *, api_port: int | None = None, port: int | None = None) -> lifecycle.StartResult:
+        from dsqlops.sandbox.postgres import free_port
+
+        self.started = lifecycle.start_background(self.sdir, api_port=api_port or free_port(),
+                                                  port=port or free_port(), timeout=120)
+        return self.started
+
+    def stop(self) -> dict[str, Any]:
+        return lifecycle.stop(self.sdir, timeout=120)
+
+    @property
+    def _rt(self) -> lifecycle.StartResult:
+        assert self.started is not None, "sandbox not started"
+        return self.started
+
+    @property
+    def api_endpoint(self) -> str:
+        return self._rt.api_endpoint
+
+    @property
+    def port(self) -> int:
+        return self._rt.port
+
+    @property
+    def ca_file(self) -> str:
+        return self._rt.ca_file
+
+    @property
+    def region(self) -> str:
+        return self._rt.region
+
+    def env(self) -> dict[str, str]:
+        return lifecycle.env_vars(self.sdir)
+
+    # AWS side ----------------------------------------------------------------------------------
+    def credentials(self) -> dict[str, str]:
+        creds = self.sdir.load_credentials()
+        assert creds is not None
+        return {"aws_access_key_id": creds.access_key_id, "aws_secret_access_key": creds.secret_access_key}
+
+    def client(self, service: str, *, creds: dict[str, str] | None = None, region: str | None = None) -> Any:
+        import boto3
+
+        c = creds or self.credentials()
+        return boto3.client(service, region_name=region or self.region, endpoint_url=self.api_endpoint,
+                            aws_access_key_id=c["aws_access_key_id"],
+                            aws_secret_access_key=c["aws_secret_access_key"],
+                            aws_session_token=c.get("aws_session_token") or None)
+
+    def create_cluster(self, *, region: str | None = None, timeout: float = 180.0, **kw: Any) -> str:
+        dsql = self.client("dsql", region=region)
+        kw.setdefault("deletionProtectionEnabled", False)
+        cid: str = dsql.create_cluster(**kw)["identifier"]
+        self.wait_active(cid, region=region, timeout=timeout)
+        return cid
+
+    def wait_active(self, cid: str, *, region: str | None = None, timeout: float = 180.0) -> None:
+        dsql = self.client("dsql", region=region)
+        deadline = time.monotonic() + timeout
+        while True:
+            st = dsql.get_cluster(identifier=cid)["status"]
+            if st == "ACTIVE":
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster {cid} still {st} after {timeout}s")
+            time.sleep(0.1)
+
+    def endpoint(self, cid: str, region: str | None = None) -> str:
+        return f"{cid}.dsql.{region or self.region}.on.aws"
+
+    def token(self, cid: str, user: str = "admin", *, creds: dict[str, str] | None = None,
+              region: str | None = None, expires_in: int = 900) -> str:
+        dsql = self.client("dsql", creds=creds, region=region)
+        host = self.endpoint(cid, region)
+        if user == "admin":
+            return str(dsql.generate_db_connect_admin_auth_token(host, region or self.region, expires_in))
+        return str(dsql.generate_db_connect_auth_token(host, region or self.region, expires_in))
+
+    def conninfo(self, cid: str, user: str = "admin", *, creds: dict[str, str] | None = None,
+                 region: str | None = None, **kw: Any) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "host": self.endpoint(cid, region), "hostaddr": "127.0.0.1", "port": self.port, "user": user,
+            "dbname": "postgres", "sslmode": "verify-full", "sslrootcert": self.ca_file,
+            "password": self.token(cid, user, creds=creds, region=region), "connect_timeout": 30,
+        }
+        info.update(kw)
+        return info
+
+    def connect(self, cluster_id: str, user: str = "admin", *, creds: dict[str, str] | None = None,
+                **kw: Any) -> Any:
+        import psycopg
+
+        region = kw.pop("region", None)
+        return psycopg.connect(**self.conninfo(cluster_id, user, creds=creds, region=region, **kw))
+
+    def iam_identity(self, name: str, kind: str = "role") -> tuple[str, dict[str, str]]:
+        iam = self.client("iam")
+        if kind == "user":
+            try:
+                arn = iam.create_user(UserName=name)["User"]["Arn"]
+            except iam.exceptions.EntityAlreadyExistsException:
+                arn = iam.get_user(UserName=name)["User"]["Arn"]
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            return arn, {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+        if kind != "role":
+            raise ValueError("kind must be 'role' or 'user'")
+        try:
+            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=TRUST_POLICY)["Role"]["Arn"]
+        except iam.exceptions.EntityAlreadyExistsException:
+            arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+        c = self.client("sts").assume_role(RoleArn=arn, RoleSessionName=f"{name}-session")["Credentials"]
+        return arn, {"aws_access_key_id": c["AccessKeyId"], "aws_secret_access_key": c["SecretAccessKey"],
+                     "aws_session_token": c["SessionToken"]}
