@@ -162,7 +162,7 @@ class MeteredDialect:
 
 
 def wrap_dialect(inner: Dialect) -> Dialect:
-    return MeteredDialect(inner)  # type: ignore[return-value]
+    return MeteredDialect(inner)
 
 
 # --------------------------------------------------------------------------------------------
