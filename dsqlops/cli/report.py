@@ -1,0 +1,88 @@
+"""``dsqlops report``: the cron cost report (md, html, json, csv, prometheus), locked and atomic."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dsqlops.cli.common import CliEnv, pass_env
+from dsqlops.cli.cost import pricing_file_option, warn_all
+from dsqlops.errors import BudgetExceeded
+
+
+@click.command("report")
+@click.option("--config", "config_file", default=None, metavar="FILE",
+              help="Config file with the reports/budgets sections (same as the global --config).")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json", "csv", "prometheus"]), default=None,
+              help="Report format [default: config reports.format, then md].")
+@click.option("--out", default=None, metavar="PATH",
+              help="Write here atomically [default: config reports.out, then stdout].")
+@click.option("--lock-file", default=None, metavar="PATH",
+              help="Lock against overlapping runs [default: config reports.lock_file, then "
+              "$XDG_RUNTIME_DIR/dsqlops-report.lock].")
+@pricing_file_option
+@pass_env
+def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | None, lock_file: str | None,
+           pricing_file: str | None) -> None:
+    """Write the cron cost report (md, html, json, csv, prometheus).
+
+    Month-to-date spend and month-end forecast of every cluster in the configured profiles and
+    regions, top clusters, OCC conflict rate, DPU per day (inline SVG in HTML, no JavaScript).
+    Never prompts. Exit 75 when another run holds the lock; exit 3 when a budget is forecast to be
+    exceeded (the report is written first).
+
+    \b
+    Example:
+      dsqlops report --format html --out /var/www/dsql-cost.html
+      # crontab: 15 * * * * dsqlops report --format prometheus --out /var/lib/node_exporter/dsql.prom
+    """
+    from dsqlops.config import resolve
+    from dsqlops.cost import pricing
+    from dsqlops.cost.collect import Scope, estimate_for
+    from dsqlops.cost.report import Report, evaluate_budgets, read_config, render
+    from dsqlops.cost.timewin import make_window, month_start, next_month, utcnow
+    from dsqlops.fsutil import atomic_write, default_lock_path, single_instance
+
+    if config_file:
+        env.config_path = config_file
+        env._settings = None
+    settings = env.settings
+    cfg = read_config(settings.section("reports"), settings.section("budgets"))
+    fmt = fmt or cfg.format
+    target = out or cfg.out
+    lock = lock_file or cfg.lock_file or str(default_lock_path("dsqlops-report"))
+    with single_instance(lock):
+        now = utcnow()
+        window = make_window(month_start(now), next_month(now), 3600, now=now)
+        prices = pricing.load_for(pricing_file, settings)
+        from dsqlops.aws import AwsContext
+
+        scopes = []
+        for prof in cfg.profiles:
+            s = settings if prof is None else resolve(config_path=env.config_path, profile=prof, flags=env.flags)
+            regions = cfg.regions or ([s.get("region")] if s.get("region") else [])
+            if not regions:
+                from dsqlops.errors import ConfigError
+
+                raise ConfigError(f"no regions to report on for profile {prof or s.profile_name}",
+                                  hint="set reports.regions in the config or a region in the profile")
+            clusters = {r: list(cfg.clusters) for r in regions} if cfg.clusters else None
+            scopes.append(Scope(prof or s.profile_name, AwsContext.from_settings(s), regions, clusters))
+        est, got = estimate_for(scopes, window, prices, now=now, forecast=True)
+        rep = Report(est, cfg, evaluate_budgets(est, cfg), fetch_calls=got.stats.calls)
+        text = render(rep, fmt)
+        if target:
+            from pathlib import Path
+
+            p = Path(str(target)).expanduser()
+            p.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(p, text.encode("utf-8"))
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    warn_all(est.warnings)
+    if rep.exceeded:
+        names = ", ".join(b["cluster_id"] or "total" for b in rep.exceeded)
+        raise BudgetExceeded(f"budget forecast to be exceeded: {names}",
+                             hint="see the report's Budgets section")
