@@ -5,6 +5,7 @@ make moto report statuses it never emits (FAILED, IDLE, INACTIVE, PENDING_SETUP)
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +35,19 @@ def invoke(args: Sequence[str], *, input: str | None = None, env: dict[str, str]
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        sys.stdout.flush()  # a real process flushes at exit; the isolated streams need it by hand
+        sys.stderr.flush()
         return Run(code, out.getvalue().decode(), err.getvalue().decode())
 
 
 @pytest.fixture()
 def aws(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:  # type: ignore[no-untyped-def]
     """moto for the whole test, region us-east-1, no user config, default transitions restored."""
+    yield from moto_session(monkeypatch, tmp_path)
+
+
+def moto_session(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """The body of the ``aws`` fixture, reusable by test modules outside tests/control."""
     from moto import mock_aws
     from moto.moto_api import state_manager
 
