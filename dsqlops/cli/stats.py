@@ -64,6 +64,7 @@ def dump_cmd(env: CliEnv, cluster: str | None, schemas: tuple[str, ...], tables:
     fmt = env.output_format
     if fmt == "json":
         sys.stdout.write(core.to_json(data))
+        sys.stdout.flush()
     elif fmt == "yaml":
         env.render(core.normalise(data))
     else:

@@ -332,6 +332,9 @@ def find_issues(nodes: list[PlanNode], *, large_rows: int = DEFAULT_LARGE_ROWS) 
         if any(n.name == f or n.name.startswith(f + " ") or n.name.startswith(f + "(") for f in FULL_SCAN_NAMES):
             # what the scan *read*: the largest row count in its subtree (Storage/B-Tree Scan), not
             # what survived its query-processor filter
+            removed = n.attr("Rows Removed by Filter")
+            if rows is not None and removed and removed.strip().isdigit():
+                rows += float(removed.strip()) * (n.loops or 1)
             for d in _subtree(nodes, i):
                 if d.rows is not None and (rows is None or d.rows > rows):
                     rows = d.rows
@@ -399,37 +402,27 @@ def parse_explain(text: str, *, large_rows: int = DEFAULT_LARGE_ROWS) -> Explain
 # Prices (engineer C owns the price table; use their loader when it exists)
 # --------------------------------------------------------------------------------------------
 
-def _default_pricing_file() -> Path | None:
-    here = Path(__file__).resolve()
-    for p in (here.parents[2] / "pricing" / "dsql.yaml", here.parents[1] / "pricing" / "dsql.yaml"):
-        if p.is_file():
-            return p
-    return None
-
-
 def price_for(region: str, *, pricing_file: str | Path | None = None, settings: Any = None) -> Price | None:
-    """The DPU price for ``region``: C's price-table loader if present, else a small reader of
-    ``pricing/dsql.yaml``. None when no table lists the region (the report then has no money)."""
+    """The DPU price for ``region`` from engineer C's price table (``dsqlops.cost.pricing``:
+    ``--pricing-file`` > config ``pricing_file`` > the shipped ``pricing/dsql.yaml``). Falls back to
+    a small reader of the same file format when that module is unavailable. None when the table
+    does not list the region (the report then carries no money, and says so)."""
     try:
-        from dsqlops.cost import pricing as cost_pricing  # engineer C's module
-    except ImportError:
+        from dsqlops.cost import pricing as cost_pricing
+    except ImportError:  # pragma: no cover - the cost package ships with dsqlops
         cost_pricing = None  # type: ignore[assignment]
     if cost_pricing is not None:
-        for fn_name in ("dpu_price", "price_for"):
-            fn = getattr(cost_pricing, fn_name, None)
-            if fn is None:
-                continue
-            try:
-                got = fn(region, pricing_file=pricing_file) if pricing_file else fn(region)
-            except Exception:  # noqa: BLE001 - fall back to the plain reader below
-                break
-            value = getattr(got, "dpu_per_million", None) or getattr(got, "per_million_dpu", None) or got
-            try:
-                return Price(Decimal(str(value)), region, f"dsqlops.cost.pricing.{fn_name}")
-            except InvalidOperation:
-                break
-    path = Path(pricing_file) if pricing_file else _default_pricing_file()
-    if path is None or not path.is_file():
+        from dsqlops.errors import ConfigError
+
+        table = cost_pricing.load_for(str(pricing_file) if pricing_file else None, settings)
+        try:
+            rp = table.get(region)
+        except ConfigError:
+            return None
+        return Price(rp.dpu_usd_per_million, region, f"{Path(table.path).name} as of {rp.as_of.isoformat()}",
+                     rp.currency)
+    path = Path(pricing_file) if pricing_file else Path(__file__).resolve().parents[2] / "pricing" / "dsql.yaml"
+    if not path.is_file():
         return None
     return _read_price_file(path, region)
 
@@ -445,7 +438,7 @@ def _read_price_file(path: Path, region: str) -> Price | None:
     entry = regions.get(region) if isinstance(regions, dict) else None
     if not isinstance(entry, dict):
         return None
-    for key in ("dpu_per_million", "dpu_per_million_usd", "per_million_dpu", "dpu"):
+    for key in ("dpu_usd_per_million", "dpu_per_million", "dpu"):
         if key in entry:
             value = Decimal(str(entry[key]))
             if key == "dpu" and value < 1:

@@ -52,13 +52,14 @@ WHERE n.nspname = %s AND t.relname = %s
 ORDER BY i.relname
 """
 _SQL_EXT = """
-SELECT s.stxname, pg_catalog.pg_get_statisticsobjdef(s.oid), s.stxkind::text
+SELECT s.stxname, pg_catalog.pg_get_statisticsobjdef(s.oid), pg_catalog.array_to_string(s.stxkind, ',')
 FROM pg_catalog.pg_statistic_ext s
 JOIN pg_catalog.pg_class t ON t.oid = s.stxrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
 WHERE n.nspname = %s AND t.relname = %s
 ORDER BY s.stxname
 """
+_EXT_KINDS = {"d": "ndistinct", "f": "dependencies", "m": "mcv", "e": "expressions"}
 _SQL_HAS_JOBS = "SELECT to_regclass('sys.jobs') IS NOT NULL"
 _SQL_LAST_ANALYZE_JOBS = """
 SELECT object_name, max(update_time)
@@ -144,8 +145,10 @@ def dump(conn: Any, *, schemas: Sequence[str] | None = None, tables: Sequence[Ta
                 table["indexes"] = [{"name": n, "definition": d, "valid": bool(v), "unique": bool(u),
                                      "primary": bool(p)} for n, d, v, u, p in cur.fetchall()]
                 cur.execute(_SQL_EXT, (schema, name))
-                table["extended_statistics"] = [{"name": n, "definition": d, "kinds": k}
-                                                for n, d, k in cur.fetchall()]
+                table["extended_statistics"] = [
+                    {"name": n, "definition": d,
+                     "kinds": sorted(_EXT_KINDS.get(x, x) for x in (k or "").split(",") if x)}
+                    for n, d, k in cur.fetchall()]
                 out["tables"].append(table)
             missing = sorted(wanted - found)
             if missing:
