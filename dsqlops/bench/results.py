@@ -65,7 +65,7 @@ def summary(result: BenchResult) -> dict[str, Any]:
         "errors": s.errors,
         "conflict_rate": round(s.occ_conflicts / s.attempts, 4) if s.attempts else 0.0,
         "invariants_ok": result.ok,
-        "checks": {c.name: ("ok" if c.ok else "FAILED: ") + c.detail for c in result.checks},
+        "checks": {c.name: ("ok: " if c.ok else "FAILED: ") + c.detail for c in result.checks},
     }
     if s.error_samples:
         out["error_samples"] = dict(s.error_samples)

@@ -254,7 +254,8 @@ def _run_processes(spec: PoolSpec, workload: Workload, cfg: BenchConfig,
 
 
 def run_bench(spec: PoolSpec, cfg: BenchConfig, *, on_tick: Callable[[Snapshot], None] | None = None,
-              on_setup: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> BenchResult:
+              on_setup: Callable[[int], None] | None = None, stop: threading.Event | None = None,
+              before_run: Callable[[], None] | None = None) -> BenchResult:
     """Set up (optionally), run, and check a workload. Returns the host's result."""
     cfg.validate()
     workload = make_workload(cfg.workload, cfg.accounts, log=cfg.log)
@@ -265,6 +266,8 @@ def run_bench(spec: PoolSpec, cfg: BenchConfig, *, on_tick: Callable[[Snapshot],
             workload.setup(conn, progress=on_setup)
         workload.prepare(conn)
         baseline = workload.baseline(conn)
+    if before_run is not None:
+        before_run()
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     if cfg.processes == 1:
