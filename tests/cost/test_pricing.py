@@ -45,7 +45,8 @@ def _write(tmp_path: Path, mutate) -> Path:
 
 
 @pytest.mark.parametrize("mutate,match", [
-    (lambda d: d["regions"]["us-east-1"].update(dpu_usd_per_million="eight"), r"regions\.us-east-1\.dpu_usd_per_million"),
+    (lambda d: d["regions"]["us-east-1"].update(dpu_usd_per_million="eight"),
+     r"regions\.us-east-1\.dpu_usd_per_million"),
     (lambda d: d["regions"]["us-east-1"].update(storage_usd_per_gb_month="-1"), r"storage_usd_per_gb_month"),
     (lambda d: d["regions"]["us-east-1"].update(storage_unit="TB"), r"storage_unit must be GB or GiB"),
     (lambda d: d["regions"]["us-east-1"].pop("source"), r"regions\.us-east-1: missing key\(s\) source"),
@@ -118,7 +119,7 @@ def test_refresh_pages_writes_atomically_and_diffs(tmp_path):
     client, stub = _stubbed_client([PRICE_LIST[:2], PRICE_LIST[2:]])
     old = P.load(P.shipped_path())
     out = tmp_path / "new.yaml"
-    new, changes = P.refresh(client, old, out, today=dt.date(2026, 12, 1))
+    _new, changes = P.refresh(client, old, out, today=dt.date(2026, 12, 1))
     stub.assert_no_pending_responses()
     reloaded = P.load(out)
     assert reloaded.as_of == dt.date(2026, 12, 1)
