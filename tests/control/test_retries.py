@@ -125,3 +125,63 @@ def test_conflict_is_not_retried(run, monkeypatch, no_sleep):
     r = run(["cluster", "create", "--client-token", "same", "--tag", "different=1"])
     assert r.exit_code == ExitCode.SERVICE
     assert len(t.calls) == 1
+
+
+class Answer:
+    """Answer matching requests with a fixed error (status, code) every time."""
+
+    def __init__(self, method: str, path_suffix: str, status: int, code: str, extra: dict[str, Any] | None = None):
+        self.method, self.suffix, self.status, self.code = method, path_suffix, status, code
+        self.extra = extra or {}
+        self.calls = 0
+
+    def __call__(self, request: Any, **_kw: Any) -> AWSResponse | None:
+        if request.method != self.method or not request.url.split("?")[0].endswith(self.suffix):
+            return None
+        self.calls += 1
+        body = json.dumps({"message": f"{self.code} from the test", **self.extra}).encode()
+        return AWSResponse(request.url, self.status, {"x-amzn-ErrorType": self.code,
+                                                      "Content-Type": "application/json"}, _Raw(body))
+
+
+def test_quota_exceeded_is_not_retried_and_says_what_to_do(run, monkeypatch, no_sleep):
+    a = Answer("POST", "/cluster", 402, "ServiceQuotaExceededException",
+               {"resourceId": "x", "resourceType": "cluster", "serviceCode": "dsql", "quotaCode": "q"})
+    _install(monkeypatch, a)  # type: ignore[arg-type]
+    r = run(["cluster", "create"])
+    assert r.exit_code == ExitCode.SERVICE
+    assert a.calls == 1
+    assert "ServiceQuotaExceededException" in r.stderr and "quota" in r.stderr.split("hint:")[1]
+
+
+def test_show_is_partial_when_policy_is_denied(run, monkeypatch, no_sleep):
+    c = create(run)
+    a = Answer("GET", f"/cluster/{c['id']}/policy", 403, "AccessDeniedException")
+    _install(monkeypatch, a)  # type: ignore[arg-type]
+    r = run(["-o", "json", "cluster", "show", c["id"]])
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["unavailable"] == ["policy: access denied"] and r.json()["policy"] is None
+    assert "partial view: policy: access denied" in r.stderr
+
+
+def test_delete_race_with_protection_is_explained(run, monkeypatch):
+    """GetCluster said unprotected, DeleteCluster still refuses (someone turned it on meanwhile)."""
+    c = create(run)  # protected
+    orig = AwsContext.dsql
+
+    def dsql(self: AwsContext, region: str | None = None) -> Any:
+        client = orig(self, region)
+        real = client.get_cluster
+
+        def stale(**kw: Any) -> Any:
+            resp = real(**kw)
+            resp["deletionProtectionEnabled"] = False
+            return resp
+
+        client.get_cluster = stale
+        return client
+
+    monkeypatch.setattr(AwsContext, "dsql", dsql)
+    r = run(["cluster", "delete", c["id"], "--yes"])
+    assert r.exit_code == ExitCode.USAGE
+    assert "deletion protection enabled" in r.stderr and "--disable-deletion-protection" in r.stderr
