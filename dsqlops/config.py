@@ -29,6 +29,7 @@ PROFILE_DEFAULTS: dict[str, Any] = {
     "user": "admin",
     "sslmode": "verify-full",
     "sslrootcert": None,
+    "sslnegotiation": "auto",
     "hostaddr": None,
     "port": 5432,
     "connect_timeout": 10,
@@ -45,6 +46,7 @@ ENV_KEYS: dict[str, str] = {
     "DSQLOPS_USER": "user",
     "DSQLOPS_SSLMODE": "sslmode",
     "DSQLOPS_SSLROOTCERT": "sslrootcert",
+    "DSQLOPS_SSLNEGOTIATION": "sslnegotiation",
     "DSQLOPS_HOSTADDR": "hostaddr",
     "DSQLOPS_PORT": "port",
     "DSQLOPS_CONNECT_TIMEOUT": "connect_timeout",
@@ -57,6 +59,8 @@ INT_KEYS = {"port", "connect_timeout", "token_expires_in"}
 INT_RANGES: dict[str, tuple[int, int]] = {"port": (1, 65535), "connect_timeout": (1, 3600),
                                           "token_expires_in": (1, 604800)}
 SSLMODES = {"verify-full", "verify-ca", "require"}
+#: auto = direct TLS only with libpq >= 17 and no hostaddr/port override (dsqlops.data.tls).
+SSLNEGOTIATIONS = {"auto", "direct", "postgres"}
 
 
 def default_config_path() -> Path:
@@ -182,6 +186,9 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if not lo <= n <= hi:
             raise ConfigError(f"{key} must be between {lo} and {hi} (from {source}): {n}")
         return n
+    if key == "sslnegotiation" and value not in SSLNEGOTIATIONS:
+        raise ConfigError(f"sslnegotiation {value!r} (from {source}) must be one of "
+                          f"{', '.join(sorted(SSLNEGOTIATIONS))}")
     if key == "sslmode" and value not in SSLMODES:
         raise ConfigError(
             f"sslmode {value!r} (from {source}) is not allowed; DSQL requires TLS: "
