@@ -211,7 +211,7 @@ def _collect(pgconn: Any, timeout: float) -> list[Any]:
             raise TimeoutError("step timed out")
         select.select([pgconn.socket], [], [], min(left, 0.5))
         pgconn.consume_input()
-    out = []
+    out: list[Any] = []
     while True:
         res = pgconn.get_result()
         if res is None:

@@ -871,7 +871,7 @@ def _create_index_async(stmt: Statement) -> _Plan:
             base_table = toks[i - 3].ident
         name = _AUTO_NAME_STRIP.sub("_", f"{base_table}_{'_'.join(cols)}_idx")[:63]
     build = (f"CREATE {'UNIQUE ' if unique else ''}INDEX CONCURRENTLY {'IF NOT EXISTS ' if if_not_exists else ''}"
-             f"@@INDEX_NAME@@ ON {only}{table_text} {rest}")
+             f"@@INDEX_NAME@@ ON {only}@@TABLE@@ {rest}")
     assert name is not None
     sql = (f"SELECT sys._create_index_async({quote_literal(table_text)}::regclass, {quote_literal(name)}, "
            f"{dollar_quote(build)}, {str(if_not_exists).lower()}, {str(auto).lower()}) AS job_id")

@@ -112,7 +112,7 @@ BEGIN
   END IF;
   INSERT INTO sys._jobs (job_type, class_id, object_id, object_name, schema_name, statement)
     VALUES ('INDEX_BUILD', 'pg_class'::regclass, rel, nsp || '.' || name, nsp,
-            replace(build_sql, '@@INDEX_NAME@@', quote_ident(name)))
+            replace(replace(build_sql, '@@INDEX_NAME@@', quote_ident(name)), '@@TABLE@@', rel::text))
     RETURNING job_id INTO id;
   RETURN id;
 END $$;
