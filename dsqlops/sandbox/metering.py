@@ -296,7 +296,7 @@ class Meter:
 
     def __init__(self, state_dir: Path, clusters: Callable[[], list[tuple[str, str, dict[str, Any]]]],
                  publish: Callable[[str, list[dict[str, Any]]], None] = publish_moto, *,
-                 interval: float | None = None, tap: Tap = TAP) -> None:
+                 interval: float | None = None, tap: Tap = TAP, install_explain: bool = False) -> None:
         self.state_path = Path(state_dir) / STATE_FILE
         self.request_path = Path(state_dir) / REQUEST_FILE
         self.clusters = clusters
@@ -307,6 +307,8 @@ class Meter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._explain_ready: set[str] = set()
+        self.install_explain = install_explain
         self.state = self._load()
 
     def _load(self) -> dict[str, Any]:
@@ -358,9 +360,27 @@ class Meter:
         nonce = req.get("nonce") if isinstance(req, dict) else None
         return str(nonce) if nonce and nonce != self.state.get("served") else None
 
+    def _install_explain(self) -> None:
+        """Install the EXPLAIN DPU function (explain_dpu.py) in every cluster database, once."""
+        import psycopg
+
+        from dsqlops.sandbox import explain_dpu
+
+        for cid, _region, conninfo in self.clusters():
+            if cid in self._explain_ready:
+                continue
+            try:
+                with psycopg.connect(**conninfo, autocommit=True, connect_timeout=10) as conn:
+                    if explain_dpu.install(conn):
+                        self._explain_ready.add(cid)
+            except Exception as exc:  # noqa: BLE001 - retried on the next tick
+                log.warning("metering: cannot install the EXPLAIN DPU function in %s: %s", cid, exc)
+
     def _loop(self) -> None:
         next_at = time.monotonic() + self.interval
         while not self._stop.wait(0.25):
+            if self.install_explain:
+                self._install_explain()
             nonce = self._pending_request()
             if nonce is None and time.monotonic() < next_at:
                 continue
@@ -392,7 +412,7 @@ def start(registry: Any) -> Meter:
                 out.append((db.identifier, db.region, dict(info)))
         return out
 
-    return Meter(registry.sdir.path, clusters).start()
+    return Meter(registry.sdir.path, clusters, install_explain=True).start()
 
 
 # --------------------------------------------------------------------------------------------
