@@ -63,6 +63,7 @@ class Unit:
     """One statement execution the client awaits a result for (a simple Query or an Execute)."""
 
     fail: SqlError | None = None
+    tag: str | None = None   # Forward.tags: the CommandComplete tag the client sees instead (S2)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Segment:
 
     units: deque[Unit] = field(default_factory=deque)
     suppress: bool = False   # an injected error ended the segment: drop backend output until Z
+    conceal: bool = False    # SqlError.conceal_tag answered an error: report 'T' instead of 'E' (S2)
 
 
 @dataclass
@@ -83,6 +85,8 @@ class Conn:
     key: int
     statements: dict[str, SqlError | None] = field(default_factory=dict)
     portals: dict[str, SqlError | None] = field(default_factory=dict)
+    stmt_tags: dict[str, str | None] = field(default_factory=dict)    # Forward.tags per prepared statement
+    portal_tags: dict[str, str | None] = field(default_factory=dict)
     segments: deque[Segment] = field(default_factory=deque)
     open_segment: Segment | None = None
 
@@ -392,7 +396,10 @@ class Front:
             seg = Segment()
             c.segments.append(seg)
             if isinstance(action, Forward):
-                seg.units.append(Unit())
+                if action.tags:
+                    seg.units.extend(Unit(tag=t) for t in action.tags)
+                else:
+                    seg.units.append(Unit())
                 return raw if action.sql == sql else P.encode_query(action.sql)
             assert isinstance(action, Fail)
             seg.units.append(Unit(fail=action.error))
@@ -402,6 +409,7 @@ class Front:
             action = self.dialect.statement(c.session, msg.sql, extended=True)
             if isinstance(action, Forward):
                 c.statements[msg.name] = None
+                c.stmt_tags[msg.name] = action.tags[0] if action.tags else None
                 if action.sql == msg.sql:
                     return raw
                 msg.sql = action.sql
@@ -413,10 +421,11 @@ class Front:
         if kind == b"B":
             portal, stmt = P.parse_bind_names(body)
             c.portals[portal] = c.statements.get(stmt)
+            c.portal_tags[portal] = c.stmt_tags.get(stmt)
             return raw
         if kind == b"E":
             portal = P.parse_name(body)
-            self._segment(c).units.append(Unit(fail=c.portals.get(portal)))
+            self._segment(c).units.append(Unit(fail=c.portals.get(portal), tag=c.portal_tags.get(portal)))
             return raw
         if kind == b"S":
             seg = self._segment(c)
@@ -482,6 +491,8 @@ class Front:
             status = body[:1].decode()
             c.session.txn_status = status
             self.dialect.ready(c.session, status)
+            if seg is not None and seg.conceal and status == "E":
+                return P.ready_for_query("T")  # the dialect hid this error (SqlError.conceal_tag)
             return raw
         if seg is not None and seg.suppress:
             return None
@@ -495,6 +506,8 @@ class Front:
                 seg.units.clear()
                 return P.error_response(unit.fail)
             self.dialect.completed(c.session, P.parse_command_tag(body))
+            if unit is not None and unit.tag:
+                return P.message(b"C", P.cstr(unit.tag))
             return raw
         if kind in (b"I", b"s"):
             if seg is not None and seg.units:
@@ -502,6 +515,7 @@ class Front:
             return raw
         # ErrorResponse
         unit = seg.units[0] if seg is not None and seg.units else None
+        last_unit = seg is None or len(seg.units) <= 1
         if seg is not None:
             seg.units.clear()  # the backend skips to the next Sync
         if unit is not None and unit.fail is not None:
@@ -510,6 +524,11 @@ class Front:
         if err.severity in ("NOTICE", "WARNING", "INFO", "DEBUG", "LOG"):
             return raw
         new = self.dialect.backend_error(c.session, err)
+        conceal_tag = getattr(new, "conceal_tag", None)
+        if conceal_tag and seg is not None and last_unit:
+            # DSQL never blocks a writer: answer as if it ran; the dialect fails the COMMIT.
+            seg.conceal = True
+            return P.message(b"C", P.cstr(conceal_tag))
         if new is err:
             return raw
         return P.error_response(new)
