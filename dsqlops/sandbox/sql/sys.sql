@@ -262,7 +262,7 @@ GRANT SELECT ON sys.iam_pg_role_mappings TO PUBLIC;
 CREATE OR REPLACE FUNCTION sys._check_iam_arn(arn text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-  IF arn IS NULL OR arn !~ '^arn:aws(-[a-z]+)*:(iam|sts)::[0-9]{12}:(role|user|assumed-role)/[A-Za-z0-9+=,.@_/-]{1,512}$' THEN
+  IF arn IS NULL OR arn !~ '^arn:aws(-[a-z]+)*:(iam|sts)::[0-9]{12}:(role|user|assumed-role)/[A-Za-z0-9+=,.@_/-]+$' THEN
     RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('invalid IAM ARN: %s', arn),
       HINT = 'expected arn:aws:iam::<12-digit account>:role/<name> or :user/<name>';
   END IF;
