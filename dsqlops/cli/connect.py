@@ -158,24 +158,28 @@ def _load_params(text: str | None) -> Any:
               metavar="FILE", help="Read SQL from FILE ('-' for stdin); statements run in order.")
 @click.option("--params", default=None, metavar="JSON",
               help="Bound parameters for a single statement: a JSON array for %s, an object for %(name)s.")
+@click.option("--single-transaction", is_flag=True,
+              help="Run all statements in one transaction, re-run whole on OCC conflicts (40001).")
 @output_option
 @click.argument("statement", required=False)
 @pass_env
 def sql(env: CliEnv, cluster: str | None, role: str | None, file: str | None, params: str | None,
-        statement: str | None) -> None:
+        single_transaction: bool, statement: str | None) -> None:
     """Run SQL on a cluster and render the rows.
 
     Each statement runs on its own (autocommit), like psql: DSQL allows one DDL per transaction.
     With one statement, JSON/YAML output is the list of rows; with several, a list of
     {statement, line, status, rowcount, columns, rows}. Status lines of statements without rows go
     to stderr. A failing statement stops the run (exit 254, with its SQLSTATE) and says which
-    earlier statements already ran.
+    earlier statements already ran. --single-transaction runs them all in one transaction and
+    re-runs it on OCC conflicts (SQLSTATE 40001, at most 5 attempts); nothing else is retried.
 
     \b
     Example:
       dsqlops sql -c $CLUSTER "select now(), current_user"
       dsqlops -o json sql -c $CLUSTER "select * from accounts where id = %s" --params '[42]'
       dsqlops sql -c $CLUSTER -f migrate.sql
+      dsqlops sql -c $CLUSTER --single-transaction -f transfer.sql
     """
     from dsqlops.data.sqlexec import run_statements, split_statements
     from dsqlops.output import info
@@ -198,7 +202,17 @@ def sql(env: CliEnv, cluster: str | None, role: str | None, file: str | None, pa
         raise UsageError("no SQL statement to run")
     bound = _load_params(params)
     with env.connect(cluster, user=role, autocommit=True) as conn:
-        results = run_statements(conn, statements, params=bound)
+        if single_transaction:
+            from dsqlops.data.retry import RetryStats, run_transaction
+
+            stats = RetryStats()
+            results = run_transaction(conn, lambda c: run_statements(c, statements, params=bound,
+                                                                     single_transaction=True), stats=stats)
+            if stats.retries:
+                codes = ", ".join(f"{k}×{v}" for k, v in sorted(stats.by_code.items()))
+                info(f"committed after {stats.retries} OCC retr{'y' if stats.retries == 1 else 'ies'} ({codes})")
+        else:
+            results = run_statements(conn, statements, params=bound)
     fmt = env.output_format
     if len(results) == 1 and fmt in ("json", "yaml"):
         env.render(results[0].rows)

@@ -135,15 +135,36 @@ def _columns(names: list[str]) -> list[str]:
     return out
 
 
+class StatementFailed(ServiceError):
+    """A statement of a ``sql`` run failed. ``sqlstate`` mirrors ``code`` so that the OCC retry
+    helper classifies it like the psycopg error it came from."""
+
+    def __init__(self, message: str, *, code: str | None, hint: str | None = None):
+        super().__init__(message, code=code, hint=hint)
+        self.sqlstate = code
+
+
+_TX_CONTROL_RE = re.compile(r"(?is)^\s*(begin|commit|rollback|end|abort|start\s+transaction|savepoint|release)\b")
+
+
 def run_statements(conn: psycopg.Connection[Any], statements: list[Statement], *,
-                   params: Any = None) -> list[StatementResult]:
-    """Run ``statements`` in order on ``conn`` (autocommit: each is its own transaction unless the
-    script opens one). The first failure stops the run with a ServiceError carrying the SQLSTATE
-    and saying which earlier statements already took effect."""
+                   params: Any = None, single_transaction: bool = False) -> list[StatementResult]:
+    """Run ``statements`` in order on ``conn``.
+
+    By default ``conn`` is in autocommit mode and each statement is its own transaction (unless
+    the script opens one). With ``single_transaction`` the caller runs this inside one transaction
+    (``run_transaction``) and the script must not contain transaction control. The first failure
+    stops the run with :class:`StatementFailed` carrying the SQLSTATE and saying which earlier
+    statements already took effect."""
     import psycopg
 
     if params is not None and len(statements) != 1:
         raise UsageError("--params needs exactly one statement")
+    if single_transaction:
+        for st in statements:
+            if _TX_CONTROL_RE.match(st.text):
+                raise UsageError(f"line {st.line}: transaction control ({st.text.split()[0]}) is not allowed "
+                                 "with --single-transaction")
     results: list[StatementResult] = []
     for idx, st in enumerate(statements, 1):
         try:
@@ -155,12 +176,15 @@ def run_statements(conn: psycopg.Connection[Any], statements: list[Statement], *
         except psycopg.Error as e:
             code = getattr(e, "sqlstate", None)
             diag = getattr(e, "diag", None)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            text = str(e).strip()
+            first = (text.splitlines() or [type(e).__name__])[0]
             where = f"statement {idx} (line {st.line})" if len(statements) > 1 else "statement"
             done = ""
-            if idx > 1:
+            if single_transaction:
+                done = "; the transaction was rolled back, nothing was committed" if len(statements) > 1 else ""
+            elif idx > 1:
                 done = (f"; statements 1-{idx - 1} already ran" if not conn.info.transaction_status
-                        else f"; statements 1-{idx - 1} ran inside the open transaction, which is rolled back")
-            raise ServiceError(f"{where} failed: {code or 'error'}: {first}{done}", code=code,
-                               hint=getattr(diag, "message_hint", None) if diag is not None else None) from None
+                        else f"; statements 1-{idx - 1} ran, the open transaction is rolled back")
+            raise StatementFailed(f"{where} failed: {code or 'error'}: {first}{done}", code=code,
+                                  hint=getattr(diag, "message_hint", None) if diag is not None else None) from e
     return results

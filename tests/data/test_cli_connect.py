@@ -224,3 +224,33 @@ def test_connect_print_command_redacts(cli_env):
 def test_connect_without_psql_is_a_config_error(cli_env, tmp_path):
     r = invoke(["connect", "-c", CLUSTER_HOST, "--psql", str(tmp_path / "no-psql")])
     assert r.exit_code == 253 and "psql was not found" in r.stderr
+
+
+def test_sql_single_transaction_retries_occ_and_is_atomic(cli_env, tmp_path):
+    t = f"t_{uuid.uuid4().hex[:10]}"
+    assert invoke([*SQL, f"create table {t} (id int primary key, v int); insert into {t} values (1, 0); "
+                         f"create sequence {t}_s"]).exit_code == 0
+    script = tmp_path / "tx.sql"
+    # The first attempt hits a real 40001 from the server (OC000 in the text); the sequence is not
+    # rolled back, so the second attempt passes.
+    script.write_text(f"""
+UPDATE {t} SET v = v + 1 WHERE id = 1;
+DO $$ BEGIN
+  IF nextval('{t}_s') = 1 THEN
+    RAISE EXCEPTION 'change conflicts with another transaction, retry as needed (OC000)' USING ERRCODE = '40001';
+  END IF;
+END $$;
+SELECT v FROM {t} WHERE id = 1;
+""")
+    r = invoke(["-o", "json", *SQL, "--single-transaction", "-f", str(script)])
+    assert r.exit_code == 0, r.stderr
+    assert r.json()[2]["rows"] == [{"v": 1}]  # the first attempt's +1 was rolled back
+    assert "committed after 1 OCC retry (OC000×1)" in r.stderr
+    # A failure rolls back everything, and says so.
+    r = invoke([*SQL, "--single-transaction", f"update {t} set v = 100; select 1/0"])
+    assert r.exit_code == 254 and "nothing was committed" in r.stderr and "22012" in r.stderr
+    assert invoke(["-o", "json", *SQL, f"select v from {t}"]).json() == [{"v": 1}]
+    # Transaction control is refused in this mode.
+    r = invoke([*SQL, "--single-transaction", "begin; select 1; commit"])
+    assert r.exit_code == 252 and "transaction control" in r.stderr
+    invoke([*SQL, f"drop table {t}; drop sequence {t}_s"])
