@@ -27,7 +27,7 @@ def _suite_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def replay(sandbox):  # type: ignore[no-untyped-def]
+def replay(sandbox):
     from dsqlops.sandbox import conformance as conf
 
     suite = conf.load_suite(_suite_dir())
@@ -39,7 +39,7 @@ def replay(sandbox):  # type: ignore[no-untyped-def]
     return conf.run_suite(suite, connect)
 
 
-def test_conformance_meets_targets(replay) -> None:  # type: ignore[no-untyped-def]
+def test_conformance_meets_targets(replay) -> None:
     from dsqlops.sandbox import conformance as conf
 
     data = conf.report_json(replay)
@@ -55,7 +55,7 @@ def test_conformance_meets_targets(replay) -> None:  # type: ignore[no-untyped-d
     assert replay.meets_target
 
 
-def test_conformance_report_lists_every_file(replay) -> None:  # type: ignore[no-untyped-def]
+def test_conformance_report_lists_every_file(replay) -> None:
     from dsqlops.sandbox import conformance as conf
 
     recorded = {p.stem for p in _suite_dir().glob("*.json") if p.name != "sessions.json"}
