@@ -267,3 +267,22 @@ def test_budget_alarm_dry_run_create_list_delete(world):
     r = run("--region", "us-east-1", "budget", "alarm", "delete", "--cluster", a, "--yes")
     assert r.exit_code == 0, r.output
     assert [x["AlarmName"] for x in cw.describe_alarms()["MetricAlarms"]] == ["hand-made"]
+
+
+def test_stream_dpu_is_discovered_per_stream_and_summed_for_cost(world):
+    import boto3
+
+    d = "d" * 26
+    cw = boto3.client("cloudwatch", "us-east-1")
+    for sid, v in (("stream-1", 700.0), ("stream-2", 300.0)):
+        cw.put_metric_data(Namespace="AWS/AuroraDSQL", MetricData=[{
+            "MetricName": "StreamDPU", "Timestamp": dt.datetime(2026, 11, 10, 3, tzinfo=UTC), "Value": v,
+            "Dimensions": [{"Name": "ClusterId", "Value": d}, {"Name": "StreamId", "Value": sid}]}])
+    r = run("--region", "us-east-1", "-o", "json", "metrics", d, "--start", "2026-11-09", "--end", "2026-11-11",
+            "--metric", "StreamDPU", "--period", "3600")
+    assert r.exit_code == 0, r.output
+    series = json.loads(r.stdout)["series"]
+    assert {(s["stream_id"], s["total"]) for s in series} == {("stream-1", "700"), ("stream-2", "300")}
+    r = run("-o", "json", "cost", "--cluster-id", d, "--region", "us-east-1", "--month", "2026-11")
+    c = json.loads(r.stdout)["clusters"][0]
+    assert c["stream_dpu"] == "1000" and c["billed_dpu"] == "1000" and c["dpu_basis"] == "components"
