@@ -118,6 +118,16 @@ class RetryStats:
             self.unknown_outcomes += other.unknown_outcomes
             self.sleep_seconds += other.sleep_seconds
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable (bench workers send stats between processes): the lock is not state.
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def to_dict(self) -> dict[str, Any]:
         with self._lock:
             return {"transactions": self.transactions, "attempts": self.attempts, "retries": self.retries,

@@ -247,3 +247,21 @@ def test_classification_is_by_sqlstate_not_class():
     assert not is_occ_error(psycopg.errors.AdminShutdown("terminating connection"))
     assert not is_occ_error(Fake("x (OC000)", "57P01"))
     assert occ_code(Fake("could not serialize", "40001")) == "40001"
+
+
+def test_stats_pickle_merge_and_dict():
+    import pickle
+
+    a = RetryStats()
+    a.record_attempt()
+    a.record_conflict("OC000")
+    a.record_retry(0.25)
+    a.record_attempt()
+    a.record_end()
+    b = pickle.loads(pickle.dumps(a))
+    b.merge(a)
+    assert b.to_dict() == {"transactions": 2, "attempts": 4, "retries": 2, "occ_conflicts": 2,
+                           "by_code": {"OC000": 2}, "gave_up": 0, "unknown_outcomes": 0, "sleep_seconds": 0.5}
+    from dsqlops.output import to_jsonable
+
+    assert to_jsonable(b)["attempts"] == 4
