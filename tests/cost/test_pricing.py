@@ -170,3 +170,29 @@ def test_cli_refresh_needs_a_destination(isolated_config):
     with pytest.raises(SystemExit) as e:
         main(["pricing", "refresh"])
     assert e.value.code == 252
+
+
+def test_cli_refresh_writes_configured_file_and_shows_diff(tmp_path, isolated_config, monkeypatch):
+    from dsqlops.aws import AwsContext
+
+    client, stub = _stubbed_client([PRICE_LIST])
+    regions_seen = []
+
+    def fake_client(self, service, region=None, **kw):
+        assert service == "pricing"
+        regions_seen.append(region)
+        return client
+
+    monkeypatch.setattr(AwsContext, "client", fake_client)
+    target = tmp_path / "mine.yaml"
+    cfg = isolated_config / "dsqlops" / "config.yaml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(f"pricing_file: {target}\n")
+    cfg.chmod(0o600)
+    r = CliRunner().invoke(cli, ["-o", "json", "pricing", "refresh"])
+    assert r.exit_code == 0, r.output
+    changes = json.loads(r.stdout)
+    assert {"region": "eu-north-1", "field": "*", "old": "absent", "new": "present"} in changes
+    assert regions_seen == ["us-east-1"]
+    assert P.load(target).get("eu-north-1").storage_unit == "GiB"
+    stub.assert_no_pending_responses()
