@@ -146,11 +146,15 @@ class MeteredDialect:
     def backend_error(self, session: Session, error: SqlError) -> SqlError:
         out = self.inner.backend_error(session, error)
         if out.sqlstate == "40001":
-            self.tap.occ_conflict(session.cluster_id)
+            # One per transaction: a conflict the dialect hides until COMMIT, and the 25P02s it then
+            # rewrites to 40001, are all the same aborted transaction (counted when it ends).
+            session.state["_meter_occ"] = True
         return out
 
     def ready(self, session: Session, status: str) -> None:
         st = session.state
+        if status == "I" and st.pop("_meter_occ", False):
+            self.tap.occ_conflict(session.cluster_id)
         if status == "I" and st.get("_meter_stmts"):
             t = st.pop("_meter_commit_t", None)
             ms = (time.perf_counter() - t) * 1000 if t is not None else None

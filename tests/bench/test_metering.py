@@ -65,6 +65,7 @@ def test_metered_dialect_counts_transactions_and_conflicts() -> None:
     # a conflict
     d.statement(s, "UPDATE t SET x=2", extended=False)
     d.backend_error(s, SqlError("40001", "could not serialize"))
+    d.backend_error(s, SqlError("40001", "the same transaction again (25P02 rewritten)"))
     d.ready(s, "I")
     d.ready(s, "I")  # an idle ReadyForQuery after nothing ran is not a transaction
     w = tap.drain("c1")
