@@ -270,6 +270,7 @@ END $$;
 
 CREATE OR REPLACE PROCEDURE sys._iam_grant(role_name text, arn text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+#variable_conflict use_column
 DECLARE r oid;
 BEGIN
   PERFORM sys._check_iam_arn(arn);
