@@ -138,7 +138,7 @@ def submit_auto_analyze(conn: Any) -> int:
     rows = conn.execute(
         "INSERT INTO sys._jobs (job_type, class_id, object_id, object_name, schema_name, statement) "
         "SELECT 'ANALYZE', 'pg_class'::regclass, s.relid, s.schemaname || '.' || s.relname, s.schemaname, "
-        "       format('ANALYZE %I.%I', s.schemaname, s.relname) "
+        "       format('ANALYZE %%I.%%I', s.schemaname, s.relname) "
         "FROM pg_stat_user_tables s "
         "WHERE s.schemaname NOT IN ('sys') "
         "  AND s.n_mod_since_analyze > %s + %s * greatest(s.n_live_tup, 0) "
