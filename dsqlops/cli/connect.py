@@ -74,6 +74,8 @@ def build_psql_command(target: Any, psql: str, psql_args: tuple[str, ...], major
     from psycopg.conninfo import make_conninfo
 
     params = target.conninfo()
+    if params.get("sslnegotiation") == "postgres":
+        params.pop("sslnegotiation")  # the default; the child environment carries no PGSSLNEGOTIATION
     if params.get("sslnegotiation") and (major is None or major < 17):
         # Only libpq >= 17 knows the keyword; an older psql would refuse the whole conninfo.
         params.pop("sslnegotiation")
@@ -127,6 +129,9 @@ def connect(env: CliEnv, cluster: str | None, role: str | None, psql_bin: str | 
             env.render(shown)
         return
     child_env = dict(os.environ)
+    # libpq fills unset keywords from PG* variables: only what dsqlops decided may apply.
+    for var in ("PGHOSTADDR", "PGSSLNEGOTIATION", "PGSERVICE", "PGPASSFILE"):
+        child_env.pop(var, None)
     child_env["PGPASSWORD"] = env.token_source()(target)
     sys.stdout.flush()
     sys.stderr.flush()

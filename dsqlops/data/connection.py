@@ -87,6 +87,12 @@ class ConnectionTarget:
                                       port=self.port)
         if neg:
             params["sslnegotiation"] = neg
+        else:
+            from dsqlops.data.tls import DIRECT_MIN_LIBPQ, libpq_version
+
+            if libpq_version() >= DIRECT_MIN_LIBPQ:
+                # Explicit, so a PGSSLNEGOTIATION=direct in the environment cannot break a PG15 proxy.
+                params["sslnegotiation"] = "postgres"
         return params
 
 
@@ -211,6 +217,16 @@ def explain_connect_error(exc: BaseException, target: ConnectionTarget, *, token
 
 # -- connections and pools ------------------------------------------------------------------------
 
+def _warn_env_hostaddr(target: ConnectionTarget) -> None:
+    import os
+
+    if not target.hostaddr and os.environ.get("PGHOSTADDR"):
+        # libpq fills an unset hostaddr from PGHOSTADDR; an empty value cannot override it.
+        log.warning("PGHOSTADDR=%s is set in the environment: libpq will dial it instead of resolving %s "
+                    "(set DSQLOPS_HOSTADDR to the same value, or unset PGHOSTADDR)", os.environ["PGHOSTADDR"],
+                    target.host)
+
+
 def connect(target: ConnectionTarget, tokens: TokenProvider, *, autocommit: bool = False,
             **kw: Any) -> psycopg.Connection[Any]:
     """One psycopg connection with a freshly minted token. ``kw`` goes to ``psycopg.connect``
@@ -218,6 +234,7 @@ def connect(target: ConnectionTarget, tokens: TokenProvider, *, autocommit: bool
     import psycopg
 
     params = target.conninfo()
+    _warn_env_hostaddr(target)
     token = tokens(target)
     log.debug("connecting to %s (sslmode=%s, sslnegotiation=%s)", target.describe(), params["sslmode"],
               params.get("sslnegotiation", "postgres"))
@@ -244,6 +261,7 @@ def create_pool(target: ConnectionTarget, tokens: TokenProvider, *, min_size: in
     if min_size < 0 or max_size < max(1, min_size):
         raise UsageError(f"pool sizes must satisfy 0 <= min_size <= max_size, max_size >= 1: {min_size}, {max_size}")
     base = target.conninfo()
+    _warn_env_hostaddr(target)
     autocommit = bool(kw.pop("autocommit", False))
     extra = dict(kw.pop("connect_kwargs", {}) or {})
 

@@ -157,3 +157,22 @@ def test_sslnegotiation_auto_rule():
         r("direct", hostaddr=None, libpq=160000)
     with pytest.raises(ConfigError):
         r("sometimes", hostaddr=None, libpq=180000)
+
+
+def test_environment_cannot_force_direct_tls_on_a_proxy(target, tokens, monkeypatch):
+    """libpq fills unset keywords from PG* variables; dsqlops passes sslnegotiation explicitly."""
+    from dsqlops.data.tls import libpq_version
+
+    if libpq_version() < 170000:
+        pytest.skip("libpq < 17")
+    monkeypatch.setenv("PGSSLNEGOTIATION", "direct")
+    with connect(target, tokens) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_pghostaddr_in_the_environment_is_warned_about(target, tokens, monkeypatch, caplog):
+    monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
+    t = dataclasses.replace(target, host="localhost", hostaddr=None)
+    with caplog.at_level("WARNING", logger="dsqlops.data.connection"), connect(t, tokens):
+        pass
+    assert "PGHOSTADDR" in caplog.text
