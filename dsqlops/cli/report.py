@@ -67,8 +67,17 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
 
                 raise ConfigError(f"no regions to report on for profile {prof or s.profile_name}",
                                   hint="set reports.regions in the config or a region in the profile")
-            clusters = {r: list(cfg.clusters) for r in regions} if cfg.clusters else None
-            scopes.append(Scope(prof or s.profile_name, AwsContext.from_settings(s), regions, clusters))
+            clusters: dict[str, list[str]] | None = None
+            probes: set[tuple[str, str]] = set()
+            if cfg.clusters:
+                clusters = {}
+                for ref in cfg.clusters:
+                    for r in [ref.region] if ref.region else regions:
+                        clusters.setdefault(r, []).append(ref.id)
+                        if not ref.region:
+                            probes.add((r, ref.id))
+            scopes.append(Scope(prof or s.profile_name, AwsContext.from_settings(s),
+                                sorted(clusters) if clusters else regions, clusters, probes))
         est, got = estimate_for(scopes, window, prices, now=now, forecast=True)
         rep = Report(est, cfg, evaluate_budgets(est, cfg), fetch_calls=got.stats.calls)
         text = render(rep, fmt)

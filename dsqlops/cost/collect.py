@@ -26,6 +26,9 @@ class Scope:
     regions: list[str]
     #: Cluster ids to cover (per region); None = every cluster the control plane lists (+ metrics-only ones).
     clusters: dict[str, list[str]] | None = None
+    #: (region, cluster id) pairs that were only guessed (a bare id probed in every region): dropped
+    #: from the result when they have no data there.
+    probes: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,9 @@ def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] =
         progress(f"fetching {sum(len(k) for k in keys_by.values())} series of {len(tgs)} cluster(s)")
     series = M.fetch_regions(cw, keys_by, window, stats=stats, **fetch_kw)
     warnings = [m for s in series.values() for m in s.messages]
-    usages = [to_usage(t, series) for t in tgs]
+    probes = {p for s in scopes for p in s.probes}
+    usages = [u for u in (to_usage(t, series) for t in tgs)
+              if (u.region, u.cluster_id) not in probes or any(u.dpu.values()) or u.storage_bytes or u.transactions]
     return Collected(usages, stats, window, warnings)
 
 

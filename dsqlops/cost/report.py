@@ -29,7 +29,8 @@ FORMATS = ("md", "html", "json", "csv", "prometheus")
 class ReportConfig:
     profiles: list[str | None] = field(default_factory=lambda: [None])
     regions: list[str] = field(default_factory=list)
-    clusters: list[str] = field(default_factory=list)
+    #: Cluster refs (ClusterRef): with a region when named by endpoint/ARN, else probed in every region.
+    clusters: list[Any] = field(default_factory=list)
     format: str = "md"
     out: str | None = None
     lock_file: str | None = None
@@ -72,7 +73,7 @@ def read_config(reports: Any, budgets: Any) -> ReportConfig:
         profiles = _list(reports.get("profiles"), "profiles")
         cfg.profiles = list(profiles) if profiles else [None]
         cfg.regions = [validate_region(r) for r in _list(reports.get("regions"), "regions")]
-        cfg.clusters = [parse_cluster(c).id for c in _list(reports.get("clusters"), "clusters")]
+        cfg.clusters = [parse_cluster(c) for c in _list(reports.get("clusters"), "clusters")]
         fmt = reports.get("format", "md")
         if fmt not in FORMATS:
             raise ConfigError(f"config reports.format must be one of {', '.join(FORMATS)}, not {fmt!r}")

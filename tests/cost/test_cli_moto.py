@@ -286,3 +286,16 @@ def test_stream_dpu_is_discovered_per_stream_and_summed_for_cost(world):
     r = run("-o", "json", "cost", "--cluster-id", d, "--region", "us-east-1", "--month", "2026-11")
     c = json.loads(r.stdout)["clusters"][0]
     assert c["stream_dpu"] == "1000" and c["billed_dpu"] == "1000" and c["dpu_basis"] == "components"
+
+
+def test_report_named_clusters_are_probed_across_regions_without_ghosts(world):
+    cfg = _config(world)
+    data = yaml.safe_load(cfg.read_text())
+    data["reports"]["clusters"] = [world["a"], f"{world['b']}.dsql.us-east-2.on.aws"]
+    cfg.write_text(yaml.safe_dump(data))
+    out = world["tmp"] / "named.json"
+    assert exit_code("report", "--config", str(cfg), "--format", "json", "--out", str(out)) == 0
+    d = json.loads(out.read_text())
+    assert sorted((c["cluster_id"], c["region"]) for c in d["clusters"]) == sorted(
+        [(world["a"], "us-east-1"), (world["b"], "us-east-2")])
+    assert d["totals"]["total_usd"] == "7.81"
