@@ -6,6 +6,8 @@ import datetime as dt
 from decimal import Decimal as D
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsqlops.cost import pricing
 from dsqlops.cost.model import ClusterUsage, estimate, money
@@ -198,3 +200,29 @@ def test_forecast_outside_the_current_month_is_refused_with_a_warning():
     e = estimate([usage(total={NOV: D(1)})], PRICES, start=NOV, end=DEC, now=t(2027, 1, 15), forecast=True)
     assert e.clusters[0].forecast is None
     assert any("no forecast" in w for w in e.warnings)
+
+
+_hour = st.integers(min_value=0, max_value=24 * 60 - 1).map(lambda h: t(2026, 10, 15) + h * H)
+_usage = st.builds(
+    lambda cid, region, acct, dpu, stor: ClusterUsage(cid, region, dpu={"TotalDPU": dpu}, storage_bytes=stor,
+                                                      account=acct),
+    st.sampled_from([A, B, "e" * 26, "f" * 26]), st.sampled_from(["us-east-1", "us-east-2"]),
+    st.sampled_from(["prod", "dev"]),
+    st.dictionaries(_hour, st.integers(min_value=0, max_value=300_000).map(D), max_size=6),
+    st.dictionaries(_hour, st.integers(min_value=0, max_value=10**12).map(D), max_size=6),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_usage, max_size=5, unique_by=lambda u: (u.cluster_id, u.region)))
+def test_free_tier_is_applied_exactly_once_per_account_and_month(usages):
+    start, end = t(2026, 10, 15), t(2026, 12, 14)
+    e = estimate(usages, PRICES, start=start, end=end, now=end)
+    for row in e.free_tier:
+        group = [c for c in e.clusters if c.account == row["account"]]
+        used = sum((c.monthly_dpu.get(t(*map(int, row["month"].split("-")), 1), D(0)) for c in group), D(0))
+        assert row["free_dpu_applied"] == min(used, D(100_000)).quantize(D("0.000001"))
+    for c in e.clusters:
+        assert c.free_tier_dpu <= c.billed_dpu + D("1e-18")
+        assert money(c.total_usd) >= 0
+    assert e.totals()["total_usd"] == money(sum((c.total_usd for c in e.clusters), D(0)))
