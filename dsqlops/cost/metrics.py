@@ -222,8 +222,9 @@ def fetch(cw: Any, keys: Sequence[SeriesKey], window: Window, *, stats: FetchSta
     """Fetch ``keys`` (all in the client's region) over ``window``. Missing series come back empty."""
     stats = stats if stats is not None else FetchStats()
     result: dict[SeriesKey, Series] = {k: Series(k) for k in keys}
-    stats.queries += len(keys)
-    for batch in plan_batches(list(dict.fromkeys(keys)), window, max_queries=max_queries, max_points=max_points):
+    unique = list(result)
+    stats.queries += len(unique)
+    for batch in plan_batches(unique, window, max_queries=max_queries, max_points=max_points):
         stats.batches += 1
         stats.datapoints_requested += batch.points(window.period)
         ids = {f"q{i}": k for i, k in enumerate(batch.keys)}
