@@ -142,6 +142,43 @@ def load_suite(folder: Path | str) -> Suite:
 
 # -- observing -----------------------------------------------------------------------------------
 _BOOL, _UUID, _TIMESTAMP, _TIMESTAMPTZ = 16, 2950, 1114, 1184
+_BYTEA, _DATE, _INET, _RECORD, _JSON, _JSONB = 17, 1082, 869, 2249, 114, 3802
+
+
+def _go_fmt(value: Any) -> str:
+    """Go's %v of a decoded JSON value (pgx decodes json/jsonb into Go values)."""
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        f = float(value)
+        return str(int(f)) if f.is_integer() and abs(f) < 1e21 else repr(f)
+    if isinstance(value, list):
+        return "[" + " ".join(_go_fmt(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{_go_fmt(value[k])}" for k in sorted(value)) + "]"
+    return str(value)
+
+
+def _split_composite(inner: str) -> list[str]:
+    out, cur, quoted, i = [], "", False, 0
+    while i < len(inner):
+        ch = inner[i]
+        if ch == '"':
+            if quoted and inner[i + 1:i + 2] == '"':
+                cur += '"'
+                i += 2
+                continue
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+        i += 1
+    out.append(cur)
+    return out
 
 
 def _go_value(raw: bytes | None, oid: int) -> str:
@@ -156,6 +193,19 @@ def _go_value(raw: bytes | None, oid: int) -> str:
             return "[" + " ".join(str(b) for b in uuid.UUID(text).bytes) + "]"
         except ValueError:
             return text
+    if oid == _DATE:
+        return text + "T00:00:00Z" if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else text
+    if oid == _INET and "/" not in text:
+        return text + ("/128" if ":" in text else "/32")
+    if oid == _BYTEA and text.startswith("\\x"):
+        return "[" + " ".join(str(b) for b in bytes.fromhex(text[2:])) + "]"
+    if oid in (_JSON, _JSONB):
+        try:
+            return _go_fmt(json.loads(text))
+        except ValueError:
+            return text
+    if oid == _RECORD and text.startswith("(") and text.endswith(")"):
+        return "[" + " ".join(_split_composite(text[1:-1])) + "]"
     if oid in (_TIMESTAMP, _TIMESTAMPTZ):
         try:
             t = dt.datetime.fromisoformat(text)

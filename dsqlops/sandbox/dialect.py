@@ -347,7 +347,7 @@ class DsqlDialect:
         if v0 == "SELECT" and classify(stmt) == DDL:
             return _err("unsupported statement: CreateTableAs")
         if v0 in ("SELECT", "WITH", "(") or (v0 == "TABLE"):
-            return _locking_refusal(stmt) or _tablesample_refusal(stmt)
+            return _locking_refusal(stmt) or _tablesample_refusal(stmt) or _function_refusal(stmt)
         if v0 == "CREATE":
             return _create_refusal(stmt)
         if v0 == "ALTER":
@@ -422,13 +422,32 @@ def _set_refusal(stmt: Statement) -> SqlError | None:
         value = value.strip().upper()
         if value and value not in ("REPEATABLE READ", "DEFAULT"):
             return _err(f"Unsupported isolation level: {value}")
-        return None
+        return _err('setting configuration parameter "default_transaction_isolation" not supported')
     return None
 
 
 def _locking_refusal(stmt: Statement) -> SqlError | None:
     if stmt.find_seq("FOR", "SHARE") >= 0 or stmt.find_seq("FOR", "NO", "KEY", "UPDATE") >= 0:
         return _err("locking clauses other than FOR UPDATE/FOR KEY SHARE are not supported")
+    return None
+
+
+_TEXT_SEARCH_FUNCS = {"to_tsvector", "to_tsquery", "plainto_tsquery", "phraseto_tsquery", "websearch_to_tsquery",
+                      "ts_rank", "ts_rank_cd", "ts_headline", "setweight"}
+_GEOMETRY_FUNCS = {"line", "circle", "polygon", "box", "path", "lseg", "point", "center", "radius"}
+
+
+def _function_refusal(stmt: Statement) -> SqlError | None:
+    """Full-text search and geometric functions need types DSQL does not have."""
+    toks = stmt.tokens
+    for k, t in enumerate(toks[:-1]):
+        if t.kind != WORD or toks[k + 1].text != "(" or (k > 0 and toks[k - 1].text in (".", "::")):
+            continue
+        name = t.text.lower()
+        if name in _TEXT_SEARCH_FUNCS:
+            return _err('text search configuration "english" does not exist', "42704")
+        if name in _GEOMETRY_FUNCS:
+            return _err(f"datatype {name} not supported")
     return None
 
 

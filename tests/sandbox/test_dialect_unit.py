@@ -110,6 +110,12 @@ def test_classification() -> None:
     ("SHOW lc_collate", "42704", 'unrecognized configuration parameter "lc_collate"'),
     ("GRANT USAGE ON SCHEMA public TO r", "0A000", "feature not supported on system entity"),
     ("AWS IAM GRANT r TO 'arn:aws:iam::12:role/x'", "22023", "invalid IAM ARN: arn:aws:iam::12:role/x"),
+    ("SET transaction_isolation TO 'repeatable read'", "0A000",
+     'setting configuration parameter "default_transaction_isolation" not supported'),
+    ("SELECT to_tsvector('english', 'a b')", "42704", 'text search configuration "english" does not exist'),
+    ("SELECT circle(point(0, 0), 1)", "0A000", "datatype circle not supported"),
+    ("SELECT * FROM t TABLESAMPLE SYSTEM (10)", "0A000", "TABLESAMPLE clause not supported"),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", "0A000", "unsupported statement type: MERGE"),
 ])
 def test_refusals_use_dsql_sqlstate_and_wording(sql: str, code: str, message: str) -> None:
     err = failure(sql)
