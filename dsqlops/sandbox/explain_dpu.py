@@ -17,7 +17,8 @@ and appends the block computed with the same model as the metering (``dpu.py``):
 * Write = rows fed into every Insert/Update/Delete node at their width (≥128 B).
 
 Statement level, so no transaction minimums in the numbers; a component below its minimum
-carries the ``(Transaction minimum: …)`` note, as DSQL prints it. Only ANALYZE + VERBOSE in the
+carries the ``(Transaction minimum: …)`` note, as DSQL prints it. :func:`install` also sets DSQL-like
+planner defaults on the database (no bitmap scans, SSD-like random page cost). Only ANALYZE + VERBOSE in the
 text format are rewritten (DSQL prints the block for nothing else); a statement with ``$n``
 parameters is left alone (the function cannot bind them).
 """
@@ -164,12 +165,26 @@ GRANT EXECUTE ON FUNCTION {FUNCTION}(text, text) TO PUBLIC;
 """
 
 
+#: Planner settings that make PostgreSQL's plans look like DSQL's: DSQL has no bitmap heap scans
+#: (its plans show Index Scan / Index Only Scan / Full Scan), and its storage is not seek-bound.
+#: Set per cluster database (new sessions), so EXPLAIN shows the plan queries really run with.
+DSQL_PLANNER_SETTINGS = {"enable_bitmapscan": "off", "random_page_cost": "1.1"}
+
+
 def install(conn: Any) -> bool:
-    """Create/replace the function (superuser). False when the ``sys`` schema is not there yet."""
-    row = conn.execute("SELECT to_regnamespace('sys') IS NOT NULL").fetchone()
+    """Create/replace the function and set DSQL-like planner defaults (superuser).
+
+    False when the ``sys`` schema is not there yet (the caller retries later).
+    """
+    from psycopg import sql
+
+    row = conn.execute("SELECT to_regnamespace('sys') IS NOT NULL, current_database()").fetchone()
     if not row or not row[0]:
         return False
     conn.execute(function_sql())
+    for name, value in DSQL_PLANNER_SETTINGS.items():
+        conn.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+            sql.Identifier(row[1]), sql.Identifier(name), sql.Literal(value)))
     if not conn.autocommit:
         conn.commit()
     return True
