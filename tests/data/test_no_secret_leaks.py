@@ -104,6 +104,16 @@ def plausible_invocations(cluster_id: str, tmp: Any) -> list[list[str]]:
                 args.append(params[flag].opts[-1] if params[flag].opts[-1].startswith("--") else params[flag].opts[0])
         if "timeout" in params:
             args += ["--timeout", "5"]
+        # Keep workloads tiny and leave the shared database alone (bench-like commands).
+        for opt, val in (("accounts", "10"), ("concurrency", "1")):
+            if opt in params and isinstance(params[opt], click.Option) and not params[opt].is_flag:
+                args += [params[opt].opts[-1], val]
+        if "transactions" in params:
+            args += [params["transactions"].opts[-1], "3"]
+        elif "duration" in params:
+            args += [params["duration"].opts[-1], "1"]
+        if "setup" in params and "--no-setup" in getattr(params["setup"], "secondary_opts", []):
+            args.append("--no-setup")
         if "cluster_ids" in params and isinstance(params["cluster_ids"], click.Option):
             args += [params["cluster_ids"].opts[-1], cluster_id]
         for p in cmd.params:
