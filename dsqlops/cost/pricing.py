@@ -340,6 +340,8 @@ def diff(old: PriceTable, new: PriceTable) -> list[dict[str, Any]]:
 def refresh(client: Any, old: PriceTable, out_path: Path, *, regions: Iterable[str] | None = None,
             today: dt.date | None = None, write: bool = True) -> tuple[PriceTable, list[dict[str, Any]]]:
     """Fetch, build the new table, write it atomically to ``out_path`` (never the shipped table)."""
+    import yaml
+
     from dsqlops.fsutil import atomic_write
 
     target = out_path.expanduser().resolve()
@@ -351,7 +353,7 @@ def refresh(client: Any, old: PriceTable, out_path: Path, *, regions: Iterable[s
         raise ConfigError(f"the Price List API returned no DSQL prices (ServiceCode {SERVICE_CODE})",
                           hint="the service code or usage types may have changed; see docs/cost.md")
     new = refreshed(old, parsed, today or dt.date.today(), path=str(target))
-    parse_table(__import__("yaml").safe_load(new.dump()), str(target))  # what we write must load
+    parse_table(yaml.safe_load(new.dump()), str(target))  # what we write must load
     if write:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, new.dump().encode("utf-8"))
