@@ -205,9 +205,12 @@ def _attempt(conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[Any
     import psycopg
     from psycopg.pq import TransactionStatus
 
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
     was_autocommit = conn.autocommit
     if conn.info.transaction_status != TransactionStatus.IDLE:
-        raise UsageError("run_transaction needs an idle connection (a transaction is already open on it)")
+        raise UsageError("run_transaction needs an idle connection: a transaction is already open on it "
+                         "(commit or roll back first)")
     if was_autocommit:
         conn.autocommit = False
     try:
