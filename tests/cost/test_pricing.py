@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsqlops.cli.main import cli
 from dsqlops.cost import pricing as P
@@ -196,3 +198,26 @@ def test_cli_refresh_writes_configured_file_and_shows_diff(tmp_path, isolated_co
     assert regions_seen == ["us-east-1"]
     assert P.load(target).get("eu-north-1").storage_unit == "GiB"
     stub.assert_no_pending_responses()
+
+
+_junk = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12),
+                  st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                  st.dates())
+
+
+_BASE = yaml.safe_load(P.shipped_path().read_text())
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.sampled_from([*P.REQUIRED, "third_party", "extra"]), value=_junk)
+def test_any_bad_value_is_a_config_error_never_a_crash(key, value):
+    import copy
+
+    data = copy.deepcopy(_BASE)
+    data["regions"]["us-east-1"][key] = value
+    try:
+        t = P.parse_table(yaml.safe_load(yaml.safe_dump(data)), "fuzz.yaml")
+    except ConfigError as e:
+        assert "fuzz.yaml" in str(e)
+    else:
+        assert t.get("us-east-1").dpu_usd_per_million >= 0
