@@ -195,10 +195,19 @@ def explain_connect_error(exc: BaseException, target: ConnectionTarget, *, token
         return ServiceError(f"cannot connect to {where}: the host name does not resolve ({first})",
                             code="ConnectionError",
                             hint="check the cluster id and region; a deleted cluster's endpoint stops resolving")
+    if (code in ("53300", "53400") or "53300" in low or "53400" in low or "too many connections" in low
+            or "too_many_connections" in low or "configured_limit_exceeded" in low):
+        rate = "53400" in low or "configured_limit" in low
+        return ServiceError(f"cannot connect to {where}: {first}", code=code or ("53400" if rate else "53300"),
+                            hint="the cluster's connection limit (10,000) or connection rate (100/s) is exceeded; "
+                            "back off and retry, keep pools small")
+    if "does not exist" in low and ("role" in low or "database" in low):
+        return ServiceError(f"cannot connect to {where}: {first}", code=code or "28000",
+                            hint="DSQL has one database, postgres; a custom role must be created "
+                            "(dsqlops role create) and mapped to your IAM identity first")
     if ("connection refused" in low or "timeout expired" in low or "timed out" in low
             or "no route to host" in low or "network is unreachable" in low or "could not connect" in low
-            or "server closed the connection unexpectedly" in low or "eof detected" in low
-            or "connection failed" in low):
+            or "server closed the connection unexpectedly" in low or "eof" in low):
         hint = "check that the cluster is ACTIVE, that port 5432 is reachable from here (firewall, VPC), "
         if target.hostaddr:
             hint = (f"is the sandbox or proxy listening on {target.hostaddr}:{target.port}? "
@@ -208,10 +217,6 @@ def explain_connect_error(exc: BaseException, target: ConnectionTarget, *, token
             hint = ("the server closed the connection during direct TLS negotiation: servers older than "
                     "PostgreSQL 17 (a proxy, the sandbox) need sslnegotiation=postgres")
         return ServiceError(f"cannot connect to {where}: {first}", code=code or "ConnectionError", hint=hint)
-    if code in ("53300", "53400"):
-        return ServiceError(f"cannot connect to {where}: {first}", code=code,
-                            hint="the cluster's connection limit or connection rate (100/s) is exceeded; "
-                            "back off and retry, keep pools small")
     return ServiceError(f"cannot connect to {where}: {first}", code=code or "ConnectionError")
 
 

@@ -104,3 +104,11 @@ def test_bundled_ca_is_amazon_root_ca_1():
 
     assert hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest() == AMAZON_ROOT_CA1_SHA256
     assert cert.subject.rfc4514_string() == "CN=Amazon Root CA 1,O=Amazon,C=US"
+
+
+def test_limits_and_missing_roles_are_not_called_unreachable():
+    e = explain_connect_error(_op_error("connection failed: FATAL:  too many connections (53300)"), _target())
+    assert e.code == "53300" and "limit" in (e.hint or "")
+    e = explain_connect_error(_op_error('connection failed: FATAL:  role "nobody" does not exist'),
+                              _target(user="nobody"))
+    assert "role create" in (e.hint or "")
