@@ -254,3 +254,18 @@ SELECT v FROM {t} WHERE id = 1;
     r = invoke([*SQL, "--single-transaction", "begin; select 1; commit"])
     assert r.exit_code == 252 and "transaction control" in r.stderr
     invoke([*SQL, f"drop table {t}; drop sequence {t}_s"])
+
+
+def test_psql_gets_direct_tls_only_when_it_is_new_enough():
+    from dsqlops.cli.connect import build_psql_command
+    from dsqlops.data.connection import ConnectionTarget
+    from dsqlops.data.tls import libpq_version
+
+    if libpq_version() < 170000:
+        pytest.skip("libpq < 17")
+    real = ConnectionTarget(host=CLUSTER_HOST, region="us-east-1")
+    assert "sslnegotiation=direct" in build_psql_command(real, "psql", (), 18)[2]
+    assert "sslnegotiation" not in build_psql_command(real, "psql", (), 15)[2]
+    proxied = ConnectionTarget(host=CLUSTER_HOST, region="us-east-1", hostaddr="127.0.0.1", port=15432)
+    assert "sslnegotiation" not in build_psql_command(proxied, "psql", ("-X",), 18)[2]
+    assert build_psql_command(proxied, "psql", ("-X",), 18)[-1] == "-X"
