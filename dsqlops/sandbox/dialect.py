@@ -711,6 +711,20 @@ def _alter_table_rewrite(stmt: Statement) -> _Plan:
         col = toks[k].text
         text = (text[:toks[i].start].rstrip() + text[toks[i + 1].end:]
                 + f", ALTER COLUMN {col} SET STORAGE {toks[i + 1].text}")
+    # ADD CONSTRAINT … USING INDEX ix while ix is still being built by an ASYNC job: DSQL has the
+    # index in its catalog, not yet valid → 55000. Checked in the backend against sys.jobs.
+    u = stmt.find_seq("USING", "INDEX")
+    if u > 0 and u + 2 < len(toks) and "$dsql$" not in text:
+        ix = toks[u + 2].ident
+        check = (
+            "DO $dsql$ BEGIN IF EXISTS (SELECT 1 FROM sys.jobs j WHERE j.job_type = 'INDEX_BUILD' "
+            "AND j.status IN ('submitted', 'processing') "
+            f"AND split_part(j.object_name, '.', 2) = {quote_literal(ix)}) THEN "
+            "RAISE EXCEPTION USING ERRCODE = '55000', "
+            f"MESSAGE = {quote_literal(f'index {chr(34)}{ix}{chr(34)} is not valid')}; END IF; "
+            f"EXECUTE {dollar_quote(text)}; END $dsql$"
+        )
+        return _Plan(check, tag="ALTER TABLE")
     # DROP COLUMN of a primary-key column → 0A000 (DSQL), checked in the backend.
     j = stmt.find_seq("DROP", "COLUMN")
     if j < 0 and stmt.find_seq("DROP") >= 0:

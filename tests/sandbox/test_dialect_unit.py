@@ -191,6 +191,12 @@ def test_drop_primary_key_column_is_checked_in_the_backend() -> None:
     assert "cannot drop primary key column id" in action.sql and action.sql.startswith("DO ")
 
 
+def test_unique_using_index_of_a_pending_build_is_not_valid() -> None:
+    action = run("ALTER TABLE t ADD CONSTRAINT u UNIQUE USING INDEX t_uq")
+    assert isinstance(action, Forward) and action.tags == ["ALTER TABLE"]
+    assert "sys.jobs" in action.sql and 'index "t_uq" is not valid' in action.sql
+
+
 def test_explain_analyze_verbose_goes_through_the_dpu_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("dsqlops.sandbox.explain_dpu")
     fake.rewrite = lambda sql: "SELECT 'rewritten'"  # type: ignore[attr-defined]
