@@ -27,7 +27,8 @@ CASES = {
                            "rows": [["aaaaaaaaaaaaaaaaaaaaaaaaaa"]]}]},
         {"name": "cli_rows", "group": "mini", "steps": ["SELECT v, id FROM cli_t ORDER BY id"],
          "observations": [{"outcome": "ok", "command_tag": "SELECT 2", "columns": ["v", "id"],
-                           "rows": [["a", "[0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1]"], ["NULL", "[0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 2]"]]}]},
+                           "rows": [["a", "[0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1]"],
+                                    ["NULL", "[0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 2]"]]}]},
     ],
 }
 SETUP = ("DROP TABLE IF EXISTS cli_t;\nCREATE TABLE cli_t (id uuid PRIMARY KEY, v text);\n"
