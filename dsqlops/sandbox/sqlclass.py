@@ -254,8 +254,12 @@ def classify(stmt: Statement) -> str:
         return DML
     if v == "WITH":
         # A data-modifying CTE or a DML main statement makes it DML.
-        for t in stmt.tokens:
+        toks = stmt.tokens
+        for k, t in enumerate(toks):
             if t.kind == WORD and t.upper in ("INSERT", "UPDATE", "DELETE", "MERGE"):
+                prev = toks[k - 1].upper if k else ""
+                if t.upper == "UPDATE" and prev in ("FOR", "KEY", "DO"):
+                    continue  # FOR [NO KEY] UPDATE, ON CONFLICT DO UPDATE
                 return DML
         return READ
     if v in _READ_VERBS or v == "(":

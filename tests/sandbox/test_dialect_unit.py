@@ -68,6 +68,7 @@ def test_classification() -> None:
     assert kind("insert into t values (1)") == sqlclass.DML
     assert kind("WITH x AS (DELETE FROM t RETURNING 1) SELECT * FROM x") == sqlclass.DML
     assert kind("select 'insert'") == sqlclass.READ
+    assert kind("WITH x AS (SELECT * FROM t FOR NO KEY UPDATE) SELECT * FROM x") == sqlclass.READ
     assert kind("COPY t TO STDOUT") == sqlclass.READ
     assert kind("begin") == sqlclass.TXN
     assert kind("SELECT 1 INTO newt FROM t") == sqlclass.DDL
