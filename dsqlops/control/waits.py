@@ -131,6 +131,9 @@ def wait_for(client: Any, cluster_id: str, *, region: str, target: str = "active
             if target == "active" and last in SCALED_DOWN:
                 hint = (f"{why}; pass --accept-idle to count it as available, or connect "
                         f"(`dsqlops sql -c {cluster_id} 'select 1'`) to wake it; {resume}")
+            elif target == "deleted" and last not in GONE and last != "UNKNOWN":
+                hint = (f"a {last} cluster is not being deleted: run `dsqlops cluster delete {cluster_id}` "
+                        f"first; {resume}")
             elif why:
                 hint = f"{why}; {resume}"
             extra = f" (last error: {last_error})" if last_error else ""

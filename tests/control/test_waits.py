@@ -179,3 +179,10 @@ def test_wait_non_transient_error_raises(dsql):
         wait_for(dsql, "abcdefghijklmnopqrstuvwxyz", region="us-east-1", timeout=60, interval=0.01)
     assert ei.value.code == "AccessDeniedException"
     assert not isinstance(ei.value, OperationFailed)
+
+
+def test_wait_for_deleted_on_a_cluster_nobody_deletes(run):
+    c = create(run)
+    r = run(["cluster", "wait", c["id"], "--for", "deleted", "--timeout", "0.2", *FAST])
+    assert r.exit_code == ExitCode.TIMEOUT
+    assert "still ACTIVE" in r.stderr and f"dsqlops cluster delete {c['id']}" in r.stderr
