@@ -198,14 +198,17 @@ def _child(index: int, spec: PoolSpec, workload: Workload, cfg: BenchConfig, cli
         out.put((index, "tick", s.to_dict()))
 
     try:
+        t0 = time.perf_counter()
         final = _run_threads(spec, workload, cfg, clients, share, tick, stop, seed)
-        out.put((index, "done", final.to_dict()))
+        out.put((index, "done", {**final.to_dict(), "_elapsed": time.perf_counter() - t0}))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         out.put((index, "error", f"{type(exc).__name__}: {exc}"))
 
 
 def _run_processes(spec: PoolSpec, workload: Workload, cfg: BenchConfig,
-                   on_tick: Callable[[Snapshot], None] | None, seed: int) -> Snapshot:
+                   on_tick: Callable[[Snapshot], None] | None, seed: int) -> tuple[Snapshot, float]:
+    """Run the clients in ``cfg.processes`` spawned processes. Returns the merged snapshot and the
+    longest time a process spent running its clients (process start-up is not counted)."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     stop_evt = ctx.Event()
@@ -219,6 +222,7 @@ def _run_processes(spec: PoolSpec, workload: Workload, cfg: BenchConfig,
     latest: dict[int, Snapshot] = {}
     finals: dict[int, Snapshot] = {}
     errors: list[str] = []
+    elapsed = 0.0
     try:
         while len(finals) + len(errors) < len(procs):
             try:
@@ -233,6 +237,7 @@ def _run_processes(spec: PoolSpec, workload: Workload, cfg: BenchConfig,
             snap = Snapshot.from_dict(payload)
             if kind == "done":
                 finals[index] = snap
+                elapsed = max(elapsed, float(payload.get("_elapsed", 0.0)))
             latest[index] = snap
             if on_tick is not None:
                 agg = Snapshot()
@@ -250,7 +255,7 @@ def _run_processes(spec: PoolSpec, workload: Workload, cfg: BenchConfig,
     total = Snapshot()
     for s in finals.values():
         total.merge(s)
-    return total
+    return total, elapsed
 
 
 def run_bench(spec: PoolSpec, cfg: BenchConfig, *, on_tick: Callable[[Snapshot], None] | None = None,
@@ -272,9 +277,10 @@ def run_bench(spec: PoolSpec, cfg: BenchConfig, *, on_tick: Callable[[Snapshot],
     t0 = time.perf_counter()
     if cfg.processes == 1:
         snap = _run_threads(spec, workload, cfg, cfg.concurrency, 1.0, on_tick, stop or threading.Event(), seed)
+        elapsed = time.perf_counter() - t0
     else:
-        snap = _run_processes(spec, workload, cfg, on_tick, seed)
-    elapsed = time.perf_counter() - t0
+        snap, elapsed = _run_processes(spec, workload, cfg, on_tick, seed)
+        elapsed = elapsed or (time.perf_counter() - t0)
     ended = dt.datetime.now(dt.UTC)
     snap.in_flight = 0
     with spec.connect() as conn:
