@@ -362,9 +362,9 @@ def forecast_cluster(u: ClusterUsage, c: ClusterCost, now: dt.datetime, *, rate_
         r_end, method = today, f"trailing {int((today - r_start) / DAY)} full day(s)"
     else:
         r_start, r_end, method = max(m_start, first), now, "hours so far this month (no full day yet)"
-    span_days = Decimal((r_end - r_start).total_seconds()) / Decimal(86400)
+    span_seconds = Decimal((r_end - r_start).total_seconds())
     used = sum((v for t, v in hourly.items() if _in(t, r_start, r_end)), ZERO)
-    rate = used / span_days if span_days > 0 else ZERO
+    rate = used * Decimal(86400) / span_seconds if span_seconds > 0 else ZERO  # one division: exact when it can be
     dpu = mtd + rate * remaining_days
     storage = mtd_storage
     if c.latest_storage_bytes is not None:

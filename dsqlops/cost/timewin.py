@@ -166,7 +166,8 @@ def check_window(start: dt.datetime, end: dt.datetime, now: dt.datetime,
     if end > now and clamp_end:
         if end - now > dt.timedelta(minutes=5):
             warnings.append(f"the window end {end:%Y-%m-%dT%H:%M:%SZ} is in the future; using now")
-        end = now
+        # At the very first second of a month the current-month window would be empty.
+        end = now if now > start else start + dt.timedelta(seconds=1)
     return end, warnings
 
 

@@ -226,3 +226,13 @@ def test_free_tier_is_applied_exactly_once_per_account_and_month(usages):
         assert c.free_tier_dpu <= c.billed_dpu + D("1e-18")
         assert money(c.total_usd) >= 0
     assert e.totals()["total_usd"] == money(sum((c.total_usd for c in e.clusters), D(0)))
+
+
+def test_forecast_in_the_first_hour_of_a_month_uses_the_hours_so_far():
+    # Dec 1 00:30: 100 DPU in half an hour → 4,800 DPU/day over the remaining 30.979… days.
+    now = t(2026, 12, 1, 0, 30)
+    u = usage(total={t(2026, 12, 1): D(100)})
+    f = estimate([u], PRICES, start=t(2026, 12, 1), end=now, now=now, forecast=True).clusters[0].forecast
+    assert f is not None and f.method.startswith("hours so far")
+    assert f.dpu_per_day == D(4800)
+    assert f.dpu == D(100) + D(4800) * (D(31 * 86400 - 1800) / D(86400))

@@ -62,3 +62,9 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(UsageError):
         T.parse_duration(text)
+
+
+def test_the_first_second_of_a_month_is_not_an_empty_window():
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    w = T.make_window(T.month_start(now), T.next_month(now), 3600, now=now)
+    assert w.start == now and w.end == now + dt.timedelta(hours=1)
