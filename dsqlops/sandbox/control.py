@@ -43,6 +43,13 @@ def mark_ready(identifier: str, ready: bool = True) -> None:
         _ready.discard(identifier)
 
 
+def mark_failed(identifier: str) -> None:
+    """The cluster's database could not be created: moto reports it FAILED, as DSQL would."""
+    for _region, cluster in iter_clusters():
+        if cluster.identifier == identifier:
+            cluster.status = "FAILED"
+
+
 def patch_moto() -> None:
     """Make moto's DSQL model look like DSQL (endpoint format; ACTIVE only once the database is up)."""
     global _patched

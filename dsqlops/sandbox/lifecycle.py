@@ -42,7 +42,7 @@ def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _result(rt: dict[str, Any], *, already: bool = False) -> StartResult:
+def result_from_runtime(rt: dict[str, Any], *, already: bool = False) -> StartResult:
     return StartResult(pid=int(rt["pid"]), dir=str(rt["dir"]), api_endpoint=str(rt["api_endpoint"]),
                        port=int(rt["port"]), ca_file=str(rt["ca_file"]), region=str(rt.get("region", DEFAULT_REGION)),
                        startup_seconds=float(rt.get("startup_seconds", 0.0)), already_running=already)
@@ -55,7 +55,7 @@ def start_background(sdir: SandboxDir, *, api_port: int | None = None, port: int
     pid = sdir.pid()
     rt = sdir.load_runtime()
     if pid is not None and rt and rt.get("pid") == pid and rt.get("ready"):
-        return _result(rt, already=True)
+        return result_from_runtime(rt, already=True)
     if pid is not None:
         raise ConflictError(f"a sandbox process (pid {pid}) is already running in {sdir.path}",
                             hint="wait for it or run `dsqlops sandbox stop`")
@@ -83,7 +83,7 @@ def start_background(sdir: SandboxDir, *, api_port: int | None = None, port: int
                                + _tail(sdir.log_file))
         rt = sdir.load_runtime()
         if rt and rt.get("pid") == proc.pid and rt.get("ready"):
-            res = _result(rt)
+            res = result_from_runtime(rt)
             res.startup_seconds = round(time.monotonic() - t0, 3)
             return res
         time.sleep(0.05)

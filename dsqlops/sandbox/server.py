@@ -41,6 +41,8 @@ PG_SETTINGS = {
     "max_wal_size": "256MB",
     "log_min_messages": "warning",
     "log_line_prefix": "'%m [%p] %u '",
+    # TCP on loopback only: a Unix socket path under a deep DIR would exceed the 107-byte limit.
+    "unix_socket_directories": "''",
 }
 #: Only the front (and the sandbox itself) connect, over loopback; the front has already checked
 #: the IAM token, so the backend trusts loopback connections.
@@ -130,6 +132,7 @@ class ClusterDB:
         except Exception as e:
             self.error = str(e)
             self.state = "failed"
+            control.mark_failed(self.identifier)
             log.exception("cluster %s: database failed to start", self.identifier)
             self.ready.set()
         self.registry.write_runtime()
@@ -296,10 +299,11 @@ def _start_optional(registry: Registry) -> list[Any]:
     try:
         from dsqlops.sandbox.jobs import JobRunner  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        JobRunner = None
-    if JobRunner is not None:
+        log.warning("dsqlops.sandbox.jobs not available: no background jobs")
+    else:
         try:
-            runner = JobRunner(registry.conninfo_for)
+            runner = JobRunner(registry.conninfo_for, clusters=lambda: [db.identifier for db in
+                                                                        registry.ready_clusters()])
             runner.start()
             started.append(runner)
         except Exception:
@@ -361,9 +365,6 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
         dialect = wrap_dialect(dialect)
     optional = _start_optional(registry)
     runtime["dialect"] = type(getattr(dialect, "inner", dialect)).__name__
-    with contextlib.suppress(ImportError):  # E: metering counts transactions, 40001s, commit latency
-        from dsqlops.sandbox.metering import wrap_dialect
-        dialect = wrap_dialect(dialect)
 
     from dsqlops.sandbox.front import Front
 
