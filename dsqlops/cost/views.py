@@ -41,6 +41,11 @@ def sparkline(values: Sequence[Decimal | None], width: int = 40) -> str:
     return "".join(out)
 
 
+def _short(v: Decimal) -> Decimal:
+    q = v.quantize(Decimal("0.0001"))
+    return Decimal(format(q.normalize(), "f")) if q else Decimal(0)
+
+
 @dataclass
 class MetricsResult:
     window: Window
@@ -73,7 +78,10 @@ class MetricsResult:
                 "last": s.sorted_points()[-1][1] if s.points else None,
                 "total": s.total() if M.METRICS[s.key.metric].stat == "Sum" else None,
             }
-            if spark:
+            if spark:  # the terminal table: 4 decimals are plenty; JSON/CSV keep full precision
+                for k in ("min", "max", "last", "total"):
+                    if row[k] is not None:
+                        row[k] = _short(row[k])
                 row["trend"] = sparkline(vals)
             rows.append(row)
         return rows
