@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,8 @@ from typing import Any
 from dsqlops.aws import aws_errors, error_code
 from dsqlops.errors import ConflictError, NotFoundError, ServiceError, UsageError
 from dsqlops.validate import CLUSTER_ARN_RE, CLUSTER_ID_RE, validate_region, validate_tag_key
+
+log = logging.getLogger(__name__)
 
 #: The status enum of GetCluster (FACTS §1.3).
 STATUSES = ("CREATING", "ACTIVE", "IDLE", "INACTIVE", "UPDATING", "DELETING", "DELETED", "FAILED",
@@ -229,7 +232,9 @@ def _with_retry(fn: Callable[[], Any], *, attempts: int = 4, base: float = 0.5,
         except bex.ClientError as e:
             if error_code(e) not in THROTTLE_CODES or i == attempts - 1:
                 raise
-            sleep(min(base * (2 ** i), 8.0))
+            delay = min(base * (2 ** i), 8.0)
+            log.debug("%s after botocore's retries; trying again in %.1fs", error_code(e), delay)
+            sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -318,6 +323,7 @@ def create_params(req: CreateRequest) -> dict[str, Any]:
 def create_cluster(client: Any, req: CreateRequest) -> Cluster:
     """CreateCluster with the deterministic token; a re-run returns the same cluster."""
     params = create_params(req)
+    log.debug("CreateCluster in %s with clientToken %s", req.region, params["clientToken"])
     try:
         with aws_errors("CreateCluster"):
             resp = client.create_cluster(**params)
@@ -379,6 +385,7 @@ def list_clusters(client: Any, region: str, *, status: Iterable[str] | None = No
 
     wanted = {s.upper() for s in status} if status else None
     ids = list_cluster_ids(client)
+    log.debug("ListClusters in %s: %d clusters; describing on %d threads", region, len(ids), workers)
 
     def describe(item: tuple[str, str | None]) -> Cluster | None:
         cid, arn = item
@@ -534,6 +541,7 @@ def delete_cluster(client: Any, cluster_id: str, region: str, *, disable_protect
     """Delete a cluster. A protected cluster is refused unless ``disable_protection``; then
     UpdateCluster(deletionProtectionEnabled=False) runs first and ``on_step`` is told so."""
     current = get_cluster(client, cluster_id, region)
+    log.debug("DeleteCluster %s (protection %s)", cluster_id, current.deletion_protection)
     disabled = False
     if current.deletion_protection:
         if not disable_protection:

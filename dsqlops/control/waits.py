@@ -28,6 +28,7 @@ not found       :class:`NotFoundError` (exit 254).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from typing import Any
 
 from dsqlops.control.clusters import Cluster, get_cluster
 from dsqlops.errors import NotFoundError, OperationFailed, ServiceError, UsageError, WaitTimeout
+
+log = logging.getLogger(__name__)
 
 TARGETS = ("active", "deleted")
 SCALED_DOWN = frozenset({"IDLE", "INACTIVE"})
@@ -99,6 +102,7 @@ def wait_for(client: Any, cluster_id: str, *, region: str, target: str = "active
                 raise
             status, last_error, err_code = last, e.message, e.code
         elapsed = clock() - start
+        log.debug("poll %d of %s: %s after %.1fs", polls, cluster_id, status, elapsed)
         if on_status is not None:
             on_status(status if last_error is None else f"{status} (retrying after {err_code})", elapsed)
         if last_error is None:
