@@ -31,7 +31,7 @@ def test_bench_cost_comes_from_published_metrics(sandbox: Any, tmp_path) -> None
     cid = sandbox.create_cluster()
     results = tmp_path / "r.jsonl"
     p = _dsqlops(sandbox, "-o", "json", "bench", "transfer", "-c", cid, "--setup", "--accounts", "30",
-                 "--concurrency", "4", "--transactions", "120", "--results", str(results))
+                 "--concurrency", "4", "--processes", "2", "--transactions", "120", "--results", str(results))
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["committed"] + out["aborted"] == 120 and out["invariants_ok"] is True
