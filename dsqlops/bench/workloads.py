@@ -134,7 +134,7 @@ class Transfer(Workload):
         if dst >= src:
             dst += 1
         amount = Decimal(rng.randint(1, MAX_TRANSFER)).quantize(Decimal("0.01"))
-        cur = conn.execute("SELECT id, balance FROM accounts WHERE id = ANY(%s)", ([src, dst],))
+        cur = conn.execute("SELECT id, balance FROM accounts WHERE id IN (%s, %s)", (src, dst))
         balances = {int(r[0]): Decimal(r[1]) for r in cur.fetchall()}
         if src not in balances or dst not in balances:
             raise UsageError(f"account {src if src not in balances else dst} is missing")
