@@ -302,6 +302,8 @@ class DsqlDialect:
             return rewritten
         if v0 == "ALTER" and stmt.starts("ALTER", "TABLE"):
             return _alter_table_rewrite(stmt)
+        if stmt.starts("DROP", "INDEX"):
+            return _drop_index(stmt)
         return _Plan(_rewrite_functions(stmt))
 
     def _txn(self, stmt: Statement, sim: TxnState) -> _Plan:
@@ -949,3 +951,34 @@ def _aws_iam(stmt: Statement) -> _Plan:
     proc = "sys._iam_grant" if grant else "sys._iam_revoke"
     return _Plan(f"CALL {proc}({quote_literal(role.ident)}, {quote_literal(value)})",
                  tag="AWS IAM GRANT" if grant else "AWS IAM REVOKE")
+
+
+def _drop_index(stmt: Statement) -> _Plan:
+    """DROP INDEX [CONCURRENTLY] [IF EXISTS] name [, …] [CASCADE | RESTRICT] also cancels the ASYNC
+    build of those indexes (DSQL's way to cancel a job); an index whose build had not started yet
+    exists only as its job, so dropping it just cancels the job."""
+    toks = stmt.tokens
+    i = 2
+    if stmt.kw(i) == "CONCURRENTLY":  # not possible inside the DO block; DSQL has no such mode either
+        i += 1
+    if_exists = stmt.kw(i) == "IF" and stmt.kw(i + 1) == "EXISTS"
+    if if_exists:
+        i += 2
+    tail = ""
+    end = len(toks)
+    if toks and toks[-1].kind == WORD and toks[-1].upper in ("CASCADE", "RESTRICT"):
+        tail = " " + toks[-1].upper
+        end -= 1
+    names = [stmt.text[part[0].start:part[-1].end] for part in _split_top(toks[i:end])]
+    if not names or "$dsql$" in stmt.text:
+        return _Plan(stmt.text)
+    array = "ARRAY[" + ", ".join(quote_literal(n) for n in names) + "]::text[]"
+    prefix = "DROP INDEX " + ("IF EXISTS " if if_exists else "")
+    body = (
+        "DO $dsql$ DECLARE skip text[]; keep text; BEGIN "
+        f"skip := sys._cancel_index_builds({array}, current_schemas(false)); "
+        f"SELECT string_agg(x, ', ') INTO keep FROM unnest({array}) x WHERE NOT x = ANY (skip); "
+        f"IF keep IS NOT NULL THEN EXECUTE {quote_literal(prefix)} || keep || {quote_literal(tail)}; END IF; "
+        "END $dsql$"
+    )
+    return _Plan(body, tag="DROP INDEX")

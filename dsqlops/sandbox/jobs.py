@@ -90,7 +90,8 @@ def recover(conn: Any) -> int:
 def claim(conn: Any) -> Job | None:
     """Mark the oldest submitted job ``processing`` and return it (None when the queue is empty)."""
     row = conn.execute(
-        "UPDATE sys._jobs SET status = 'processing', update_time = now(), attempts = attempts + 1 "
+        "UPDATE sys._jobs SET status = 'processing', update_time = now(), attempts = attempts + 1, "
+        "runner_pid = pg_backend_pid() "
         "WHERE job_uuid = (SELECT job_uuid FROM sys._jobs WHERE status = 'submitted' "
         "                  ORDER BY start_time, job_uuid LIMIT 1 FOR UPDATE SKIP LOCKED) "
         "RETURNING job_uuid::text, job_id, job_type, statement, submitted_by, object_name, attempts"
@@ -128,8 +129,9 @@ def execute(conn: Any, job: Job, *, stopping: Callable[[], bool] | None = None) 
             status, details = "failed", _error_text(exc)
     object_id_sql = ("object_id = coalesce(to_regclass(object_name)::oid, object_id), "
                      if job.job_type == "INDEX_BUILD" else "")
+    # Only while still ours: DROP INDEX may have cancelled it meanwhile (status 'cancelled').
     conn.execute(f"UPDATE sys._jobs SET status = %s, details = %s, {object_id_sql}update_time = now() "
-                 "WHERE job_uuid = %s", (status, details, job.job_uuid))
+                 "WHERE job_uuid = %s AND status = 'processing'", (status, details, job.job_uuid))
     return status, details
 
 

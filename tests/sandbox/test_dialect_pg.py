@@ -275,3 +275,34 @@ def test_occ_write_write_loser_fails_at_commit_not_at_the_update(shim: Connect, 
     assert ra[2]["command_tag"] == rb[2]["command_tag"] == "COMMIT"
     # the loser's session is usable again
     assert a.extended("SELECT v FROM jt_occ ORDER BY id")["rows"] == [["p"], ["q"]]
+
+
+def test_drop_index_cancels_a_queued_or_running_build(db: dict[str, Any], shim: Connect, su: Any) -> None:
+    c, holder = shim(), shim()
+    c.extended("CREATE TABLE jt_cancel (id int PRIMARY KEY, v text)")
+    c.extended("CREATE TABLE jt_other (id int)")
+    # Queued, never started: DROP INDEX just cancels the job.
+    queued = _job_id(c.extended("CREATE INDEX ASYNC jt_cancel_q ON jt_cancel (v)"))
+    assert c.extended("DROP INDEX jt_cancel_q") == {"outcome": "ok", "command_tag": "DROP INDEX"}
+    assert su.execute("SELECT status, details FROM sys.jobs WHERE job_id = %s", (queued,)).fetchone() == (
+        "cancelled", "cancelled by DROP INDEX")
+    assert c.extended("DROP INDEX jt_cancel_q")["sqlstate"] == "42704"  # nothing left to drop
+    # Running: an open snapshot makes the build wait; DROP INDEX cancels it and drops its invalid index.
+    holder.extended("BEGIN")
+    holder.extended("SELECT count(*) FROM jt_other")
+    running = _job_id(c.extended("CREATE INDEX ASYNC jt_cancel_r ON jt_cancel (v)"))
+    runner = jobs.JobRunner(lambda _cid: db, clusters=lambda: ["c"], poll_interval=0.05)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while su.execute("SELECT to_regclass('jt_cancel_r')").fetchone() == (None,):
+            assert time.monotonic() < deadline, "the build never started"
+            time.sleep(0.05)
+        assert c.extended("DROP INDEX jt_cancel_r") == {"outcome": "ok", "command_tag": "DROP INDEX"}
+        assert su.execute("SELECT to_regclass('jt_cancel_r')").fetchone() == (None,)
+        holder.extended("COMMIT")
+        time.sleep(0.5)
+        assert su.execute("SELECT status FROM sys.jobs WHERE job_id = %s", (running,)).fetchone() == ("cancelled",)
+        assert c.extended(f"CALL sys.wait_for_job('{running}')")["rows"] == [["false"]]
+    finally:
+        runner.stop()

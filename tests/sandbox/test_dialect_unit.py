@@ -198,6 +198,13 @@ def test_unique_using_index_of_a_pending_build_is_not_valid() -> None:
     assert "sys.jobs" in action.sql and 'index "t_uq" is not valid' in action.sql
 
 
+def test_drop_index_also_cancels_async_builds() -> None:
+    action = run('DROP INDEX CONCURRENTLY IF EXISTS a, s."B" CASCADE')
+    assert isinstance(action, Forward) and action.tags == ["DROP INDEX"]
+    assert "sys._cancel_index_builds(ARRAY['a', 's.\"B\"']::text[], current_schemas(false))" in action.sql
+    assert "'DROP INDEX IF EXISTS ' || keep || ' CASCADE'" in action.sql
+
+
 def test_explain_analyze_verbose_goes_through_the_dpu_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("dsqlops.sandbox.explain_dpu")
     fake.rewrite = lambda sql: "SELECT 'rewritten'"  # type: ignore[attr-defined]

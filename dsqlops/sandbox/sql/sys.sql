@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS sys._jobs (
   start_time    timestamptz NOT NULL DEFAULT now(),
   update_time   timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE sys._jobs ADD COLUMN IF NOT EXISTS runner_pid int;  -- the backend running it (for DROP INDEX)
 CREATE INDEX IF NOT EXISTS _jobs_status_idx ON sys._jobs (status, start_time);
 REVOKE ALL ON sys._jobs FROM PUBLIC;
 
@@ -166,6 +167,55 @@ BEGIN
     PERFORM pg_sleep(0.1);
     COMMIT;
   END LOOP;
+END $$;
+
+-- DROP INDEX cancels the ASYNC build of that index (DSQL's way to cancel a job): the job becomes
+-- 'cancelled', a running build is cancelled (and waited for, at most 30 s). Returns the names (as
+-- written) whose index does not exist yet, so the caller skips dropping them.
+CREATE OR REPLACE FUNCTION sys._cancel_index_builds(names text[], caller_schemas name[]) RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+  n text; parts text[]; s name; qual text; j record; skipped text[] := '{}'; waited int; hit boolean;
+BEGIN
+  FOREACH n IN ARRAY names LOOP
+    parts := parse_ident(n);
+    qual := NULL;
+    IF cardinality(parts) = 2 THEN
+      qual := parts[1] || '.' || parts[2];
+    ELSE
+      FOREACH s IN ARRAY caller_schemas LOOP
+        IF to_regclass(quote_ident(s) || '.' || quote_ident(parts[1])) IS NOT NULL
+           OR EXISTS (SELECT 1 FROM sys._jobs WHERE job_type = 'INDEX_BUILD' AND status IN ('submitted', 'processing')
+                      AND object_name = s || '.' || parts[1]) THEN
+          qual := s || '.' || parts[1];
+          EXIT;
+        END IF;
+      END LOOP;
+    END IF;
+    CONTINUE WHEN qual IS NULL;
+    hit := false;
+    FOR j IN UPDATE sys._jobs SET status = 'cancelled', details = 'cancelled by DROP INDEX', update_time = now()
+             WHERE job_type = 'INDEX_BUILD' AND status IN ('submitted', 'processing') AND object_name = qual
+               AND pg_has_role(session_user, submitted_by, 'USAGE')
+             RETURNING runner_pid LOOP
+      hit := true;
+      IF j.runner_pid IS NOT NULL THEN
+        PERFORM pg_cancel_backend(j.runner_pid);
+        waited := 0;
+        PERFORM pg_stat_clear_snapshot();  -- pg_stat_activity is otherwise frozen for the transaction
+        WHILE waited < 300 AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = j.runner_pid
+                                       AND a.state = 'active' AND a.query ILIKE 'CREATE%INDEX CONCURRENTLY%') LOOP
+          PERFORM pg_sleep(0.1);
+          PERFORM pg_stat_clear_snapshot();
+          waited := waited + 1;
+        END LOOP;
+      END IF;
+    END LOOP;
+    IF hit AND to_regclass(format('%I.%I', split_part(qual, '.', 1), split_part(qual, '.', 2))) IS NULL THEN
+      skipped := skipped || n;
+    END IF;
+  END LOOP;
+  RETURN skipped;
 END $$;
 
 -- DROP TABLE / DROP INDEX record a DROP job (DSQL cleans storage up asynchronously).
