@@ -137,8 +137,8 @@ def test_list_shows_details_and_filters_by_status(run, dsql):
     assert "deletion_protection" in r.stdout.splitlines()[0]
 
 
-def test_list_many_clusters_bounded_workers(run):
-    ids = {create(run, "--client-token", f"t{i}")["id"] for i in range(12)}
+def test_list_many_clusters_bounded_workers(run, dsql):
+    ids = {dsql.create_cluster(deletionProtectionEnabled=True, clientToken=f"t{i}")["identifier"] for i in range(12)}
     r = run(["-o", "json", "cluster", "list", "--workers", "3"])
     assert r.exit_code == 0
     assert {x["id"] for x in r.json()} == ids
