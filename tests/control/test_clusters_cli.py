@@ -305,3 +305,32 @@ def test_streams_list_and_show(run, dsql):
     assert r.exit_code == ExitCode.USAGE
     r = run(["cluster", "streams", "show", c["id"], "zzzzzzzzzzzzzzzzzzzzzzzzzz"])
     assert r.exit_code == ExitCode.SERVICE
+
+
+def test_list_core_never_exceeds_workers(dsql):
+    import threading
+    import time
+
+    from dsqlops.control.clusters import list_clusters
+
+    for i in range(10):
+        dsql.create_cluster(deletionProtectionEnabled=False, clientToken=f"w{i}")
+    real = dsql.get_cluster
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0}
+
+    def counted(**kw):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        try:
+            time.sleep(0.05)  # hold the slot so that overlapping calls are observable
+            return real(**kw)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    dsql.get_cluster = counted
+    rows = list_clusters(dsql, "us-east-1", workers=3)
+    assert len(rows) == 10
+    assert 2 <= state["max"] <= 3
