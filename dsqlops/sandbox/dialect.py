@@ -210,7 +210,10 @@ class DsqlDialect:
         code = error.sqlstate
         if st.doomed and code == "25P02":
             return _err(OC000, "40001")
-        if code in ("55P03", "40P01") or (code == "40001" and "OC00" not in error.message):
+        # XX000 "tuple concurrently updated": two sessions changed the same catalog row (e.g. GRANTs on
+        # one table's ACL); DSQL answers that with OC001 (FACTS §3.3/§3.5). Added by D (data plane).
+        if code in ("55P03", "40P01") or (code == "40001" and "OC00" not in error.message) or (
+                code == "XX000" and "tuple concurrently updated" in error.message):
             schema = st.last_kind == DDL
             out = SqlError(sqlstate="40001", message=OC001 if schema else OC000, detail=error.detail,
                            fields={k: v for k, v in error.fields.items() if k in ("W",)})
