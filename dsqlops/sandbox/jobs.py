@@ -181,7 +181,8 @@ class _Worker(threading.Thread):
         stop = self.runner._stop
         while not stop.is_set():
             try:
-                self.step()
+                if not self.step():
+                    break  # the cluster is gone (or not ready): the supervisor restarts us if it comes back
             except Exception as exc:  # noqa: BLE001 - a cluster going away must not kill the runner
                 log.debug("job worker %s: %s", self.cluster_id, exc)
                 self._close()
@@ -190,16 +191,16 @@ class _Worker(threading.Thread):
             stop.wait(self.runner.poll_interval)
         self._close()
 
-    def step(self) -> None:
+    def step(self) -> bool:
         info = self.runner._conninfo(self.cluster_id)
         if info is None:
             self._close()
-            return
+            return False
         if self.conn is None or self.conn.closed:
             self.conn = _connect(info)
             if not self.conn.execute("SELECT to_regclass('sys._jobs')").fetchone()[0]:
                 self._close()
-                return  # sys schema not installed yet
+                return True  # sys schema not installed yet
             self.recovered = False
         if not self.recovered:
             n = recover(self.conn)
@@ -215,6 +216,7 @@ class _Worker(threading.Thread):
             if job is None:
                 break
             execute(self.conn, job, stopping=self.runner._stop.is_set)
+        return True
 
     def cancel(self) -> None:
         conn = self.conn

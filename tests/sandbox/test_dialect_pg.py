@@ -306,3 +306,29 @@ def test_drop_index_cancels_a_queued_or_running_build(db: dict[str, Any], shim: 
         assert c.extended(f"CALL sys.wait_for_job('{running}')")["rows"] == [["false"]]
     finally:
         runner.stop()
+
+
+def test_runner_discovers_clusters_from_the_sandbox_registry(db: dict[str, Any], shim: Connect, su: Any) -> None:
+    class Registry:  # the shape of dsqlops.sandbox.server.Registry the sandbox passes in
+        def __init__(self) -> None:
+            self.ready = True
+
+        def conninfo_for(self, cluster_id: str) -> dict[str, Any] | None:
+            return db if (cluster_id == "c1" and self.ready) else None
+
+        def ready_clusters(self) -> list[Any]:
+            return [type("DB", (), {"identifier": "c1"})()] if self.ready else []
+
+    reg = Registry()
+    c = shim()
+    c.extended("CREATE TABLE jt_reg (id int PRIMARY KEY, v text)")
+    job = _job_id(c.extended("CREATE INDEX ASYNC ON jt_reg (v)"))
+    runner = jobs.JobRunner(reg.conninfo_for, poll_interval=0.05)
+    assert runner.cluster_ids() == ["c1"]
+    runner.start()
+    try:
+        assert shim().extended(f"CALL sys.wait_for_job('{job}')")["rows"] == [["true"]]
+        assert su.execute("SELECT object_name FROM sys.jobs WHERE job_id = %s", (job,)).fetchone() == (
+            "public.jt_reg_v_idx",)
+    finally:
+        runner.stop()
