@@ -104,6 +104,7 @@ def dump(conn: Any, *, schemas: Sequence[str] | None = None, tables: Sequence[Ta
         validate_identifier(s, "schema name")
     wanted = {(t.schema, t.name) for t in tables or ()}
     out: dict[str, Any] = {"format": 1, "tables": []}
+    with_size = with_size and size_supported(conn)
     try:
         with conn.cursor() as cur:
             cur.execute(_SQL_HAS_JOBS)
@@ -159,21 +160,26 @@ def dump(conn: Any, *, schemas: Sequence[str] | None = None, tables: Sequence[Ta
     return normalise(out)
 
 
-def _size(conn: Any, cur: Any, schema: str, name: str) -> int | None:
-    """Total size, or None when the server refuses to say (DSQL may not support it)."""
+def size_supported(conn: Any) -> bool:
+    """Whether the server answers ``pg_total_relation_size`` (DSQL may refuse it). Probed in its
+    own statement; on refusal the transaction is rolled back (DSQL has no savepoints)."""
     import psycopg
+
+    try:
+        conn.execute("SELECT pg_catalog.pg_total_relation_size('pg_catalog.pg_class'::regclass)").fetchone()
+        return True
+    except psycopg.Error:
+        if not conn.autocommit:
+            conn.rollback()
+        return False
+
+
+def _size(conn: Any, cur: Any, schema: str, name: str) -> int | None:
     from psycopg import sql
 
-    ident = sql.Identifier(schema, name).as_string(conn)
-    try:
-        if conn.autocommit:
-            cur.execute(_SQL_SIZE, (ident,))
-            return int(cur.fetchone()[0])
-        with conn.transaction():  # a savepoint: a refusal must not abort the dump
-            cur.execute(_SQL_SIZE, (ident,))
-            return int(cur.fetchone()[0])
-    except psycopg.Error:
-        return None
+    cur.execute(_SQL_SIZE, (sql.Identifier(schema, name).as_string(conn),))
+    row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def normalise(data: Any) -> Any:

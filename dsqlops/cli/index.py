@@ -1,0 +1,208 @@
+"""``dsqlops index …``: asynchronous index builds (CREATE INDEX ASYNC), listing, drops, repair."""
+
+from __future__ import annotations
+
+import click
+
+from dsqlops.cli.common import (
+    CliEnv,
+    cluster_option,
+    dry_run_option,
+    output_option,
+    pass_env,
+    timeout_option,
+    yes_option,
+)
+
+LIST_COLUMNS = ["schema", "table", "name", "state", "unique", "size_bytes", "building_job", "definition"]
+
+
+@click.group("index")
+def index() -> None:
+    """Build (CREATE INDEX ASYNC), list, drop and repair indexes.
+
+    \b
+    Example:
+      dsqlops index build public.accounts email --unique --wait
+      dsqlops index list --invalid
+    """
+
+
+@index.command("build")
+@click.argument("table")
+@click.argument("columns", nargs=-1, required=True, metavar="COLUMN...")
+@click.option("--name", default=None, help="Index name (default: DSQL's TABLE_COL_idx).")
+@click.option("--unique", is_flag=True, help="A UNIQUE index (the build fails on duplicates).")
+@click.option("--include", "include", multiple=True, metavar="COLUMN", help="INCLUDE column (repeatable).")
+@click.option("--where", "where", default=None, metavar="PREDICATE", help="A partial index: WHERE PREDICATE.")
+@click.option("--nulls-not-distinct", is_flag=True, help="NULLS NOT DISTINCT (with --unique).")
+@click.option("--if-not-exists", is_flag=True, help="Do nothing if an index of that --name exists.")
+@click.option("--wait", is_flag=True, help="Wait for the build job to finish.")
+@timeout_option(1800.0)
+@cluster_option
+@dry_run_option
+@output_option
+@pass_env
+def build_cmd(env: CliEnv, table: str, columns: tuple[str, ...], name: str | None, unique: bool,
+              include: tuple[str, ...], where: str | None, nulls_not_distinct: bool, if_not_exists: bool,
+              wait: bool, timeout: float, cluster: str | None, dry_run: bool) -> int:
+    """Start an asynchronous index build; print its job id at once.
+
+    The job id goes to stderr immediately and into the output, so an interrupted --wait can be
+    resumed with 'dsqlops job wait ID'. A failed build exits 1 with the job's details and names the
+    invalid index it left behind.
+
+    \b
+    Example:
+      dsqlops index build public.accounts email --unique --name accounts_email_uq --wait
+      dsqlops index build orders customer_id --include total --where "status <> 'done'"
+    """
+    from dsqlops.data.indexes import build_statement, start_build
+    from dsqlops.errors import ExitCode, OperationFailed, WaitTimeout
+    from dsqlops.output import info
+
+    stmt = build_statement(table, columns, name=name, unique=unique, include=include, where=where,
+                           nulls_not_distinct=nulls_not_distinct, if_not_exists=if_not_exists)
+    if dry_run:
+        from psycopg import sql as _sql
+
+        text = stmt.as_string(None) if isinstance(stmt, _sql.Composable) else str(stmt)
+        env.render([{"step": 1, "sql": text}])
+        info("dry run: nothing was started")
+        return int(ExitCode.OK)
+    conn = env.connect(cluster)
+    try:
+        started = start_build(conn, table, stmt, name=name)
+    finally:
+        conn.close()
+    if started.job_id is None:
+        info(f"index {started.index} already exists (--if-not-exists): nothing to build")
+        env.render({**started.to_dict(), "status": "exists"})
+        return int(ExitCode.OK)
+    info(f"job {started.job_id}: building index {started.index or '?'} on {started.table}")
+    info(f"  resume a wait with: dsqlops job wait {started.job_id}")
+    if not wait:
+        env.render({**started.to_dict(), "status": "submitted"})
+        return int(ExitCode.OK)
+    from dsqlops.cli.job import wait_and_report
+
+    try:
+        code, results = wait_and_report(env, cluster, [started.job_id], timeout=timeout,
+                                        extra={"index": started.index, "table": started.table})
+    except KeyboardInterrupt:
+        env.render({**started.to_dict(), "status": "interrupted"})
+        raise
+    r = results[0]
+    if r.timed_out:
+        raise WaitTimeout(f"index build job {r.job_id} is still {r.status} after {timeout:g}s",
+                          hint=f"it keeps running; resume with: dsqlops job wait {r.job_id}")
+    if not r.succeeded:
+        raise OperationFailed(
+            f"index build job {r.job_id} {r.status}: {r.details or 'no details'}",
+            hint=f"the invalid index {started.index} is left behind (it still counts toward the 24-index limit"
+            + (" and still enforces uniqueness on writes" if unique else "")
+            + f"): fix the data and run 'dsqlops index repair', or 'dsqlops index drop {started.index}'")
+    return code
+
+
+@index.command("list")
+@click.option("--table", default=None, metavar="[SCHEMA.]TABLE", help="Only this table's indexes.")
+@click.option("--invalid", is_flag=True, help="Only invalid indexes (failed builds).")
+@cluster_option
+@output_option
+@pass_env
+def list_cmd(env: CliEnv, table: str | None, invalid: bool, cluster: str | None) -> None:
+    """List indexes: definition, state (valid / INVALID / building), size.
+
+    \b
+    Example:
+      dsqlops index list --table public.accounts
+      dsqlops -o json index list --invalid
+    """
+    from dsqlops.data.indexes import list_indexes
+
+    conn = env.connect(cluster)
+    try:
+        rows = list_indexes(conn, table=table, invalid=invalid)
+    finally:
+        conn.close()
+    env.render(rows, columns=LIST_COLUMNS if env.output_format in ("table", "csv") else None,
+               empty_message="no invalid indexes" if invalid else "no indexes")
+
+
+@index.command("drop")
+@click.argument("name", metavar="[SCHEMA.]INDEX")
+@cluster_option
+@yes_option
+@output_option
+@pass_env
+def drop_cmd(env: CliEnv, name: str, cluster: str | None, yes: bool) -> None:
+    """Drop an index (this also cancels a build in progress).
+
+    \b
+    Example:
+      dsqlops index drop public.accounts_email_uq --yes
+    """
+    from dsqlops.data.indexes import drop_index
+    from dsqlops.output import info
+
+    env.confirm(f"drop index {name}?", yes=yes)
+    conn = env.connect(cluster)
+    try:
+        dropped = drop_index(conn, name)
+    finally:
+        conn.close()
+    info(f"dropped index {dropped.schema}.{dropped.name}")
+    env.render({"index": f"{dropped.schema}.{dropped.name}", "table": f"{dropped.schema}.{dropped.table}",
+                "dropped": True})
+
+
+@index.command("repair")
+@click.option("--table", default=None, metavar="[SCHEMA.]TABLE", help="Only this table's indexes.")
+@click.option("--wait", is_flag=True, help="Wait for the rebuild jobs.")
+@timeout_option(1800.0)
+@cluster_option
+@dry_run_option
+@yes_option
+@output_option
+@pass_env
+def repair_cmd(env: CliEnv, table: str | None, wait: bool, timeout: float, cluster: str | None, dry_run: bool,
+               yes: bool) -> int:
+    """Drop and rebuild (asynchronously) every invalid index left by failed builds.
+
+    \b
+    Example:
+      dsqlops index repair --dry-run
+      dsqlops index repair --yes --wait
+    """
+    from dsqlops.data.indexes import repair, repair_plan
+    from dsqlops.errors import ExitCode
+    from dsqlops.output import info
+
+    conn = env.connect(cluster)
+    try:
+        items = repair_plan(conn, table=table)
+        if not items:
+            info("nothing to repair: no invalid indexes")
+            if env.output_format in ("json", "yaml"):
+                env.render([])
+            return int(ExitCode.OK)
+        if dry_run or env.output_format in ("table", "csv"):
+            env.render([i.to_dict() for i in items])
+        if dry_run:
+            info(f"dry run: {len(items)} index(es) would be dropped and rebuilt")
+            return int(ExitCode.OK)
+        env.confirm(f"drop and rebuild {len(items)} invalid index(es)?", yes=yes)
+        rows = repair(conn, items)
+    finally:
+        conn.close()
+    for r in rows:
+        info(f"job {r['job_id']}: rebuilding {r['index']} (resume a wait with: dsqlops job wait {r['job_id']})")
+    if not wait:
+        if env.output_format in ("json", "yaml"):
+            env.render(rows)
+        return int(ExitCode.OK)
+    from dsqlops.cli.job import wait_and_report
+
+    code, _ = wait_and_report(env, cluster, [r["job_id"] for r in rows if r["job_id"]], timeout=timeout)
+    return code
