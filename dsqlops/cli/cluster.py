@@ -123,7 +123,8 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
     """Create a cluster (idempotent: a re-run returns the same cluster).
 
     The clientToken is derived from the request (region, protection, KMS key, tags, multi-Region
-    settings, policy), so re-running the same command never makes a second cluster.
+    settings, policy), so re-running the same command never makes a second cluster. --wait
+    returns once the cluster is ACTIVE, or IDLE/INACTIVE (it exists; connecting wakes it).
 
     \b
     Example:
@@ -148,7 +149,9 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
     if wait_ and c.status != "ACTIVE":
         _info(f"cluster {c.id} is {c.status}; waiting for ACTIVE "
               f"(resume with `dsqlops cluster wait {c.id}`)")
-        _wait(env, client, c.id, c.region, "active", timeout, interval)
+        # accept_idle: a re-run that finds its cluster scaled down (IDLE/INACTIVE) is done; the
+        # cluster exists and connecting wakes it. Waiting for ACTIVE would only run into the timeout.
+        _wait(env, client, c.id, c.region, "active", timeout, interval, accept_idle=True)
         c = cc.get_cluster(client, c.id, c.region)
     out = to_jsonable(c)
     out.pop("error", None)

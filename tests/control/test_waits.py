@@ -186,3 +186,13 @@ def test_wait_for_deleted_on_a_cluster_nobody_deletes(run):
     r = run(["cluster", "wait", c["id"], "--for", "deleted", "--timeout", "0.2", *FAST])
     assert r.exit_code == ExitCode.TIMEOUT
     assert "still ACTIVE" in r.stderr and f"dsqlops cluster delete {c['id']}" in r.stderr
+
+
+def test_create_wait_rerun_on_a_scaled_down_cluster_returns(run, monkeypatch):
+    """The cron re-run of `create --wait` finds its cluster IDLE: done (it exists), not a timeout."""
+    c = create(run, "--tag", "k=v")
+    fake_statuses(monkeypatch, ["IDLE"])
+    r = run(["-o", "json", "cluster", "create", "--tag", "k=v", "--wait", "--timeout", "600", *FAST])
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["id"] == c["id"] and r.json()["status"] == "IDLE"
+    assert "available, scaled down" in r.stderr
