@@ -167,7 +167,9 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
 @output_option
 @pass_env
 def list_(env: CliEnv, statuses: tuple[str, ...], workers: int) -> None:
-    """List clusters with status, endpoint, protection, creation time and tags.
+    """List clusters with status, endpoint and tags.
+
+    Columns: id, status, endpoint, deletion protection, creation time, tags.
 
     ListClusters returns only ids, so each cluster is described with bounded concurrency;
     throttling is retried. A cluster that still cannot be described is listed as UNKNOWN and
@@ -206,7 +208,9 @@ def list_(env: CliEnv, statuses: tuple[str, ...], workers: int) -> None:
 @output_option
 @pass_env
 def show(env: CliEnv, cluster_ref: str) -> None:
-    """Everything about one cluster: status, tags, policy, VPC endpoint service, streams.
+    """Everything about one cluster in one view.
+
+    GetCluster, tags, resource policy, VPC endpoint service name and CDC streams.
 
     \b
     Example:
@@ -238,7 +242,9 @@ def show(env: CliEnv, cluster_ref: str) -> None:
 @pass_env
 def update(env: CliEnv, cluster_ref: str, deletion_protection: bool | None, kms_key: str | None,
            witness_region: str | None, peers: tuple[str, ...], no_peers: bool, dry_run: bool) -> None:
-    """Change deletion protection, the KMS key or multi-Region peers/witness.
+    """Change protection, KMS key or multi-Region peers.
+
+    Also the witness Region; AWS_OWNED_KMS_KEY reverts to an AWS-owned key.
 
     \b
     Example:
@@ -385,7 +391,9 @@ def untag(env: CliEnv, cluster_ref: str, keys: tuple[str, ...]) -> None:
 
 @cluster.group("policy")
 def policy() -> None:
-    """Get, put or delete a cluster's resource policy (with optimistic versioning).
+    """Get, put or delete the resource policy.
+
+    put and delete take --expected-version (optimistic concurrency).
 
     \b
     Example:
@@ -399,7 +407,9 @@ def policy() -> None:
 @output_option
 @pass_env
 def policy_get(env: CliEnv, cluster_ref: str) -> None:
-    """Print the resource policy and its version (exit 254 if there is none).
+    """Print the resource policy and its version.
+
+    Exits 254 when the cluster has no policy.
 
     \b
     Example:
@@ -476,7 +486,7 @@ def policy_delete(env: CliEnv, cluster_ref: str, expected_version: str | None, y
 
 @cluster.group("streams")
 def streams() -> None:
-    """List and show a cluster's change-data-capture (CDC) streams.
+    """List and show a cluster's CDC streams.
 
     \b
     Example:
