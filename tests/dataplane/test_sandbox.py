@@ -262,3 +262,26 @@ def test_concurrent_grants_survive_occ(sb, cluster, admin):
     with sb.connect(cluster) as conn:
         for rf in files:
             assert plan(rf, read_catalog(conn)) == []
+
+
+def test_role_check_explains_an_expired_token(sb, cluster):
+    import time
+
+    from dsqlops.data.connection import ConnectionTarget
+    from dsqlops.data.rolecheck import check_login
+
+    stale = sb.token(cluster, "admin", expires_in=1)
+    time.sleep(2.5)
+    target = ConnectionTarget(host=sb.endpoint(cluster), region=sb.region, user="admin", hostaddr="127.0.0.1",
+                              port=sb.port, sslrootcert=sb.ca_file, connect_timeout=30)
+    rep = check_login(target, lambda _t: stale)
+    assert not rep.ok
+    assert "expired" in rep.summary
+    assert [c["check"] for c in rep.checks] == ["identity", "token", "login"]
+
+
+def test_role_check_of_a_role_that_does_not_exist(sb):
+    r = invoke(["-o", "json", "role", "check", "--role", uniq("ghost")])
+    assert r.exit_code == 1, r.stderr
+    rep = r.json()
+    assert "does not exist" in rep["summary"] and rep["principal_arn"]
