@@ -159,17 +159,23 @@ def _worker(pool: Any, workload: Workload, policy: Policy, pacer: _Pacer, rec: R
 
 
 def _run_threads(spec: PoolSpec, workload: Workload, cfg: BenchConfig, clients: int, share: float,
-                 on_tick: Callable[[Snapshot], None] | None, stop: threading.Event, seed: int) -> Snapshot:
-    """Run ``clients`` threads in this process; ``share`` of the global rate/budget is ours."""
+                 on_tick: Callable[[Snapshot], None] | None, stop: threading.Event,
+                 seed: int) -> tuple[Snapshot, float]:
+    """Run ``clients`` threads in this process; ``share`` of the global rate/budget is ours.
+
+    Returns the snapshot and the seconds the clients ran: the clock (and ``--duration``) starts
+    once the pool is open, so a slow connect does not eat into the measured run.
+    """
     rate = cfg.rate * share if cfg.rate else None
     budget = None
     if cfg.transactions is not None:
         budget = max(round(cfg.transactions * share), 0)
-    deadline = time.monotonic() + cfg.duration if cfg.duration is not None else None
-    pacer = _Pacer(rate, budget, deadline)
     rec = Recorder()
     pool = spec.open(clients)
     try:
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + cfg.duration if cfg.duration is not None else None
+        pacer = _Pacer(rate, budget, deadline)
         threads = [threading.Thread(target=_worker, name=f"bench-{i}", daemon=True,
                                     args=(pool, workload, cfg.policy, pacer, rec, stop, seed * 1000 + i))
                    for i in range(clients)]
@@ -182,10 +188,11 @@ def _run_threads(spec: PoolSpec, workload: Workload, cfg: BenchConfig, clients: 
             alive[0].join(timeout=1.0)
             if on_tick is not None:
                 on_tick(rec.snapshot())
+        ran = time.perf_counter() - t0
     finally:
         stop.set()
         pool.close()
-    return rec.snapshot()
+    return rec.snapshot(), ran
 
 
 def _child(index: int, spec: PoolSpec, workload: Workload, cfg: BenchConfig, clients: int, share: float,
@@ -198,9 +205,8 @@ def _child(index: int, spec: PoolSpec, workload: Workload, cfg: BenchConfig, cli
         out.put((index, "tick", s.to_dict()))
 
     try:
-        t0 = time.perf_counter()
-        final = _run_threads(spec, workload, cfg, clients, share, tick, stop, seed)
-        out.put((index, "done", {**final.to_dict(), "_elapsed": time.perf_counter() - t0}))
+        final, ran = _run_threads(spec, workload, cfg, clients, share, tick, stop, seed)
+        out.put((index, "done", {**final.to_dict(), "_elapsed": ran}))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         out.put((index, "error", f"{type(exc).__name__}: {exc}"))
 
@@ -276,8 +282,8 @@ def run_bench(spec: PoolSpec, cfg: BenchConfig, *, on_tick: Callable[[Snapshot],
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     if cfg.processes == 1:
-        snap = _run_threads(spec, workload, cfg, cfg.concurrency, 1.0, on_tick, stop or threading.Event(), seed)
-        elapsed = time.perf_counter() - t0
+        snap, elapsed = _run_threads(spec, workload, cfg, cfg.concurrency, 1.0, on_tick, stop or threading.Event(),
+                                     seed)
     else:
         snap, elapsed = _run_processes(spec, workload, cfg, on_tick, seed)
         elapsed = elapsed or (time.perf_counter() - t0)

@@ -50,7 +50,7 @@ def test_counter_reports_escaped_conflicts_with_one_attempt(bench_db: str) -> No
 
 
 def test_read_workload_duration_and_processes(bench_db: str) -> None:
-    cfg = BenchConfig(workload="read", accounts=50, concurrency=2, processes=2, duration=1.0, setup=True, seed=3)
+    cfg = BenchConfig(workload="read", accounts=50, concurrency=2, processes=2, duration=2.0, setup=True, seed=3)
     res = run_bench(ConninfoPoolSpec(bench_db), cfg)
     assert res.snapshot.committed > 0 and res.snapshot.failed == 0
     assert res.snapshot.occ_conflicts == 0
