@@ -14,19 +14,47 @@ from dataclasses import dataclass, field
 
 WORD, QIDENT, STRING, NUMBER, PARAM, OP, SEMI = "word", "qident", "string", "number", "param", "op", ";"
 
-_WORD_START = re.compile(r"[A-Za-z_\u0080-\uffff]")
-_WORD_CHAR = re.compile(r"[A-Za-z0-9_$\u0080-\uffff]*")
-_NUMBER = re.compile(r"(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)")
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$")
-_OP_CHARS = set("+-*/<>=~!@#%^&|`?")
+_IDENT_START = r"A-Za-z_\u0080-\uffff"
+_DOLLAR_TAG = re.compile(rf"\$([{_IDENT_START}][{_IDENT_START}0-9]*)?\$")
+#: One token per match, tried in order (the statement text is scanned once, token by token).
+_TOKEN = re.compile(rf"""
+  (?P<ws>\s+)
+| (?P<lc>--[^\n]*)
+| (?P<bc>/\*)
+| (?P<estr>[eE]'(?:[^'\\]|\\.|'')*')
+| (?P<str>(?:[bBxXnN]|[uU]&)?'(?:[^']|'')*')
+| (?P<qid>(?:[uU]&)?"(?:[^"]|"")*")
+| (?P<param>\$\d+)
+| (?P<dollar>\$(?:[{_IDENT_START}][{_IDENT_START}0-9]*)?\$)
+| (?P<word>[{_IDENT_START}][{_IDENT_START}0-9$]*)
+| (?P<num>\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)
+| (?P<semi>;)
+| (?P<cast>::)
+| (?P<op>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
+| (?P<other>.)
+""", re.X | re.S)
+_KIND = {"estr": STRING, "str": STRING, "qid": QIDENT, "param": PARAM, "word": WORD, "num": NUMBER, "semi": SEMI,
+         "cast": OP, "op": OP, "other": OP}
 
 
-@dataclass(frozen=True)
 class Token:
-    kind: str
-    text: str     # the original text of the token
-    start: int
-    end: int
+    __slots__ = ("end", "kind", "start", "text")
+
+    def __init__(self, kind: str, text: str, start: int, end: int) -> None:
+        self.kind = kind
+        self.text = text      # the original text of the token
+        self.start = start
+        self.end = end
+
+    def __repr__(self) -> str:
+        return f"Token({self.kind!r}, {self.text!r}, {self.start}, {self.end})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Token) and (self.kind, self.text, self.start, self.end) == (
+            other.kind, other.text, other.start, other.end)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.text, self.start, self.end))
 
     @property
     def upper(self) -> str:
@@ -60,104 +88,41 @@ class SqlSyntaxError(ValueError):
 
 def tokenize(sql: str) -> list[Token]:
     out: list[Token] = []
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c.isspace():
-            i += 1
+    pos, n = 0, len(sql)
+    match = _TOKEN.match
+    while pos < n:
+        m = match(sql, pos)
+        assert m is not None  # 'other' matches any character
+        kind = m.lastgroup
+        end = m.end()
+        if kind == "ws" or kind == "lc":
+            pos = end
             continue
-        if sql.startswith("--", i):
-            j = sql.find("\n", i)
-            i = n if j < 0 else j + 1
-            continue
-        if sql.startswith("/*", i):
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if sql.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif sql.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
+        if kind == "bc":
+            depth, j = 1, end
+            while depth:
+                o, c = sql.find("/*", j), sql.find("*/", j)
+                if c < 0:
+                    raise SqlSyntaxError("unterminated /* comment")
+                if 0 <= o < c:
+                    depth, j = depth + 1, o + 2
                 else:
-                    j += 1
-            if depth:
-                raise SqlSyntaxError("unterminated /* comment")
-            i = j
+                    depth, j = depth - 1, c + 2
+            pos = j
             continue
-        if c == "'" or (c in "eEnNbBxXuU" and sql.startswith("'", i + 1)):
-            j = i + 1 if c == "'" else i + 2
-            escapes = c in "eE"
-            while True:
-                if j >= n:
-                    raise SqlSyntaxError("unterminated quoted string")
-                if escapes and sql[j] == "\\":
-                    j += 2
-                    continue
-                if sql[j] == "'":
-                    if sql.startswith("''", j):
-                        j += 2
-                        continue
-                    break
-                j += 1
-            out.append(Token(STRING, sql[i:j + 1], i, j + 1))
-            i = j + 1
+        if kind == "dollar":
+            tag = m.group(0)
+            close = sql.find(tag, end)
+            if close < 0:
+                raise SqlSyntaxError("unterminated dollar-quoted string")
+            end = close + len(tag)
+            out.append(Token(STRING, sql[pos:end], pos, end))
+            pos = end
             continue
-        if c == '"' or (c in "uU" and sql.startswith('&"', i + 1)):
-            j = i + 1 if c == '"' else i + 3
-            while True:
-                j = sql.find('"', j)
-                if j < 0:
-                    raise SqlSyntaxError("unterminated quoted identifier")
-                if sql.startswith('""', j):
-                    j += 2
-                    continue
-                break
-            out.append(Token(QIDENT, sql[i:j + 1], i, j + 1))
-            i = j + 1
-            continue
-        if c == "$":
-            m = re.compile(r"\$\d+").match(sql, i)
-            if m:
-                out.append(Token(PARAM, m.group(0), i, m.end()))
-                i = m.end()
-                continue
-            m = _DOLLAR_TAG.match(sql, i)
-            if m:
-                close = sql.find(m.group(0), m.end())
-                if close < 0:
-                    raise SqlSyntaxError("unterminated dollar-quoted string")
-                end = close + len(m.group(0))
-                out.append(Token(STRING, sql[i:end], i, end))
-                i = end
-                continue
-        if _WORD_START.match(c):
-            m = _WORD_CHAR.match(sql, i + 1)
-            end = m.end() if m else i + 1
-            out.append(Token(WORD, sql[i:end], i, end))
-            i = end
-            continue
-        if c.isdigit() or (c == "." and i + 1 < n and sql[i + 1].isdigit()):
-            m = _NUMBER.match(sql, i)
-            assert m is not None
-            out.append(Token(NUMBER, m.group(0), i, m.end()))
-            i = m.end()
-            continue
-        if c == ";":
-            out.append(Token(SEMI, c, i, i + 1))
-            i += 1
-            continue
-        if c in _OP_CHARS:
-            j = i
-            while j < n and sql[j] in _OP_CHARS and not sql.startswith("--", j) and not sql.startswith("/*", j):
-                j += 1
-            out.append(Token(OP, sql[i:j], i, j))
-            i = j
-            continue
-        if c == ":" and sql.startswith("::", i):
-            out.append(Token(OP, "::", i, i + 2))
-            i += 2
-            continue
-        out.append(Token(OP, c, i, i + 1))  # ( ) , . [ ] :
-        i += 1
+        if kind == "other" and sql[pos] in "'\"":
+            raise SqlSyntaxError("unterminated quoted string or identifier")
+        out.append(Token(_KIND[kind or "other"], m.group(0), pos, end))
+        pos = end
     return out
 
 
@@ -169,6 +134,9 @@ class Statement:
     tokens: list[Token]          # offsets relative to ``text``
     start: int = 0               # offset of ``text`` in the whole query string
     words: list[str] = field(default_factory=list)   # upper-cased leading keywords (WORD tokens only)
+    _upper: list[str] | None = field(default=None, repr=False, compare=False)
+    _depth: list[int] | None = field(default=None, repr=False, compare=False)
+    kind: str | None = field(default=None, repr=False, compare=False)   # classify()'s answer, cached
 
     def kw(self, i: int) -> str:
         """The i-th token upper-cased ('' past the end)."""
@@ -178,22 +146,35 @@ class Statement:
         return len(self.tokens) >= len(words) and all(
             self.tokens[i].kind == WORD and self.tokens[i].upper == w for i, w in enumerate(words))
 
+    def _index(self) -> tuple[list[str], list[int]]:
+        """Upper-cased words ('\0' for other tokens) and each token's parenthesis depth (cached)."""
+        if self._upper is None:
+            self._upper = [t.text.upper() if t.kind == WORD else "\0" for t in self.tokens]
+            depths = []
+            depth = 0
+            for t in self.tokens:
+                if t.text == "(":
+                    depth += 1
+                depths.append(depth)
+                if t.text == ")":
+                    depth -= 1
+            self._depth = depths
+        assert self._depth is not None
+        return self._upper, self._depth
+
     def find_seq(self, *words: str, start: int = 0, depth0: bool = False) -> int:
         """Index of the first occurrence of the keyword sequence ``words``, or -1."""
-        depth = 0
-        toks = self.tokens
-        for i in range(len(toks)):
-            t = toks[i]
-            if t.text == "(":
-                depth += 1
-            elif t.text == ")":
-                depth -= 1
-            if i < start or (depth0 and depth != 0):
-                continue
-            if all(i + k < len(toks) and toks[i + k].kind == WORD and toks[i + k].upper == w
-                   for k, w in enumerate(words)):
+        upper, depths = self._index()
+        first, n, want = words[0], len(words), list(words)
+        i = start
+        while True:
+            try:
+                i = upper.index(first, i)
+            except ValueError:
+                return -1
+            if (n == 1 or upper[i:i + n] == want) and (not depth0 or depths[i] == 0):
                 return i
-        return -1
+            i += 1
 
     def has_param(self) -> bool:
         return any(t.kind == PARAM for t in self.tokens)
@@ -210,7 +191,7 @@ def split_statements(sql: str) -> list[Statement]:
             return
         s, e = cur[0].start, cur[-1].end
         text = sql[s:e]
-        rel = [Token(t.kind, t.text, t.start - s, t.end - s) for t in cur]
+        rel = list(cur) if s == 0 else [Token(t.kind, t.text, t.start - s, t.end - s) for t in cur]
         out.append(Statement(text, rel, s, [t.upper for t in rel if t.kind == WORD][:8]))
         cur.clear()
 
@@ -241,6 +222,12 @@ _READ_VERBS = {"SELECT", "VALUES", "TABLE", "SHOW", "EXPLAIN", "FETCH", "DECLARE
 
 def classify(stmt: Statement) -> str:
     """One of TXN, DDL, DML, READ, UTILITY (SET, CALL, ANALYZE, DO, LISTEN…)."""
+    if stmt.kind is None:
+        stmt.kind = _classify(stmt)
+    return stmt.kind
+
+
+def _classify(stmt: Statement) -> str:
     v = stmt.kw(0)
     if v in _TXN_VERBS:
         if v == "PREPARE" and stmt.kw(1) != "TRANSACTION":

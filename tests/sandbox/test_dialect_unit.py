@@ -294,3 +294,31 @@ def test_commit_after_five_minutes_fails_with_the_age_limit() -> None:
     commit = d.statement(s, "COMMIT", extended=True)
     assert isinstance(commit, Fail) and commit.error.sqlstate == "54000"
     assert commit.error.message == "transaction age limit of 300s exceeded" and commit.backend_sql == "ROLLBACK"
+
+
+def test_fast_path_agrees_with_the_full_path() -> None:
+    script = [
+        "BEGIN", "SELECT a FROM t WHERE id = 1", "UPDATE t SET a = 2 WHERE id = 1;", "INSERT INTO t VALUES (1), (2)",
+        "COMMIT", "begin work", "CREATE TABLE x (id int)", "INSERT INTO x VALUES (1)", "ROLLBACK",
+        "SELECT * FROM t FOR SHARE", "SELECT 1 INTO y", "select version()", "DELETE FROM t WHERE id = 3 ;",
+        "SELECT to_tsvector('a')", "END", "SELECT line('{1,2,3}')", "TABLE t", "VALUES (1)",
+        "UPDATE t SET a = current_setting('server_version')", "ABORT",
+    ]
+    fast, slow = DsqlDialect(), DsqlDialect()
+    slow._fast = lambda *_a: None  # type: ignore[method-assign]
+    sf, ss = session(), session()
+    for sql in script:
+        a, b = fast.statement(sf, sql, extended=True), slow.statement(ss, sql, extended=True)
+        assert type(a) is type(b), sql
+        if isinstance(a, Forward) and isinstance(b, Forward):
+            assert (a.sql, a.tags) == (b.sql, b.tags), sql
+        else:
+            assert isinstance(a, Fail) and isinstance(b, Fail)
+            assert (a.error.sqlstate, a.error.message, a.backend_sql) == (
+                b.error.sqlstate, b.error.message, b.backend_sql), sql
+        fst, sst = sf.state["dsql"], ss.state["dsql"]
+        assert (fst.in_block, fst.ddl, fst.dml, fst.doomed, fst.last_kind) == (
+            sst.in_block, sst.ddl, sst.dml, sst.doomed, sst.last_kind), sql
+        for d, s in ((fast, sf), (slow, ss)):
+            if isinstance(a, Fail) and not fst.in_block:
+                d.ready(s, "I")
