@@ -202,18 +202,10 @@ class Demo:
                           "AWS_SESSION_TOKEN": c["SessionToken"]}
 
     def _build_index(self) -> None:
-        import importlib.util
-
-        if importlib.util.find_spec("dsqlops.cli.index") is not None:
-            self.dsqlops("CREATE INDEX ASYNC and wait for the job",
-                         ["index", "create", "transactions", "from_id", "created_at", "--wait"])
-            return
-        out = self.dsqlops("CREATE INDEX ASYNC (returns a job id at once)",
-                           ["-o", "json", "sql",
-                            "CREATE INDEX ASYNC transactions_from_created ON transactions (from_id, created_at)"],
-                           capture=True)
-        job = _job_id(out)
-        self.dsqlops("Wait for the index build job", ["sql", f"CALL sys.wait_for_job('{job}')"])
+        out = self.dsqlops("CREATE INDEX ASYNC: the job id comes back at once",
+                           ["-o", "json", "index", "build", "transactions", "from_id", "created_at",
+                            "--name", "transactions_from_created"], capture=True)
+        self.dsqlops("Wait for the index build job", ["job", "wait", _job_id(out)])
 
     def _cost_per_1000(self) -> None:
         b = self.result.bench
@@ -243,12 +235,14 @@ def _cluster_id(stdout: str) -> str:
 
 def _job_id(stdout: str) -> str:
     try:
-        rows = json.loads(stdout)
+        data = json.loads(stdout)
     except ValueError:
-        raise OperationFailed("CREATE INDEX ASYNC did not print JSON") from None
-    if isinstance(rows, list) and rows and isinstance(rows[0], dict) and rows[0].get("job_id"):
-        return str(rows[0]["job_id"])
-    raise OperationFailed("CREATE INDEX ASYNC returned no job_id")
+        raise OperationFailed("`index build -o json` did not print JSON") from None
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict) and data.get("job_id"):
+        return str(data["job_id"])
+    raise OperationFailed("`index build` returned no job_id")
 
 
 def _last_json_line(path: Path) -> dict[str, Any]:
