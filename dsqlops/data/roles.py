@@ -88,9 +88,11 @@ class Catalog:
     table_privileges: set[tuple[str, str, str, str]] = field(default_factory=set)
     #: (role, schema, privilege)
     schema_privileges: set[tuple[str, str, str]] = field(default_factory=set)
-    #: schema -> tables that exist now (for 'all tables in schema')
+    #: schema -> tables that exist now and that we may grant on (for 'all tables in schema')
     tables: dict[str, set[str]] = field(default_factory=dict)
     schemas: set[str] = field(default_factory=set)
+    #: (schema, table) that exist but belong to roles we are not a member of: we cannot GRANT on them
+    foreign_tables: set[tuple[str, str]] = field(default_factory=set)
     current_user: str = "admin"
     #: False when the server has no sys.iam_pg_role_mappings (plain PostgreSQL)
     iam_supported: bool = True
@@ -128,11 +130,16 @@ JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
 WHERE n.nspacl IS NOT NULL AND a.grantee <> n.nspowner
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sys') AND n.nspname NOT LIKE 'pg\\_%'
 """
+# Extension members (e.g. pg_stat_statements' views in public) are not the user's tables; ``grantable``
+# says whether we may GRANT on it at all (PostgreSQL only *warns* "no privileges were granted"
+# otherwise, which would make a plan that never converges).
 _SQL_TABLES = """
-SELECT n.nspname, c.relname
+SELECT n.nspname, c.relname, pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS grantable
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sys') AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
 """
 _SQL_SCHEMAS = """
 SELECT nspname FROM pg_catalog.pg_namespace
@@ -166,8 +173,11 @@ def read_catalog(conn: Any) -> Catalog:
             cur.execute(_SQL_SCHEMAS)
             cat.schemas = {s for (s,) in cur.fetchall()}
             cur.execute(_SQL_TABLES)
-            for s, t in cur.fetchall():
-                cat.tables.setdefault(s, set()).add(t)
+            for s, t, grantable in cur.fetchall():
+                if grantable:
+                    cat.tables.setdefault(s, set()).add(t)
+                else:
+                    cat.foreign_tables.add((s, t))
     finally:
         if not getattr(conn, "autocommit", False):
             conn.rollback()
@@ -341,7 +351,10 @@ def check_against(rf: RoleFile, cat: Catalog) -> None:
         for g in r.grants:
             if g.on.kind == "table":
                 assert g.on.table is not None
-                if not cat.table_exists(g.on.schema, g.on.table):
+                if (g.on.schema, g.on.table) in cat.foreign_tables:
+                    problems.append(f"{rf.path}:{g.line}: table {g.on.schema}.{g.on.table} belongs to a role "
+                                    f"{cat.current_user} is not a member of: it cannot grant on it")
+                elif not cat.table_exists(g.on.schema, g.on.table):
                     problems.append(f"{rf.path}:{g.line}: table {g.on.schema}.{g.on.table} does not exist")
             elif g.on.schema not in cat.schemas:
                 problems.append(f"{rf.path}:{g.line}: schema {g.on.schema} does not exist")
@@ -650,6 +663,9 @@ def plan_privileges(cat: Catalog, name: str, privileges: Sequence[str], target_t
     ordered = _ordered(privs, allowed)
     if target.kind == "table":
         assert target.table is not None
+        if (target.schema, target.table) in cat.foreign_tables:
+            raise UsageError(f"table {target.schema}.{target.table} belongs to a role {cat.current_user} is not a "
+                             "member of: it cannot grant on it")
         if not cat.table_exists(target.schema, target.table):
             raise UsageError(f"table {target.schema}.{target.table} does not exist")
     elif target.schema not in cat.schemas:

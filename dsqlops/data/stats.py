@@ -110,15 +110,17 @@ def dump(conn: Any, *, schemas: Sequence[str] | None = None, tables: Sequence[Ta
             cur.execute(_SQL_HAS_JOBS)
             has_jobs = bool(cur.fetchone()[0])
             last: dict[tuple[str, str], Any] = {}
+            # the newest of: a completed ANALYZE job (DSQL), pg_stat_user_tables (PostgreSQL, and
+            # whatever DSQL fills in there)
             if has_jobs:
                 cur.execute(_SQL_LAST_ANALYZE_JOBS)
                 for obj, when in cur.fetchall():
                     if obj and "." in obj:
                         s, _, t = str(obj).partition(".")
                         last[(s, t)] = when
-            else:
-                cur.execute(_SQL_LAST_ANALYZE_PG)
-                for s, t, when in cur.fetchall():
+            cur.execute(_SQL_LAST_ANALYZE_PG)
+            for s, t, when in cur.fetchall():
+                if when is not None and (last.get((s, t)) is None or when > last[(s, t)]):
                     last[(s, t)] = when
             sch = sorted({*(schemas or ()), *(t.schema for t in tables or ())}) or None
             cur.execute(_SQL_TABLES, {"system": list(SYSTEM_SCHEMAS), "schemas": sch})
