@@ -266,7 +266,8 @@ def _run_processes(spec: PoolSpec, workload: Workload, cfg: BenchConfig,
 
 def run_bench(spec: PoolSpec, cfg: BenchConfig, *, on_tick: Callable[[Snapshot], None] | None = None,
               on_setup: Callable[[int], None] | None = None, stop: threading.Event | None = None,
-              before_run: Callable[[], None] | None = None) -> BenchResult:
+              before_run: Callable[[], None] | None = None,
+              after_run: Callable[[], None] | None = None) -> BenchResult:
     """Set up (optionally), run, and check a workload. Returns the host's result."""
     cfg.validate()
     workload = make_workload(cfg.workload, cfg.accounts, log=cfg.log)
@@ -289,6 +290,8 @@ def run_bench(spec: PoolSpec, cfg: BenchConfig, *, on_tick: Callable[[Snapshot],
         elapsed = elapsed or (time.perf_counter() - t0)
     ended = dt.datetime.now(dt.UTC)
     snap.in_flight = 0
+    if after_run is not None:
+        after_run()   # before the checks, so their reads stay out of a metered window
     with spec.connect() as conn:
         checks = workload.check(conn, baseline, snap.committed)
     return BenchResult(workload=cfg.workload, target=spec.describe(), host=socket.gethostname(),

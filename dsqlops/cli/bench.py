@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
 from typing import Any
@@ -103,21 +104,23 @@ def _run(env: CliEnv, workload: str, *, cluster: str | None, accounts: int, conc
         before_run()
         t0[0] = time.monotonic()
 
-    result = run_bench(spec, cfg, on_tick=tick, on_setup=on_setup, before_run=start_clock)
+    def stop_clock() -> None:
+        if sandbox_dir is not None:
+            # the sandbox stamps datapoints to the second: publish in a later second than "from"
+            start = marks.get("from")
+            if start is not None:
+                time.sleep(max(0.0, (start + dt.timedelta(seconds=1) - dt.datetime.now(dt.UTC)).total_seconds()))
+            marks["to"] = flush_sandbox(sandbox_dir)
+
+    result = run_bench(spec, cfg, on_tick=tick, on_setup=on_setup, before_run=start_clock, after_run=stop_clock)
     if env.progress and tty:
         sys.stderr.write("\n")
     if cost:
         try:
             region = target.region
             cw = env.aws().cloudwatch(region)
-            if sandbox_dir is not None:
-                import datetime as dt
-
-                start = marks.get("from") or result.started_at.replace(microsecond=0)
-                # the sandbox stamps datapoints to the second: publish in a later second than "from"
-                time.sleep(max(0.0, (start + dt.timedelta(seconds=1) - dt.datetime.now(dt.UTC)).total_seconds()))
-                end = flush_sandbox(sandbox_dir)
-                assert end is not None
+            if sandbox_dir is not None and marks.get("from") and marks.get("to"):
+                start, end = marks["from"], marks["to"]
                 usage = window_usage(cw, region, target.cluster_id, start + dt.timedelta(seconds=1),
                                      end + dt.timedelta(seconds=1), period=1)
                 exact = True
