@@ -169,6 +169,7 @@ class Front:
         self.active += 1
         writer: asyncio.StreamWriter | None = None
         bwriter: asyncio.StreamWriter | None = None
+        relayed = False
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             first = await asyncio.wait_for(_peek(conn), STARTUP_TIMEOUT)
@@ -190,6 +191,7 @@ class Front:
                 await self._relay(reader, writer, breader, bwriter, c)
             finally:
                 self.cancel_keys.pop((c.backend_pid, c.key), None)
+                relayed = True  # the relay closed both transports (their stream protocols are gone)
         except TimeoutError:
             if writer is not None:
                 await _send_close(writer, P.fatal("08P01", "timeout waiting for the startup packet"))
@@ -207,7 +209,9 @@ class Front:
         finally:
             self.active -= 1
             for w in (bwriter, writer):
-                if w is not None:
+                if w is not None and relayed:
+                    w.transport.close()
+                elif w is not None:
                     w.close()
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(w.wait_closed(), 2)
@@ -280,13 +284,10 @@ class Front:
         # the backend
         host, port = await target.backend_address()
         try:
-            breader, bwriter = await asyncio.open_connection(host, port, limit=READ_SIZE)
+            breader, bwriter = await _open_backend(host, port)
         except OSError:
             await _send_close(writer, P.fatal("08006", "unable to accept connection, cluster unavailable"))
             return None
-        bsock = bwriter.get_extra_info("socket")
-        if bsock is not None:
-            bsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         params = {k: v for k, v in st.params.items() if k not in ("user", "database", "replication")}
         bwriter.write(P.startup_packet({"user": user, "database": "postgres", **params}))
         await bwriter.drain()
@@ -323,7 +324,7 @@ class Front:
             return
         host, port, bpid, bkey = entry
         with contextlib.suppress(OSError):
-            _r, w = await asyncio.open_connection(host, port)
+            _r, w = await _open_backend(host, port)
             w.write(struct.pack("!iiii", 16, P.CANCEL_REQUEST, bpid, bkey))
             await w.drain()
             w.close()
@@ -333,64 +334,29 @@ class Front:
     # -- relay ----------------------------------------------------------------------------------
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      breader: asyncio.StreamReader, bwriter: asyncio.StreamWriter, c: Conn) -> None:
-        up = asyncio.ensure_future(self._client_to_backend(reader, bwriter, writer, c))
-        down = asyncio.ensure_future(self._backend_to_client(breader, writer, c))
+        """Switch both connections from streams to plain protocols (no task or future per chunk)."""
+        relay = Relay(self, c, writer.transport, bwriter.transport)
+        leftover_client = _drain_buffer(reader)
+        leftover_backend = _drain_buffer(breader)
+        writer.transport.set_protocol(_Side(relay, client=True))
+        bwriter.transport.set_protocol(_Side(relay, client=False))
+        if leftover_client:
+            relay.from_client(leftover_client)
+        if leftover_backend:
+            relay.from_backend(leftover_backend)
+        if reader.at_eof():
+            relay.lost(client=True)
+        if breader.at_eof():
+            relay.lost(client=False)
         try:
-            done, _pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+            await relay.done
         finally:
-            for t in (up, down):
-                if not t.done():
-                    t.cancel()
-            await asyncio.gather(up, down, return_exceptions=True)
-        if down in done:
-            exc = down.exception()
-            if isinstance(exc, BackendGone):
-                await _send_close(writer, P.fatal("57P01", "terminating connection: the session's backend "
-                                                  "ended unexpectedly"))
-        if up in done:
-            exc = up.exception()
-            if isinstance(exc, P.ProtocolViolation):
-                await _send_close(writer, P.fatal("08P01", str(exc)))
-                bwriter.write(P.message(b"X", b""))
+            await relay.flush_and_close()
 
-    async def _client_to_backend(self, reader: asyncio.StreamReader, bwriter: asyncio.StreamWriter,
-                                 writer: asyncio.StreamWriter, c: Conn) -> None:
-        buf = b""
-        while True:
-            chunk = await reader.read(READ_SIZE)
-            if not chunk:
-                return  # client went away
-            buf = buf + chunk if buf else chunk
-            out: list[bytes] = []
-            pos = 0
-            n = len(buf)
-            while n - pos >= 5:
-                if buf[pos] not in _FRONTEND_TYPES:
-                    raise P.ProtocolViolation(f"invalid frontend message type {buf[pos]}")
-                kind, length = P.header(buf, pos)
-                if length < 4 or length > P.MAX_MESSAGE:
-                    raise P.ProtocolViolation(f"invalid message length {length}")
-                end = pos + 1 + length
-                if end > n:
-                    break
-                if kind in b"QPBESCX" and len(kind) == 1:
-                    out.append(self._client_message(kind, buf, pos, end, c))
-                else:
-                    out.append(buf[pos:end])
-                pos = end
-                if kind == b"X":
-                    bwriter.write(b"".join(out))
-                    await bwriter.drain()
-                    return
-            buf = buf[pos:]
-            if out:
-                bwriter.write(b"".join(out) if len(out) > 1 else out[0])
-                await bwriter.drain()
-
-    def _client_message(self, kind: bytes, buf: bytes, pos: int, end: int, c: Conn) -> bytes:
-        raw = buf[pos:end]
+    def _client_message(self, kind: int, buf: bytes, pos: int, end: int, c: Conn) -> bytes | None:
+        """Inspect one frontend message; return its replacement, or None to relay it unchanged."""
         body = buf[pos + 5:end]
-        if kind == b"Q":
+        if kind == 81:
             sql = P.parse_query(body)
             action = self.dialect.statement(c.session, sql, extended=False)
             seg = Segment()
@@ -400,76 +366,49 @@ class Front:
                     seg.units.extend(Unit(tag=t) for t in action.tags)
                 else:
                     seg.units.append(Unit())
-                return raw if action.sql == sql else P.encode_query(action.sql)
+                return None if action.sql == sql else P.encode_query(action.sql)
             assert isinstance(action, Fail)
             seg.units.append(Unit(fail=action.error))
             return P.encode_query(action.backend_sql or raise_sql(action.error))
-        if kind == b"P":
+        if kind == 80:
             msg = P.parse_parse(body)
             action = self.dialect.statement(c.session, msg.sql, extended=True)
             if isinstance(action, Forward):
                 c.statements[msg.name] = None
                 c.stmt_tags[msg.name] = action.tags[0] if action.tags else None
                 if action.sql == msg.sql:
-                    return raw
+                    return None
                 msg.sql = action.sql
                 return P.encode_parse(msg)
             assert isinstance(action, Fail)
             c.statements[msg.name] = action.error
             msg.sql = action.backend_sql or raise_sql(action.error)
             return P.encode_parse(msg)
-        if kind == b"B":
+        if kind == 66:
             portal, stmt = P.parse_bind_names(body)
             c.portals[portal] = c.statements.get(stmt)
             c.portal_tags[portal] = c.stmt_tags.get(stmt)
-            return raw
-        if kind == b"E":
+            return None
+        if kind == 69:
             portal = P.parse_name(body)
             self._segment(c).units.append(Unit(fail=c.portals.get(portal), tag=c.portal_tags.get(portal)))
-            return raw
-        if kind == b"S":
+            return None
+        if kind == 83:
             seg = self._segment(c)
             c.open_segment = None
             c.segments.append(seg)
-            return raw
-        if kind == b"C":  # Close: forget what we know about that statement/portal
+            return None
+        if kind == 67:  # Close: forget what we know about that statement/portal
             what = body[:1]
             name = P.parse_name(body[1:]) if len(body) > 1 else ""
             (c.statements if what == b"S" else c.portals).pop(name, None)
-        return raw
+        return None
 
     @staticmethod
     def _segment(c: Conn) -> Segment:
         if c.open_segment is None:
             c.open_segment = Segment()
         return c.open_segment
-
-    async def _backend_to_client(self, breader: asyncio.StreamReader, writer: asyncio.StreamWriter, c: Conn) -> None:
-        buf = b""
-        while True:
-            chunk = await breader.read(READ_SIZE)
-            if not chunk:
-                raise BackendGone()
-            buf = buf + chunk if buf else chunk
-            out: list[bytes] = []
-            pos = 0
-            n = len(buf)
-            while n - pos >= 5:
-                kind, length = P.header(buf, pos)
-                end = pos + 1 + length
-                if end > n:
-                    break
-                if kind in b"CEZIs" and len(kind) == 1:
-                    msg = self._backend_message(kind, buf, pos, end, c)
-                    if msg:
-                        out.append(msg)
-                elif not self._suppressed(c):
-                    out.append(buf[pos:end])
-                pos = end
-            buf = buf[pos:]
-            if out:
-                writer.write(b"".join(out) if len(out) > 1 else out[0])
-                await writer.drain()
 
     @staticmethod
     def _current(c: Conn) -> Segment | None:
@@ -481,11 +420,11 @@ class Front:
         seg = self._current(c)
         return seg is not None and seg.suppress
 
-    def _backend_message(self, kind: bytes, buf: bytes, pos: int, end: int, c: Conn) -> bytes | None:
-        raw = buf[pos:end]
+    def _backend_message(self, kind: int, buf: bytes, pos: int, end: int, c: Conn) -> bytes | None:
+        """Inspect one backend message; return its replacement (b'' drops it), or None to relay it."""
         body = buf[pos + 5:end]
         seg = self._current(c)
-        if kind == b"Z":
+        if kind == 90:
             if c.segments:
                 c.segments.popleft()
             status = body[:1].decode()
@@ -493,10 +432,10 @@ class Front:
             self.dialect.ready(c.session, status)
             if seg is not None and seg.conceal and status == "E":
                 return P.ready_for_query("T")  # the dialect hid this error (SqlError.conceal_tag)
-            return raw
-        if seg is not None and seg.suppress:
             return None
-        if kind == b"C":
+        if seg is not None and seg.suppress:
+            return b""
+        if kind == 67:
             unit = seg.units.popleft() if seg is not None and seg.units else None
             if unit is not None and unit.fail is not None:
                 # backend_sql ran (e.g. ROLLBACK for a failing COMMIT): the client sees the error
@@ -508,11 +447,11 @@ class Front:
             self.dialect.completed(c.session, P.parse_command_tag(body))
             if unit is not None and unit.tag:
                 return P.message(b"C", P.cstr(unit.tag))
-            return raw
-        if kind in (b"I", b"s"):
+            return None
+        if kind in (73, 115):
             if seg is not None and seg.units:
                 seg.units.popleft()
-            return raw
+            return None
         # ErrorResponse
         unit = seg.units[0] if seg is not None and seg.units else None
         last_unit = seg is None or len(seg.units) <= 1
@@ -522,7 +461,7 @@ class Front:
             return P.error_response(unit.fail)
         err = P.parse_error_response(body)
         if err.severity in ("NOTICE", "WARNING", "INFO", "DEBUG", "LOG"):
-            return raw
+            return None
         new = self.dialect.backend_error(c.session, err)
         conceal_tag = getattr(new, "conceal_tag", None)
         if conceal_tag and seg is not None and last_unit:
@@ -530,15 +469,241 @@ class Front:
             seg.conceal = True
             return P.message(b"C", P.cstr(conceal_tag))
         if new is err:
-            return raw
+            return None
         return P.error_response(new)
 
 
 _FRONTEND_TYPES = frozenset(b"QPBEDCHSFXdcfp")
+#: Frontend messages the front inspects; everything else is relayed without a look inside.
+_CLIENT_INSPECT = frozenset(b"QPBESC")
+#: Backend messages the front inspects: CommandComplete, ErrorResponse, ReadyForQuery,
+#: EmptyQueryResponse, PortalSuspended.
+_BACKEND_INSPECT = frozenset(b"CEZIs")
+_TERMINATE = ord("X")
+#: Pause reading one side while the other side's transport holds more than this.
+_HIGH_WATER = 4 * 1024 * 1024
 
 
-class BackendGone(Exception):
-    pass
+def _drain_buffer(reader: asyncio.StreamReader) -> bytes:
+    """Bytes a StreamReader already received but nobody read (normally none after startup)."""
+    buf = getattr(reader, "_buffer", None)
+    if not buf:
+        return b""
+    data = bytes(buf)
+    buf.clear()
+    return data
+
+
+class _Side(asyncio.Protocol):
+    """The protocol of one transport of a relayed session: hands data to the Relay."""
+
+    def __init__(self, relay: Relay, *, client: bool) -> None:
+        self.relay = relay
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        if self.client:
+            self.relay.from_client(data)
+        else:
+            self.relay.from_backend(data)
+
+    def eof_received(self) -> bool | None:
+        self.relay.lost(client=self.client)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(client=self.client)
+
+    def pause_writing(self) -> None:
+        self.relay.pause(client=self.client)
+
+    def resume_writing(self) -> None:
+        self.relay.resume(client=self.client)
+
+
+class Relay:
+    """Both directions of one logged-in session, driven by transport callbacks.
+
+    Messages are framed so the front can apply the dialect; a message the front does not inspect
+    is forwarded as it arrives (even before it is complete), and consecutive unchanged messages
+    leave in one write. A protocol violation by the client, or the backend going away, ends only
+    this session, with a FATAL to the client.
+    """
+
+    def __init__(self, front: Front, c: Conn, client: asyncio.BaseTransport, backend: asyncio.BaseTransport) -> None:
+        self.front = front
+        self.c = c
+        self.client: Any = client
+        self.backend: Any = backend
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.final: bytes | None = None      # a last message for the client before closing
+        self.terminate_backend = False
+        self._cbuf = b""
+        self._cskip = 0
+        self._bbuf = b""
+        self._bskip = 0
+        self._bdrop = False
+
+    # -- end of session ---------------------------------------------------------------------------
+    def _finish(self, final: bytes | None = None, *, terminate_backend: bool = False) -> None:
+        if self.done.done():
+            return
+        self.final = final
+        self.terminate_backend = terminate_backend
+        self.client.pause_reading()
+        self.backend.pause_reading()
+        self.done.set_result(None)
+
+    def lost(self, *, client: bool) -> None:
+        if self.done.done():
+            return
+        if client:
+            self._finish(terminate_backend=True)
+        else:
+            self._finish(P.fatal("57P01", "terminating connection: the session's backend ended unexpectedly"))
+
+    async def flush_and_close(self) -> None:
+        if self.terminate_backend and not self.backend.is_closing():
+            with contextlib.suppress(Exception):
+                self.backend.write(P.message(b"X", b""))
+        if self.final and not self.client.is_closing():
+            with contextlib.suppress(Exception):
+                self.client.write(self.final)
+        for t in (self.backend, self.client):
+            if not t.is_closing():
+                t.close()
+
+    def pause(self, *, client: bool) -> None:
+        # the transport that filled up is `client` (or the backend): stop reading the other one
+        (self.backend if client else self.client).pause_reading()
+
+    def resume(self, *, client: bool) -> None:
+        if not self.done.done():
+            (self.backend if client else self.client).resume_reading()
+
+    # -- client → backend -------------------------------------------------------------------------
+    def from_client(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        try:
+            out = self._parse_client(data)
+        except P.ProtocolViolation as e:
+            self._finish(P.fatal("08P01", str(e)), terminate_backend=True)
+            return
+        except Exception:
+            log.exception("session failed while reading from the client")
+            self._finish(P.fatal("XX000", "internal error in the sandbox front"), terminate_backend=True)
+            return
+        if out:
+            self.backend.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _parse_client(self, data: bytes) -> list[bytes]:
+        if self._cbuf:
+            data = self._cbuf + data
+            self._cbuf = b""
+        out: list[bytes] = []
+        pos = 0
+        n = len(data)
+        run = 0          # start of the current run of bytes relayed unchanged
+        while pos < n:
+            if self._cskip:
+                take = min(self._cskip, n - pos)
+                self._cskip -= take
+                pos += take
+                continue
+            if n - pos < 5:
+                break
+            kind = data[pos]
+            if kind not in _FRONTEND_TYPES:
+                raise P.ProtocolViolation(f"invalid frontend message type {kind}")
+            length = int.from_bytes(data[pos + 1:pos + 5], "big", signed=True)
+            if length < 4 or length > P.MAX_MESSAGE:
+                raise P.ProtocolViolation(f"invalid message length {length}")
+            end = pos + 1 + length
+            if kind in _CLIENT_INSPECT:
+                if end > n:
+                    break
+                new = self.front._client_message(kind, data, pos, end, self.c)
+                if new is not None:
+                    if pos > run:
+                        out.append(data[run:pos])
+                    out.append(new)
+                    run = end
+                pos = end
+            elif kind == _TERMINATE:
+                pos = min(end, n)
+                if pos > run:
+                    out.append(data[run:pos])
+                self.backend.write(b"".join(out))
+                self._finish()
+                return []
+            else:
+                self._cskip = 1 + length
+        if pos > run:
+            out.append(data[run:pos])
+        if pos < n:
+            self._cbuf = data[pos:]
+        return out
+
+    # -- backend → client -------------------------------------------------------------------------
+    def from_backend(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        try:
+            out = self._parse_backend(data)
+        except Exception:
+            log.exception("session failed while reading from the backend")
+            self._finish(P.fatal("XX000", "internal error in the sandbox front"), terminate_backend=True)
+            return
+        if out:
+            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _parse_backend(self, data: bytes) -> list[bytes]:
+        if self._bbuf:
+            data = self._bbuf + data
+            self._bbuf = b""
+        out: list[bytes] = []
+        pos = 0
+        n = len(data)
+        run = 0
+        c = self.c
+        while pos < n:
+            if self._bskip:
+                take = min(self._bskip, n - pos)
+                self._bskip -= take
+                if self._bdrop:
+                    if pos > run:
+                        out.append(data[run:pos])
+                    run = pos + take
+                pos += take
+                continue
+            if n - pos < 5:
+                break
+            kind = data[pos]
+            length = int.from_bytes(data[pos + 1:pos + 5], "big", signed=True)
+            if length < 4:
+                raise RuntimeError(f"backend sent a message of length {length}")
+            end = pos + 1 + length
+            if kind in _BACKEND_INSPECT:
+                if end > n:
+                    break
+                new = self.front._backend_message(kind, data, pos, end, c)
+                if new is not None:
+                    if pos > run:
+                        out.append(data[run:pos])
+                    if new:
+                        out.append(new)
+                    run = end
+                pos = end
+            else:
+                seg = c.segments[0] if c.segments else c.open_segment
+                self._bdrop = seg is not None and seg.suppress
+                self._bskip = 1 + length
+        if pos > run:
+            out.append(data[run:pos])
+        if pos < n:
+            self._bbuf = data[pos:]
+        return out
 
 
 def raise_sql(err: SqlError) -> str:
@@ -587,6 +752,17 @@ async def _streams(conn: socket.socket,
     if not holder:
         raise ConnectionError("connection closed during setup")
     return reader, holder[0]
+
+
+async def _open_backend(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a backend: ``host`` is an address, or a Unix socket folder (starts with '/')."""
+    if host.startswith("/"):
+        return await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}", limit=READ_SIZE)
+    reader, writer = await asyncio.open_connection(host, port, limit=READ_SIZE)
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return reader, writer
 
 
 async def _read_message(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bytes]:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -41,8 +43,6 @@ PG_SETTINGS = {
     "max_wal_size": "256MB",
     "log_min_messages": "warning",
     "log_line_prefix": "'%m [%p] %u '",
-    # TCP on loopback only: a Unix socket path under a deep DIR would exceed the 107-byte limit.
-    "unix_socket_directories": "''",
 }
 #: Only the front (and the sandbox itself) connect, over loopback; the front has already checked
 #: the IAM token, so the backend trusts loopback connections.
@@ -69,7 +69,12 @@ FALLBACK_SYS_SQL = [
 
 
 def load_dialect() -> Dialect:
-    """S2's DsqlDialect when it is installed, else PassThrough (plain PostgreSQL behind TLS + IAM)."""
+    """S2's DsqlDialect when it is installed, else PassThrough (plain PostgreSQL behind TLS + IAM).
+
+    ``DSQLOPS_SANDBOX_DIALECT=postgres`` forces PassThrough (to measure or debug the relay alone).
+    """
+    if os.environ.get("DSQLOPS_SANDBOX_DIALECT", "").lower() in ("postgres", "passthrough", "none"):
+        return PassThrough()
     try:
         from dsqlops.sandbox.dialect import DsqlDialect  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
@@ -98,7 +103,12 @@ class ClusterDB:
         self.region = rec.region
         self.endpoint = control.endpoint_for(rec.identifier, rec.region)
         d = registry.sdir.cluster_dir(rec.identifier)
-        self.pg = PostgresServer(d / "pgdata", port=free_port(), settings=dict(PG_SETTINGS), hba=PG_HBA,
+        # The front reaches the backend over a Unix socket (cheaper than loopback TCP); its folder is
+        # short and outside DIR, since a socket path under a deep DIR would pass the 107-byte limit.
+        self.socket_dir = Path(tempfile.gettempdir()) / (
+            "dsqlops-" + hashlib.sha1(str(d).encode()).hexdigest()[:12])  # noqa: S324 - a name, not security
+        settings = {**PG_SETTINGS, "unix_socket_directories": f"'{self.socket_dir}'"}
+        self.pg = PostgresServer(d / "pgdata", port=free_port(), settings=settings, hba=PG_HBA,
                                  log_file=d / "postgres.log", superuser=SUPERUSER)
         self.ready = threading.Event()
         self.error: str | None = None
@@ -121,6 +131,7 @@ class ClusterDB:
             elif self.pg.running():  # left behind by a sandbox that was killed
                 self.pg.stop(mode="immediate")
             self.pg.init()
+            self._make_socket_dir()
             self.pg.start(timeout=120)
             self.superuser_setup()
             self.state = "ready"
@@ -137,6 +148,15 @@ class ClusterDB:
             self.ready.set()
         self.registry.write_runtime()
 
+    def _make_socket_dir(self) -> None:
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.socket_dir, 0o700)
+        if os.geteuid() == 0:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.socket_dir, pw.pw_uid, pw.pw_gid)
+
     def superuser_setup(self) -> None:
         import psycopg
 
@@ -152,7 +172,7 @@ class ClusterDB:
             await asyncio.to_thread(self.ready.wait, 120)
         if self.state != "ready":
             raise OSError(f"cluster {self.identifier} database is {self.state}")
-        return self.pg.host, self.pg.port
+        return str(self.socket_dir), self.pg.port
 
     async def role_is_mapped(self, role: str, arn: str) -> bool:
         import psycopg
@@ -172,6 +192,7 @@ class ClusterDB:
         control.mark_ready(self.identifier, False)
         self.state = "deleted"
         self.pg.stop(mode="immediate", timeout=30)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
         shutil.rmtree(self.registry.sdir.cluster_dir(self.identifier), ignore_errors=True)
 
 
@@ -192,8 +213,11 @@ class Registry:
         tdir = self.sdir.template_dir
         try:
             if not (tdir / ".dsqlops-ready").exists():
+                stale = PostgresServer(tdir, port=1)
+                if stale.initialized() and stale.running():  # a build interrupted by a kill
+                    stale.stop(mode="immediate")
                 shutil.rmtree(tdir.parent, ignore_errors=True)
-                tdir.parent.mkdir(parents=True)
+                tdir.parent.mkdir(parents=True, exist_ok=True)
                 os.chmod(tdir.parent, 0o755)  # noqa: S103 - the postgres user must traverse it
                 pg = PostgresServer(tdir, settings=dict(PG_SETTINGS), hba=PG_HBA, superuser=SUPERUSER,
                                     log_file=tdir.parent / "postgres.log")
@@ -322,6 +346,22 @@ def _start_optional(registry: Registry) -> list[Any]:
     return started
 
 
+def _run_loop(main: Any) -> None:
+    """uvloop when installed (the front's relay is event-loop bound), else asyncio's own loop.
+
+    ``DSQLOPS_SANDBOX_UVLOOP=0`` forces asyncio's loop.
+    """
+    if os.environ.get("DSQLOPS_SANDBOX_UVLOOP", "1") != "0":
+        try:
+            import uvloop  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            pass
+        else:
+            uvloop.run(main())
+            return
+    asyncio.run(main())
+
+
 def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
         on_ready: Any = None) -> None:
     """Run the sandbox in this process until SIGTERM/SIGINT."""
@@ -352,7 +392,8 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
         "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "ready": False,
     }
     registry = Registry(sdir, runtime)
-    threading.Thread(target=registry.build_template, name="template", daemon=True).start()
+    template = threading.Thread(target=registry.build_template, name="template", daemon=True)
+    template.start()
     registry.sync()
     stop_watch = threading.Event()
     control.watch(registry.sync, stop_watch)
@@ -390,10 +431,17 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
         await stop.wait()
         await front.close()
 
+    profile_to = os.environ.get("DSQLOPS_SANDBOX_PROFILE")  # a cProfile of the front's loop, for perf work
     try:
-        asyncio.run(main())
+        if profile_to:
+            import cProfile
+
+            cProfile.runctx("asyncio.run(main())", globals(), {"asyncio": asyncio, "main": main}, profile_to)
+        else:
+            _run_loop(main)
     finally:
         stop_watch.set()
+        template.join(180)  # never leave a half-built template (or its server) behind
         for comp in optional:
             with contextlib.suppress(Exception):
                 comp.stop()

@@ -1,0 +1,134 @@
+"""What the sandbox's DSQL front costs: pgbench through the front vs straight to the same PostgreSQL.
+
+Starts a sandbox in a temp folder (measuring ``sandbox start`` to ready, cold and warm), creates
+a cluster (measuring create → ACTIVE), loads pgbench's tables directly into the cluster's
+PostgreSQL, then runs, alternating front / direct, ``--runs`` times each:
+
+* select-only (``pgbench -S``),
+* a simple update workload (one autocommit ``UPDATE pgbench_accounts … WHERE aid = :aid``),
+
+with ``-c 4 -j 2`` for ``--seconds`` seconds. Through the front pgbench uses what any DSQL client
+uses: TLS with ``sslmode=verify-full`` against the sandbox CA, ``host=<cluster endpoint>`` +
+``hostaddr=127.0.0.1``, and an IAM token as the password. Prints median TPS and the ratio
+front/direct (target: ≥ 0.70 on select-only).
+
+    .venv/bin/python benchmarks/sandbox_overhead.py [--seconds 5] [--runs 3] [--clients 4] [--protocol simple]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dsqlops.sandbox import lifecycle
+from dsqlops.sandbox.postgres import free_port
+from dsqlops.sandbox.state import SandboxDir
+
+UPDATE_SCRIPT = ("\\set aid random(1, 100000 * :scale)\n"
+                 "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
+
+
+def pgbench(args: list[str], env: dict[str, str]) -> float:
+    p = subprocess.run(["pgbench", *args], env=env, capture_output=True, text=True, timeout=600, check=False)
+    if p.returncode != 0:
+        raise SystemExit(f"pgbench failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    m = re.search(r"tps = ([0-9.]+) \((?:without initial connection time|excluding connections establishing)\)",
+                  p.stdout)
+    if not m:
+        raise SystemExit(f"no tps in pgbench output:\n{p.stdout}")
+    return float(m.group(1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--scale", type=int, default=1)
+    ap.add_argument("--protocol", choices=["simple", "extended", "prepared"], default="simple")
+    ap.add_argument("--keep", action="store_true", help="leave the sandbox folder behind")
+    opts = ap.parse_args()
+    if shutil.which("pgbench") is None:
+        raise SystemExit("pgbench not found (apt-get install postgresql-client / postgresql-contrib)")
+
+    root = Path(tempfile.mkdtemp(prefix="dsqlops-bench-"))
+    os.chmod(root, 0o755)
+    sdir = SandboxDir(root / "sb")
+    try:
+        t0 = time.monotonic()
+        res = lifecycle.start_background(sdir, api_port=free_port(), port=free_port(), timeout=120)
+        cold = time.monotonic() - t0
+        lifecycle.stop(sdir)
+        t0 = time.monotonic()
+        res = lifecycle.start_background(sdir, timeout=120)
+        warm = time.monotonic() - t0
+
+        from tests.sandbox.handle import SandboxHandle
+
+        h = SandboxHandle(sdir.path).attach()
+        t0 = time.monotonic()
+        cid = h.create_cluster(timeout=180)
+        create = time.monotonic() - t0
+        print(f"sandbox start → ready: cold {cold:.2f}s (first start: certificates, IAM key), "
+              f"warm {warm:.2f}s (restart); cluster create → ACTIVE: {create:.2f}s")
+
+        pg_port = h.runtime()["clusters"][cid]["pg_port"]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        direct = {**base, "PGHOST": "127.0.0.1", "PGPORT": str(pg_port), "PGUSER": "admin",
+                  "PGDATABASE": "postgres", "PGSSLMODE": "disable"}
+        # pgbench -i (TRUNCATE, COPY of 100,000 rows, VACUUM) is not DSQL SQL: load as the superuser,
+        # straight into the cluster's PostgreSQL, then hand the tables to admin. Replica mode skips the
+        # sandbox's row-limit triggers for the load.
+        loader = {**direct, "PGUSER": "postgres", "PGOPTIONS": "-c session_replication_role=replica"}
+        p = subprocess.run(["pgbench", "-i", "-q", "-s", str(opts.scale)], env=loader, capture_output=True,
+                           text=True, timeout=600, check=False)
+        if p.returncode != 0:
+            raise SystemExit(f"pgbench -i failed:\n{p.stderr}")
+        for t in ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"):
+            subprocess.run(["psql", "-X", "-q", "-c", f"ALTER TABLE {t} OWNER TO admin"], env=loader, check=True,
+                           capture_output=True, timeout=60)
+        front = {**base, "PGHOST": h.endpoint(cid), "PGHOSTADDR": "127.0.0.1", "PGPORT": str(res.port),
+                 "PGUSER": "admin", "PGDATABASE": "postgres", "PGSSLMODE": "verify-full",
+                 "PGSSLROOTCERT": res.ca_file, "PGPASSWORD": h.token(cid, expires_in=3600)}
+        script = root / "update.sql"
+        script.write_text(UPDATE_SCRIPT)
+        common = ["-c", str(opts.clients), "-j", str(opts.threads), "-T", str(opts.seconds), "-n",
+                  "-M", opts.protocol]
+        workloads = {"select-only (-S)": ["-S"], "update (1 row, autocommit)": ["-f", str(script),
+                                                                               "--max-tries", "10"]}
+        print(f"pgbench {' '.join(common)}; {opts.runs} runs each, alternating; median tps")
+        rows = []
+        for name, extra in workloads.items():
+            tps: dict[str, list[float]] = {"front": [], "direct": []}
+            for _ in range(opts.runs):
+                tps["front"].append(pgbench([*common, *extra], front))
+                tps["direct"].append(pgbench([*common, *extra], direct))
+            f, d = statistics.median(tps["front"]), statistics.median(tps["direct"])
+            rows.append((name, f, d, f / d))
+        print(f"{'workload':32} {'front tps':>10} {'direct tps':>11} {'front/direct':>13}")
+        for name, f, d, ratio in rows:
+            print(f"{name:32} {f:10.0f} {d:11.0f} {ratio:13.2f}")
+        sel = rows[0][3]
+        print(f"select-only keeps {sel:.0%} of direct throughput (target ≥ 70%): {'OK' if sel >= 0.7 else 'BELOW'}")
+    finally:
+        try:
+            lifecycle.stop(sdir)
+        except Exception as e:
+            print(f"stop: {e}", file=sys.stderr)
+        if not opts.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
