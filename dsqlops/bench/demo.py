@@ -154,6 +154,8 @@ class Demo:
         self.result.seconds = round(time.monotonic() - t_start, 1)
         self._say("")
         self._say(f"demo finished in {self.result.seconds:.0f}s: {len(self.result.steps)} commands, cluster {cid}")
+        self._say("the sandbox keeps running: explore with `eval \"$(dsqlops sandbox env)\"`, "
+                  "stop it with `dsqlops sandbox stop`")
         return self.result
 
     # -- steps with logic -----------------------------------------------------------------------------
