@@ -91,6 +91,8 @@ class Demo:
         self._prompt(shown or cmd)
         t0 = time.monotonic()
         env = {**os.environ, **self.env, **(extra_env or {})}
+        for k in ("AWS_PROFILE", "DSQLOPS_PROFILE"):  # the sandbox's keys, not a profile's
+            env.pop(k, None)
         # stdout (the command's data) is echoed into the demo's output; stderr (live telemetry,
         # progress, the refusal's error message) goes straight to ours, as it would in a shell.
         sys.stderr.flush()
