@@ -134,7 +134,7 @@ def stop(env: CliEnv, directory: str | None, timeout: float) -> None:
 def status(env: CliEnv, directory: str | None) -> None:
     """Show whether the sandbox runs: endpoints, components, clusters, uptime.
 
-    Exits 0 when running, 6 (not found) when not.
+    Exits 0 when the sandbox runs, 1 when it does not.
 
     \b
     Example:
@@ -155,7 +155,7 @@ def status(env: CliEnv, directory: str | None) -> None:
     else:
         env.render(data)
     if not data["running"]:
-        raise click.exceptions.Exit(int(ExitCode.NOT_FOUND) if hasattr(ExitCode, "NOT_FOUND") else 1)
+        raise click.exceptions.Exit(int(ExitCode.FAILED))
 
 
 @sandbox.command("env")
