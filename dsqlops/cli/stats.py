@@ -106,7 +106,16 @@ def diff_cmd(env: CliEnv, before: str, after: str) -> None:
         if env.output_format in ("json", "yaml"):
             env.render([])
         return
+    if env.output_format == "table":
+        # pg_stats arrays run to hundreds of characters: shorten them on screen (JSON/CSV stay whole)
+        changes = [{**c, "before": _short(c["before"]), "after": _short(c["after"])} for c in changes]
     env.render(changes, columns=["path", "change", "before", "after"])
+
+
+def _short(v: Any, width: int = 48) -> Any:
+    if isinstance(v, str) and len(v) > width:
+        return v[: width - 1] + "…"
+    return v
 
 
 @stats.command("analyze")
