@@ -158,7 +158,20 @@ def ensure_credentials(saved: Credentials | None) -> Credentials:
 
 
 def lookup_identity(access_key_id: str) -> Identity | None:
-    """The IAM identity behind an access key, as the token check needs it."""
+    """The IAM identity behind an access key, as the token check needs it.
+
+    Runs on the front's thread while moto's request threads may change IAM/STS: a pass that
+    races with a change is simply retried.
+    """
+    for _ in range(5):
+        try:
+            return _lookup_identity(access_key_id)
+        except RuntimeError:  # "dictionary changed size during iteration"
+            continue
+    return _lookup_identity(access_key_id)
+
+
+def _lookup_identity(access_key_id: str) -> Identity | None:
     iam = _iam()
     for user in list(iam.users.values()):
         for key in list(user.access_keys):

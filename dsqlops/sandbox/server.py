@@ -436,7 +436,7 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
         if profile_to:
             import cProfile
 
-            cProfile.runctx("asyncio.run(main())", globals(), {"asyncio": asyncio, "main": main}, profile_to)
+            cProfile.runctx("_run_loop(main)", globals(), {"main": main}, profile_to)
         else:
             _run_loop(main)
     finally:

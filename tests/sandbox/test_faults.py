@@ -161,3 +161,32 @@ def test_many_bad_clients_then_good_ones(sandbox, cluster, bystander) -> None:  
     for _ in range(3):
         with sandbox.connect(cluster) as conn:
             assert conn.execute("SELECT 7").fetchone() == (7,)
+
+
+def test_gssenc_request_is_declined_then_tls_works(sandbox, cluster, bystander) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+
+    with _connect(sandbox) as raw:
+        raw.sendall(struct.pack("!ii", 8, 80877104))  # GSSENCRequest
+        assert raw.recv(1) == b"N"
+        raw.sendall(struct.pack("!ii", 8, 80877103))  # then SSLRequest, as libpq does
+        assert raw.recv(1) == b"S"
+        ctx = ssl.create_default_context(cafile=sandbox.ca_file)
+        with ctx.wrap_socket(raw, server_hostname=sandbox.endpoint(cluster)) as s:
+            s.sendall(rawpg.startup())
+            kind, _body = rawpg.read_msg(s)
+            assert kind == b"R"  # asks for the token
+
+
+def test_no_sni_is_refused(sandbox, bystander) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+
+    with _connect(sandbox) as raw:
+        raw.sendall(struct.pack("!ii", 8, 80877103))
+        assert raw.recv(1) == b"S"
+        ctx = ssl.create_default_context(cafile=sandbox.ca_file)
+        ctx.check_hostname = False
+        with ctx.wrap_socket(raw) as s:  # no server_hostname: no SNI
+            s.sendall(rawpg.startup())
+            err = _fatal(rawpg.read_until_closed(s))
+    assert err["C"] == "08004" and "SNI" in err["M"]
