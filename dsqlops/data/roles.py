@@ -18,7 +18,7 @@ Three layers, each usable on its own:
                on: table public.accounts  # or: all tables in schema public | schema public
 
 2. **The catalog snapshot** (:class:`Catalog`, read by :func:`read_catalog` from ``pg_roles``,
-   ``pg_auth_members``, ``sys.iam_pg_role_mappings`` and ``aclexplode`` over ``pg_class`` /
+   ``pg_auth_members``, ``sys.iam_pg_role_mappings`` and the ACLs of ``pg_class`` /
    ``pg_namespace``), a plain dataclass so the diff is testable without a database.
 
 3. **The plan** (:func:`plan`): the exact statements, in order, that make the catalog match the file,
@@ -113,23 +113,51 @@ FROM pg_catalog.pg_auth_members am
 JOIN pg_catalog.pg_roles m ON m.oid = am.member
 JOIN pg_catalog.pg_roles g ON g.oid = am.roleid
 """
-_SQL_TABLE_PRIVS = """
-SELECT r.rolname, n.nspname, c.relname, a.privilege_type
+# ACLs are read as text and parsed here (``grantee=privs/grantor``) rather than with aclexplode(),
+# so the snapshot needs nothing beyond the catalogs themselves. The owner's own entry is skipped:
+# its rights are implicit, never ours to grant or revoke.
+_SQL_TABLE_ACLS = """
+SELECT n.nspname, c.relname, pg_catalog.pg_get_userbyid(c.relowner), c.relacl::text[]
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
-JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relacl IS NOT NULL AND a.grantee <> c.relowner
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relacl IS NOT NULL
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sys') AND n.nspname NOT LIKE 'pg\\_%'
 """
-_SQL_SCHEMA_PRIVS = """
-SELECT r.rolname, n.nspname, a.privilege_type
+_SQL_SCHEMA_ACLS = """
+SELECT n.nspname, pg_catalog.pg_get_userbyid(n.nspowner), n.nspacl::text[]
 FROM pg_catalog.pg_namespace n
-CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
-JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-WHERE n.nspacl IS NOT NULL AND a.grantee <> n.nspowner
+WHERE n.nspacl IS NOT NULL
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sys') AND n.nspname NOT LIKE 'pg\\_%'
 """
+ACL_LETTERS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE", "D": "TRUNCATE", "x": "REFERENCES",
+               "t": "TRIGGER", "m": "MAINTAIN", "U": "USAGE", "C": "CREATE", "c": "CONNECT", "T": "TEMPORARY",
+               "X": "EXECUTE", "s": "SET", "A": "ALTER SYSTEM"}
+
+
+def parse_aclitem(item: str) -> tuple[str, list[str]]:
+    """``app=arw*/admin`` → ("app", [SELECT, INSERT, UPDATE]); a quoted grantee (``"we""ird"=r/x``)
+    is unquoted; an empty grantee is PUBLIC. ``*`` (grant option) is ignored."""
+    if item.startswith('"'):
+        i, name = 1, ""
+        while i < len(item):
+            if item[i] == '"':
+                if item[i + 1:i + 2] == '"':
+                    name += '"'
+                    i += 2
+                    continue
+                break
+            name += item[i]
+            i += 1
+        rest = item[i + 1:]
+    else:
+        name, _, rest = item.partition("=")
+        rest = "=" + rest
+    if not rest.startswith("="):
+        raise ValueError(f"not an ACL item: {item!r}")
+    letters = rest[1:].split("/", 1)[0]
+    return name, [ACL_LETTERS.get(ch, ch) for ch in letters if ch != "*"]
+
+
 # Extension members (e.g. pg_stat_statements' views in public) are not the user's tables; ``grantable``
 # says whether we may GRANT on it at all (PostgreSQL only *warns* "no privileges were granted"
 # otherwise, which would make a plan that never converges).
@@ -166,10 +194,18 @@ def read_catalog(conn: Any) -> Catalog:
             if cat.iam_supported:
                 cur.execute(_SQL_IAM)
                 cat.iam = {(r, a) for r, a in cur.fetchall()}
-            cur.execute(_SQL_TABLE_PRIVS)
-            cat.table_privileges = {(r, s, t, p) for r, s, t, p in cur.fetchall()}
-            cur.execute(_SQL_SCHEMA_PRIVS)
-            cat.schema_privileges = {(r, s, p) for r, s, p in cur.fetchall()}
+            cur.execute(_SQL_TABLE_ACLS)
+            for schema, table, owner, acl in cur.fetchall():
+                for item in acl or ():
+                    grantee, privs = parse_aclitem(item)
+                    if grantee and grantee != owner:
+                        cat.table_privileges |= {(grantee, schema, table, p) for p in privs}
+            cur.execute(_SQL_SCHEMA_ACLS)
+            for schema, owner, acl in cur.fetchall():
+                for item in acl or ():
+                    grantee, privs = parse_aclitem(item)
+                    if grantee and grantee != owner:
+                        cat.schema_privileges |= {(grantee, schema, p) for p in privs}
             cur.execute(_SQL_SCHEMAS)
             cat.schemas = {s for (s,) in cur.fetchall()}
             cur.execute(_SQL_TABLES)

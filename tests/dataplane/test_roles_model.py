@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsqlops.data.roles import (
+    TABLE_PRIVILEGES,
     Catalog,
     CatalogRole,
     GrantTarget,
+    parse_aclitem,
     parse_role_file,
     parse_target,
     plan,
@@ -283,3 +285,43 @@ def test_long_role_names_are_refused_not_truncated(name):
 def test_control_characters_are_refused(bad, base):
     with pytest.raises(UsageError):
         validate_role_name(base + bad + base)
+
+
+@pytest.mark.parametrize("item,expected", [
+    ("app=arw/admin", ("app", ["INSERT", "SELECT", "UPDATE"])),
+    ("=r/admin", ("", ["SELECT"])),
+    ('"we""ird name"=r*D/admin', ('we"ird name', ["SELECT", "TRUNCATE"])),
+    ("readers=UC/admin", ("readers", ["USAGE", "CREATE"])),
+    ("admin=rawdDxt/admin", ("admin", list(TABLE_PRIVILEGES))),
+])
+def test_acl_items(item, expected):
+    assert parse_aclitem(item) == expected
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=200))
+def test_any_text_is_a_role_file_or_a_clear_error(text):
+    try:
+        rf = parse_role_file(text, source="f.yaml")
+    except UsageError as e:
+        assert e.message.startswith("f.yaml")
+    else:
+        assert isinstance(rf.roles, list)
+
+
+@settings(max_examples=150)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                    lambda children: st.lists(children, max_size=3)
+                    | st.dictionaries(st.sampled_from(["roles", "name", "login", "iam", "grants", "on",
+                                                       "privileges", "member_of", "protect", "x"]),
+                                      children, max_size=4), max_leaves=12))
+def test_any_yaml_structure_is_a_role_file_or_a_line_numbered_error(data):
+    import re
+
+    import yaml
+
+    text = yaml.safe_dump(data)
+    try:
+        parse_role_file(text, source="g.yaml")
+    except UsageError as e:
+        assert re.match(r"g\.yaml(:\d+:\d+)?: ", e.message), e.message
