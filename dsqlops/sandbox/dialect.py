@@ -961,6 +961,9 @@ def _create_index_async(stmt: Statement) -> _Plan:
         if (key[-1].kind == WORD and key[-1].upper in ("ASC", "DESC")) or \
                 (any(w in ("ASC", "DESC") for w in words[-3:]) and key[0].text != "("):
             return _Plan(stmt.text, error=_err("specifying sort order not supported for index keys"))
+        if key[0].kind in (WORD, QIDENT) and len(key) >= 2 and key[1].kind in (WORD, QIDENT) \
+                and key[1].upper not in ("NULLS", "COLLATE"):
+            return _Plan(stmt.text, error=_err("specifying an operator class not supported for index keys"))
     rest = stmt.text[toks[i].start:]
     auto = name is None
     if auto:
@@ -977,8 +980,11 @@ def _create_index_async(stmt: Statement) -> _Plan:
     build = (f"CREATE {'UNIQUE ' if unique else ''}INDEX CONCURRENTLY {'IF NOT EXISTS ' if if_not_exists else ''}"
              f"@@INDEX_NAME@@ ON {only}@@TABLE@@ {rest}")
     assert name is not None
+    simple_keys = [key[0].ident for key in keys if key[0].kind in (WORD, QIDENT) and
+                   (len(key) == 1 or key[1].upper in ("NULLS", "COLLATE"))]
+    key_array = "ARRAY[" + ", ".join(quote_literal(k) for k in simple_keys) + "]::text[]"
     sql = (f"SELECT sys._create_index_async({quote_literal(table_text)}::regclass, {quote_literal(name)}, "
-           f"{dollar_quote(build)}, {str(if_not_exists).lower()}, {str(auto).lower()}) AS job_id")
+           f"{dollar_quote(build)}, {str(if_not_exists).lower()}, {str(auto).lower()}, {key_array}) AS job_id")
     return _Plan(sql, tag="CREATE INDEX")
 
 

@@ -332,3 +332,14 @@ def test_runner_discovers_clusters_from_the_sandbox_registry(db: dict[str, Any],
             "public.jt_reg_v_idx",)
     finally:
         runner.stop()
+
+
+def test_json_index_keys_are_refused_at_once(shim: Connect, su: Any) -> None:
+    c = shim()
+    c.extended("CREATE TABLE jt_json (id int PRIMARY KEY, doc jsonb, v text)")
+    assert c.extended("CREATE INDEX ASYNC jt_json_doc ON jt_json (doc)") == {
+        "outcome": "error", "sqlstate": "0A000", "message": "datatype jsonb is not supported in a key"}
+    job = _job_id(c.extended("CREATE INDEX ASYNC jt_json_v ON jt_json (v) INCLUDE (doc)"))
+    assert jobs.run_pending(su) == [(job, "completed")]
+    assert c.extended("CREATE INDEX ASYNC jt_json_v ON jt_json (v)")["sqlstate"] == "42P07"
+    assert c.extended("CREATE INDEX ASYNC ON no_such_table (v)")["sqlstate"] == "42P01"

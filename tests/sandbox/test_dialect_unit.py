@@ -143,17 +143,21 @@ def test_create_index_async_becomes_a_job_with_the_dsql_tag() -> None:
     assert action.sql.startswith("SELECT sys._create_index_async('public.t'::regclass, 'ix', ")
     assert "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS @@INDEX_NAME@@ ON @@TABLE@@ (lower(v)) INCLUDE (id) " \
            "NULLS NOT DISTINCT WHERE v <> ''" in action.sql
-    assert action.sql.endswith(", true, false) AS job_id")
+    assert action.sql.endswith(", true, false, ARRAY[]::text[]) AS job_id")
 
 
 def test_unnamed_async_index_gets_postgres_style_name() -> None:
     action = run("CREATE INDEX ASYNC ON baseline_idx (value, (lower(x)))")
     assert isinstance(action, Forward)
-    assert "'baseline_idx_value_expr_idx'" in action.sql and action.sql.endswith(", false, true) AS job_id")
+    assert "'baseline_idx_value_expr_idx'" in action.sql
+    assert action.sql.endswith(", false, true, ARRAY['value']::text[]) AS job_id")
 
 
-def test_async_index_refuses_sort_order() -> None:
+def test_async_index_refuses_sort_order_and_operator_classes() -> None:
     assert failure("CREATE INDEX ASYNC i ON t (v DESC)").sqlstate == "0A000"
+    assert failure("CREATE INDEX ASYNC i ON t (v text_pattern_ops)").sqlstate == "0A000"
+    ok = run('CREATE INDEX ASYNC i ON t (v NULLS FIRST, "W" COLLATE "C")')
+    assert isinstance(ok, Forward) and ok.sql.endswith("ARRAY['v', 'W']::text[]) AS job_id")
 
 
 def test_alter_table_async_validate_constraint() -> None:

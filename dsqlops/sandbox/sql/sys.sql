@@ -85,8 +85,10 @@ GRANT SELECT ON sys.jobs TO PUBLIC;
 
 -- CREATE INDEX ASYNC: record the build; the sandbox's JobRunner runs it. Returns the job id.
 -- The table is resolved by the caller (a regclass argument, in the caller's search_path).
+DROP FUNCTION IF EXISTS sys._create_index_async(regclass, text, text, boolean, boolean);  -- before key_columns
 CREATE OR REPLACE FUNCTION sys._create_index_async(rel regclass, index_name text, build_sql text,
-                                                    if_not_exists boolean, auto_named boolean)
+                                                    if_not_exists boolean, auto_named boolean,
+                                                    key_columns text[] DEFAULT '{}')
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
   owner oid;
@@ -100,6 +102,14 @@ BEGIN
   IF NOT pg_has_role(session_user, owner, 'USAGE') THEN
     RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = format('must be owner of table %s', rel);
   END IF;
+  -- DSQL cannot index json/jsonb keys (INCLUDE columns are fine).
+  SELECT format_type(a.atttypid, NULL) INTO name FROM pg_attribute a
+   WHERE a.attrelid = rel AND a.attname = ANY (key_columns) AND NOT a.attisdropped
+     AND a.atttypid IN ('json'::regtype, 'jsonb'::regtype) LIMIT 1;
+  IF name IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = format('datatype %s is not supported in a key', name);
+  END IF;
+  name := index_name;
   IF auto_named THEN
     WHILE EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = name AND c.relnamespace = nsp::regnamespace)
        OR EXISTS (SELECT 1 FROM sys._jobs j WHERE j.job_type = 'INDEX_BUILD'
