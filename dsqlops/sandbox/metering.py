@@ -310,7 +310,7 @@ class Meter:
         self.tap = tap
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._explain_ready: set[str] = set()
         self.install_explain = install_explain
         self.state = self._load()
@@ -380,11 +380,14 @@ class Meter:
             except Exception as exc:  # noqa: BLE001 - retried on the next tick
                 log.warning("metering: cannot install the EXPLAIN DPU function in %s: %s", cid, exc)
 
+    def _install_loop(self) -> None:
+        # Its own thread: a flush over many clusters must not delay EXPLAIN on a new cluster.
+        while not self._stop.wait(0.2):
+            self._install_explain()
+
     def _loop(self) -> None:
         next_at = time.monotonic() + self.interval
         while not self._stop.wait(0.25):
-            if self.install_explain:
-                self._install_explain()
             nonce = self._pending_request()
             if nonce is None and time.monotonic() < next_at:
                 continue
@@ -395,14 +398,18 @@ class Meter:
             next_at = time.monotonic() + self.interval
 
     def start(self) -> Meter:
-        self._thread = threading.Thread(target=self._loop, name="metering", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, name="metering", daemon=True)]
+        if self.install_explain:
+            self._threads.append(threading.Thread(target=self._install_loop, name="explain-dpu-install",
+                                                  daemon=True))
+        for t in self._threads:
+            t.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        for t in self._threads:
+            t.join(timeout=30)
 
 
 def start(registry: Any) -> Meter:
