@@ -38,8 +38,20 @@ UPDATE_SCRIPT = ("\\set aid random(1, 100000 * :scale)\n"
                  "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
 
 
-def pgbench(args: list[str], env: dict[str, str]) -> float:
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: CPU share of the sandbox process while pgbench ran through the front (one core = 1.0).
+FRONT_CPU: list[float] = []
+
+
+def pgbench(args: list[str], env: dict[str, str], pid: int | None = None) -> float:
+    t0, c0 = time.monotonic(), (_cpu_seconds(pid) if pid else 0.0)
     p = subprocess.run(["pgbench", *args], env=env, capture_output=True, text=True, timeout=600, check=False)
+    if pid:
+        FRONT_CPU.append((_cpu_seconds(pid) - c0) / (time.monotonic() - t0))
     if p.returncode != 0:
         raise SystemExit(f"pgbench failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     m = re.search(r"tps = ([0-9.]+) \((?:without initial connection time|excluding connections establishing)\)",
@@ -101,6 +113,7 @@ def main() -> None:
         front = {**base, "PGHOST": h.endpoint(cid), "PGHOSTADDR": "127.0.0.1", "PGPORT": str(res.port),
                  "PGUSER": "admin", "PGDATABASE": "postgres", "PGSSLMODE": "verify-full",
                  "PGSSLROOTCERT": res.ca_file, "PGPASSWORD": h.token(cid, expires_in=3600)}
+        direct_tls = {**direct, "PGSSLMODE": "require"}
         script = root / "update.sql"
         script.write_text(UPDATE_SCRIPT)
         common = ["-c", str(opts.clients), "-j", str(opts.threads), "-T", str(opts.seconds), "-n",
@@ -110,15 +123,19 @@ def main() -> None:
         print(f"pgbench {' '.join(common)}; {opts.runs} runs each, alternating; median tps")
         rows = []
         for name, extra in workloads.items():
-            tps: dict[str, list[float]] = {"front": [], "direct": []}
+            tps: dict[str, list[float]] = {"front": [], "direct": [], "direct_tls": []}
             for _ in range(opts.runs):
-                tps["front"].append(pgbench([*common, *extra], front))
+                tps["front"].append(pgbench([*common, *extra], front, pid=res.pid))
                 tps["direct"].append(pgbench([*common, *extra], direct))
-            f, d = statistics.median(tps["front"]), statistics.median(tps["direct"])
-            rows.append((name, f, d, f / d))
-        print(f"{'workload':32} {'front tps':>10} {'direct tps':>11} {'front/direct':>13}")
-        for name, f, d, ratio in rows:
-            print(f"{name:32} {f:10.0f} {d:11.0f} {ratio:13.2f}")
+                tps["direct_tls"].append(pgbench([*common, *extra], direct_tls))
+            f, d, dt = (statistics.median(tps[k]) for k in ("front", "direct", "direct_tls"))
+            rows.append((name, f, d, f / d, dt, f / dt))
+        print(f"{'workload':28} {'front tps':>10} {'direct tps':>11} {'front/direct':>13} "
+              f"{'direct+TLS tps':>15} {'front/direct+TLS':>17}")
+        for name, f, d, ratio, dt, ratio_tls in rows:
+            print(f"{name:28} {f:10.0f} {d:11.0f} {ratio:13.2f} {dt:15.0f} {ratio_tls:17.2f}")
+        print(f"sandbox process CPU while serving pgbench: median {statistics.median(FRONT_CPU):.0%} of one core "
+              "(the front is one event loop: near 100% means it is the bottleneck)")
         sel = rows[0][3]
         print(f"select-only keeps {sel:.0%} of direct throughput (target ≥ 70%): {'OK' if sel >= 0.7 else 'BELOW'}")
     finally:

@@ -108,8 +108,12 @@ class ClusterDB:
         self.socket_dir = Path(tempfile.gettempdir()) / (
             "dsqlops-" + hashlib.sha1(str(d).encode()).hexdigest()[:12])  # noqa: S324 - a name, not security
         settings = {**PG_SETTINGS, "unix_socket_directories": f"'{self.socket_dir}'"}
+        # TLS on the backend too (optional for its clients): only for measuring the front against a
+        # direct TLS connection (benchmarks/sandbox_overhead.py); the front uses the Unix socket.
+        tls = registry.tls
         self.pg = PostgresServer(d / "pgdata", port=free_port(), settings=settings, hba=PG_HBA,
-                                 log_file=d / "postgres.log", superuser=SUPERUSER)
+                                 log_file=d / "postgres.log", superuser=SUPERUSER,
+                                 ssl_cert=tls.server_cert if tls else None, ssl_key=tls.server_key if tls else None)
         self.ready = threading.Event()
         self.error: str | None = None
         self.state = "creating"
@@ -199,9 +203,10 @@ class ClusterDB:
 class Registry:
     """All clusters' databases, kept in step with moto's DSQL backend by a watcher thread."""
 
-    def __init__(self, sdir: SandboxDir, runtime: dict[str, Any]) -> None:
+    def __init__(self, sdir: SandboxDir, runtime: dict[str, Any], tls: Any = None) -> None:
         self.sdir = sdir
         self.runtime = runtime
+        self.tls = tls
         self.dbs: dict[str, ClusterDB] = {}
         self.by_host: dict[str, ClusterDB] = {}
         self.lock = threading.RLock()
@@ -391,7 +396,7 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
         "api_endpoint": cp.endpoint, "ca_file": str(tls.ca_cert), "region": "us-east-1",
         "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "ready": False,
     }
-    registry = Registry(sdir, runtime)
+    registry = Registry(sdir, runtime, tls)
     template = threading.Thread(target=registry.build_template, name="template", daemon=True)
     template.start()
     registry.sync()
