@@ -46,7 +46,17 @@ def test_build_interrupted_by_stop_completes_after_start(tmp_path: Path) -> None
         h.stop()
     h.start()
     try:
-        with h.connect(cid, autocommit=True) as conn:
+        import psycopg
+
+        deadline = time.monotonic() + 120
+        while True:  # the cluster's PostgreSQL comes back a moment after the front
+            try:
+                conn = h.connect(cid, autocommit=True)
+                break
+            except psycopg.OperationalError:
+                assert time.monotonic() < deadline, "the cluster did not come back"
+                time.sleep(0.5)
+        with conn:
             assert conn.execute("CALL sys.wait_for_job(%s)", (job,)).fetchone() == (True,)
             row = conn.execute("SELECT status, details FROM sys.jobs WHERE job_id = %s", (job,)).fetchone()
             assert row == ("completed", None)
