@@ -94,7 +94,9 @@ def to_json_line(result: BenchResult) -> str:
     d.update(result.snapshot.to_dict())
     d["in_flight"] = 0
     d["checks"] = [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in result.checks]
-    d["cost"] = result.cost
+    from dsqlops.output import to_jsonable
+
+    d["cost"] = to_jsonable(result.cost)   # ISO-8601 Z times, Decimals as strings
     return json.dumps(d, sort_keys=False, default=str)
 
 
