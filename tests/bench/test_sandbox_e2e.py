@@ -46,6 +46,12 @@ def test_bench_cost_comes_from_published_metrics(sandbox: Any, tmp_path) -> None
     c = _dsqlops(sandbox, "-o", "json", "cost", "--cluster-id", cid)
     assert c.returncode == 0, c.stderr
     assert cid in c.stdout and "total" in c.stdout.lower()
+    mt = _dsqlops(sandbox, "-o", "json", "metrics", cid, "--since", "1h", "--metric", "WriteDPU",
+                  "--metric", "OccConflicts")
+    assert mt.returncode == 0, mt.stderr
+    totals = {x["metric"]: float(x["total"]) for x in json.loads(mt.stdout)["series"]}
+    assert totals["WriteDPU"] >= out["cost_write_dpu"] - 1e-6   # the hour ⊇ the run (setup included)
+    assert totals["OccConflicts"] >= out["occ_conflicts"]
     m = _dsqlops(sandbox, "-o", "json", "sandbox", "flush-metrics")
     assert m.returncode == 0, m.stderr
     assert any(r["cluster_id"] == cid for r in json.loads(m.stdout))
