@@ -41,3 +41,15 @@ def test_snapshot_round_trips(counters: dict[str, int]) -> None:
     s.latency.add(0.01)
     back = Snapshot.from_dict(s.to_dict())
     assert back.to_dict() == s.to_dict()
+
+
+def test_pacer_budget_and_stop() -> None:
+    import threading
+
+    from dsqlops.bench.runner import _Pacer
+
+    stop = threading.Event()
+    p = _Pacer(rate=10_000.0, budget=5, deadline=None)
+    assert [p.next(stop) for _ in range(7)] == [True] * 5 + [False, False]
+    stop.set()
+    assert _Pacer(rate=None, budget=None, deadline=None).next(stop) is False
