@@ -65,7 +65,7 @@ def job() -> None:
 
 @job.command("list")
 @cluster_option
-@click.option("--status", type=click.Choice(["submitted", "processing", "completed", "failed", "cancelled"],
+@click.option("--status", type=click.Choice(["submitted", "processing", "completed", "failed", "cancelled", "canceled"],
                                             case_sensitive=False), default=None, help="Only jobs in this status.")
 @click.option("--type", "job_type", type=click.Choice(["INDEX_BUILD", "VALIDATE_CONSTRAINT", "DROP", "ANALYZE"],
                                                       case_sensitive=False), default=None, help="Only this job type.")

@@ -25,7 +25,8 @@ from dsqlops.validate import validate_identifier
 _SIMPLE_COL_RE = re.compile(r'[a-z_][a-z0-9_$]*|"(?:[^"]|"")+"')
 _SQL_LIST = """
 SELECT n.nspname, t.relname, i.relname, pg_catalog.pg_get_indexdef(x.indexrelid), x.indisvalid,
-       x.indisunique, x.indisprimary, x.indexrelid
+       x.indisunique, x.indisprimary,
+       i.relpages::bigint * pg_catalog.current_setting('block_size')::bigint
 FROM pg_catalog.pg_index x
 JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
 JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
@@ -37,8 +38,10 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'sys') AND n.nspname
 ORDER BY n.nspname, t.relname, i.relname
 """
 _SQL_BUILDING = """
-SELECT object_name, job_id, status FROM sys.jobs
-WHERE job_type = 'INDEX_BUILD' AND lower(status) IN ('submitted', 'processing')
+SELECT j.object_name, j.job_id, j.status, t.relname
+FROM sys.jobs j LEFT JOIN pg_catalog.pg_class t ON t.oid = j.object_id AND t.relkind IN ('r', 'p')
+WHERE j.job_type = 'INDEX_BUILD' AND lower(j.status) IN ('submitted', 'processing')
+ORDER BY j.object_name
 """
 _SQL_PARTS = """
 SELECT x.indnkeyatts, x.indnatts, x.indisunique, pg_catalog.pg_get_expr(x.indpred, x.indrelid),
@@ -166,23 +169,28 @@ class IndexInfo:
 
 
 def list_indexes(conn: Any, *, table: str | None = None, invalid: bool = False) -> list[IndexInfo]:
-    from dsqlops.data.stats import size_supported
-
     schema = tbl = None
     if table:
         schema, tbl = _table_ref(table)
     out: list[IndexInfo] = []
-    sized = size_supported(conn)
     try:
         rows = conn.execute(_SQL_LIST, {"schema": schema, "table": tbl, "invalid": invalid}).fetchall()
-        building: dict[str, str] = {}
+        building: dict[str, tuple[str, str | None]] = {}
         if conn.execute("SELECT to_regclass('sys.jobs') IS NOT NULL").fetchone()[0]:
-            building = {o: j for o, j, _s in conn.execute(_SQL_BUILDING).fetchall() if o}
-        for s, t, i, d, v, u, p, oid in rows:
-            size = None
-            if sized:
-                size = int(conn.execute("SELECT pg_catalog.pg_relation_size(%s::oid)", [oid]).fetchone()[0])
-            out.append(IndexInfo(s, t, i, d, bool(v), bool(u), bool(p), size, building.get(f"{s}.{i}")))
+            building = {o: (j, t) for o, j, _s, t in conn.execute(_SQL_BUILDING).fetchall() if o}
+        seen = set()
+        for s, t, i, d, v, u, p, size in rows:
+            key = f"{s}.{i}"
+            seen.add(key)
+            out.append(IndexInfo(s, t, i, d, bool(v), bool(u), bool(p), size,
+                                 building[key][0] if key in building else None))
+        # builds that have not reached the catalog yet exist only as their job
+        for key, (job_id, t) in sorted(building.items()):
+            bs, _, bi = key.partition(".")
+            if key in seen or invalid or (schema and bs != schema) or (tbl and t != tbl):
+                continue
+            out.append(IndexInfo(bs, t or "?", bi, f"(not built yet: job {job_id})", False, False, False, None,
+                                 job_id))
     finally:
         if not conn.autocommit:
             conn.rollback()

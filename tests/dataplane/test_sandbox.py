@@ -286,3 +286,45 @@ def test_role_check_of_a_role_that_does_not_exist(sb):
     assert r.exit_code == 1, r.stderr
     rep = r.json()
     assert "does not exist" in rep["summary"] and rep["principal_arn"]
+
+
+def test_index_drop_cancels_a_build_in_progress(sb, cluster, admin):
+    import time
+
+    tbl = uniq("cx")
+    name = f"{tbl}_v_idx"
+    admin.execute(f"CREATE TABLE {tbl} (id int PRIMARY KEY, v int)")
+    su = sb.superuser_connect(cluster, sslmode="disable")
+    # EXCLUSIVE blocks the build (CREATE INDEX needs SHARE) but not catalog reads (ACCESS SHARE)
+    su.execute(f"LOCK TABLE public.{tbl} IN EXCLUSIVE MODE")
+    drop_result: list = []
+    try:
+        started = invoke(["-o", "json", "index", "build", tbl, "v", "--name", name])
+        assert started.exit_code == 0, started.stderr
+        job_id = started.json()["job_id"]
+        lr = invoke(["-o", "json", "index", "list", "--table", tbl])
+        assert lr.exit_code == 0, lr.stderr
+        listed = lr.json()
+        assert [(i["name"], i["state"], i["building_job"]) for i in listed if i["name"] == name] == [
+            (name, "building", job_id)]
+        t = threading.Thread(target=lambda: drop_result.append(invoke(["index", "drop", name, "--yes"])))
+        t.start()
+        # release the lock only once the drop is done (a build not started yet is only cancelled) or its
+        # DROP INDEX is queued behind the lock (so the build cannot win the race)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and t.is_alive():
+            waiting = su.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE NOT l.granted AND a.query ILIKE %s", ["%DROP INDEX%"]).fetchone()[0]
+            if waiting:
+                break
+            time.sleep(0.1)
+    finally:
+        su.rollback()
+        su.close()
+    t.join(60)
+    assert drop_result and drop_result[0].exit_code == 0, drop_result and drop_result[0].stderr
+    waited = invoke(["-o", "json", "job", "wait", job_id, "--timeout", "60"])
+    (row,) = waited.json()
+    assert row["status"] == "cancelled" and waited.exit_code == 1
+    assert invoke(["-o", "json", "index", "list", "--table", tbl]).json()[0]["name"] == f"{tbl}_pkey"
