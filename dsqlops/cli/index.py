@@ -87,8 +87,8 @@ def build_cmd(env: CliEnv, table: str, columns: tuple[str, ...], name: str | Non
     from dsqlops.cli.job import wait_and_report
 
     try:
-        code, results = wait_and_report(env, cluster, [started.job_id], timeout=timeout,
-                                        extra={"index": started.index, "table": started.table})
+        code, results = wait_and_report(env, cluster, [started.job_id], timeout=timeout, single=True,
+                                        extra={"index": started.index, "table": started.table, "sql": started.sql})
     except KeyboardInterrupt:
         env.render({**started.to_dict(), "status": "interrupted"})
         raise

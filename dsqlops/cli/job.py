@@ -13,10 +13,12 @@ WAIT_COLUMNS = ["job_id", "status", "succeeded", "job_type", "object_name", "ela
 
 
 def wait_and_report(env: CliEnv, cluster: str | None, job_ids: Sequence[str], *, timeout: float,
-                    method: str = "auto", extra: dict[str, Any] | None = None) -> tuple[int, list[Any]]:
+                    method: str = "auto", extra: dict[str, Any] | None = None,
+                    single: bool = False) -> tuple[int, list[Any]]:
     """Wait for the jobs (live status line on a TTY), render the summary, return (exit code, results).
 
-    Shared by ``job wait``, ``index build --wait`` and ``index repair --wait``.
+    Shared by ``job wait``, ``index build --wait`` (``single``: one object, not a list) and
+    ``index repair --wait``.
     """
     from dsqlops.data.jobs import wait_all
     from dsqlops.errors import ExitCode
@@ -37,8 +39,11 @@ def wait_and_report(env: CliEnv, cluster: str | None, job_ids: Sequence[str], *,
         if status_conn is not None:
             status_conn.close()
     rows = [{**(extra or {}), **r.to_dict()} for r in results]
-    env.render(rows, columns=[*(extra or {}).keys(), *WAIT_COLUMNS] if env.output_format in ("table", "csv")
-               else None)
+    if single and len(rows) == 1 and env.output_format in ("json", "yaml"):
+        env.render(rows[0])
+    else:
+        env.render(rows, columns=[*(extra or {}).keys(), *WAIT_COLUMNS] if env.output_format in ("table", "csv")
+                   else None)
     code = ExitCode.OK
     for r in results:
         if r.timed_out:

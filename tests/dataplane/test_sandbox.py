@@ -127,8 +127,9 @@ def test_index_build_wait_succeeds(sb, admin):
     r = invoke(["-o", "json", "index", "build", tbl, "email", "--unique", "--include", "n", "--name",
                 f"{tbl}_email_uq", "--wait", "--timeout", "120"])
     assert r.exit_code == 0, r.stderr
-    (row,) = r.json()
+    row = r.json()  # the same object shape as without --wait, plus the wait's outcome
     assert row["status"] == "completed" and row["succeeded"] is True and row["index"] == f"public.{tbl}_email_uq"
+    assert row["sql"].startswith(f'CREATE UNIQUE INDEX ASYNC "{tbl}_email_uq"')
     assert f"job {row['job_id']}: building index public.{tbl}_email_uq" in r.stderr
     assert f"dsqlops job wait {row['job_id']}" in r.stderr
     lst = invoke(["-o", "json", "index", "list", "--table", tbl]).json()
