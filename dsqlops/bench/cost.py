@@ -14,16 +14,23 @@ from typing import Any
 DPU_METRICS = ("TotalDPU", "ComputeDPU", "ReadDPU", "WriteDPU", "TotalTransactions", "OccConflicts")
 
 
-def sandbox_dir_for(endpoint_url: str | None) -> Path | None:
-    """The folder of the running sandbox whose control plane is ``endpoint_url``, if any."""
+def sandbox_dir_for(endpoint_url: str | None, sslrootcert: str | None = None) -> Path | None:
+    """The folder of the running sandbox whose control plane is ``endpoint_url``, if any.
+
+    Looks in ``DSQLOPS_SANDBOX_DIR`` (or the default folder) and in the folder the sandbox CA
+    (``sslrootcert`` = ``DIR/tls/ca.pem``, which ``sandbox env`` exports) belongs to.
+    """
     if not endpoint_url:
         return None
     from dsqlops.sandbox.state import SandboxDir
 
-    sdir = SandboxDir(None)
-    rt = sdir.load_runtime() or {}
-    if rt.get("api_endpoint", "").rstrip("/") == endpoint_url.rstrip("/") and sdir.pid() is not None:
-        return sdir.path
+    candidates = [SandboxDir(None)]
+    if sslrootcert:
+        candidates.append(SandboxDir(Path(sslrootcert).expanduser().resolve().parent.parent))
+    for sdir in candidates:
+        rt = sdir.load_runtime() or {}
+        if str(rt.get("api_endpoint", "")).rstrip("/") == endpoint_url.rstrip("/") and sdir.pid() is not None:
+            return sdir.path
     return None
 
 

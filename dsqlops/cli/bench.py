@@ -74,7 +74,8 @@ def _run(env: CliEnv, workload: str, *, cluster: str | None, accounts: int, conc
     target = env.connection_target(cluster)
     spec = DsqlPoolSpec(target, env.config_path, env.profile,
                         tuple(sorted((k, v) for k, v in env.flags.items() if v is not None)))
-    sandbox_dir = sandbox_dir_for(env.settings.get("endpoint_url")) if cost else None
+    sandbox_dir = sandbox_dir_for(env.settings.get("endpoint_url"), env.settings.get("sslrootcert")) if cost \
+        else None
     marks: dict[str, Any] = {}
 
     def before_run() -> None:

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.sandbox
 
 
 def _env(sandbox: Any, **extra: str) -> dict[str, str]:
-    env = {**os.environ, **sandbox.env(), "DSQLOPS_SANDBOX_DIR": str(sandbox.dir), "DSQLOPS_NO_PROGRESS": "1"}
-    for k in ("DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "AWS_PROFILE"):
+    # exactly what `eval "$(dsqlops sandbox env --dir …)"` sets: bench finds the sandbox from its CA path
+    env = {**os.environ, **sandbox.env(), "DSQLOPS_NO_PROGRESS": "1"}
+    for k in ("DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "AWS_PROFILE", "DSQLOPS_SANDBOX_DIR"):
         env.pop(k, None)
     env.update(extra)
     return env
@@ -52,7 +53,7 @@ def test_bench_cost_comes_from_published_metrics(sandbox: Any, tmp_path) -> None
     totals = {x["metric"]: float(x["total"]) for x in json.loads(mt.stdout)["series"]}
     assert totals["WriteDPU"] >= out["cost_write_dpu"] - 1e-6   # the hour ⊇ the run (setup included)
     assert totals["OccConflicts"] >= out["occ_conflicts"]
-    m = _dsqlops(sandbox, "-o", "json", "sandbox", "flush-metrics")
+    m = _dsqlops(sandbox, "-o", "json", "sandbox", "flush-metrics", "--dir", str(sandbox.dir))
     assert m.returncode == 0, m.stderr
     assert any(r["cluster_id"] == cid for r in json.loads(m.stdout))
     merged = _dsqlops(sandbox, "-o", "json", "bench", "merge", str(results), str(results))
