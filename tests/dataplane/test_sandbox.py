@@ -195,6 +195,14 @@ def test_job_wait_several_and_unknown_ids(sb, admin):
     r = invoke(["-o", "json", "job", "wait", *ids, "--timeout", "120"])
     assert r.exit_code == 0, r.stderr
     assert [x["status"] for x in r.json()] == ["completed", "completed"]
+    t3 = uniq("w3")
+    admin.execute(f"CREATE TABLE {t3} (id int PRIMARY KEY, v int)")
+    admin.execute(f"INSERT INTO {t3} VALUES (1, 1), (2, 1)")
+    bad_job = admin.execute(f"CREATE UNIQUE INDEX ASYNC ON {t3} (v)").fetchone()[0]
+    mixed = invoke(["-o", "json", "job", "wait", ids[0], bad_job, "--timeout", "120"])
+    assert mixed.exit_code == 1, mixed.stderr
+    assert [(x["job_id"], x["succeeded"]) for x in mixed.json()] == [(ids[0], True), (bad_job, False)]
+    assert "is duplicated" in mixed.json()[1]["details"]
     unknown = invoke(["job", "show", "a" * 26])
     assert unknown.exit_code == 254
     assert "not in sys.jobs" in unknown.stderr and "vanish from sys.jobs about 30 minutes" in unknown.stderr
