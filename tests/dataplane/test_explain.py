@@ -132,15 +132,24 @@ def test_pricing_per_execution_and_per_million():
     assert "per million executions:   23.32848 USD" in text and "[warning]" in text
 
 
+def test_price_comes_from_the_shipped_price_table():
+    p = price_for("us-east-1")
+    assert p is not None and p.per_million_dpu == Decimal("8.00") and p.currency == "USD"
+    assert "dsql.yaml" in p.source
+    assert price_for("eu-north-9") is None
+
+
 def test_price_table_fallback_reader(tmp_path):
+    from dsqlops.data.explain import _read_price_file
+
     f = tmp_path / "dsql.yaml"
-    f.write_text("as_of: 2026-11-01\ncurrency: USD\nregions:\n  us-east-1: {dpu_per_million: '8.00'}\n"
+    f.write_text("as_of: 2026-11-01\ncurrency: USD\nregions:\n  us-east-1: {dpu_usd_per_million: '8.00'}\n"
                  "  ap-northeast-1: {dpu: 0.00001}\n")
-    p = price_for("us-east-1", pricing_file=f)
+    p = _read_price_file(f, "us-east-1")
     assert p is not None and p.per_million_dpu == Decimal("8.00")
-    p2 = price_for("ap-northeast-1", pricing_file=f)
+    p2 = _read_price_file(f, "ap-northeast-1")
     assert p2 is not None and p2.per_million_dpu == Decimal("10.00000")
-    assert price_for("eu-north-9", pricing_file=f) is None
+    assert _read_price_file(f, "eu-north-9") is None
 
 
 @pytest.mark.parametrize("text,expected", [
