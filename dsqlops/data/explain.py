@@ -513,8 +513,8 @@ def run_explain(conn: Any, statement: str, *, params: list[Any] | None = None, a
             if params:
                 cur.execute(prefix + stmt, params)
             else:
-                # no parameters: '%' in the text must not be taken for a placeholder
-                cur.execute(sql.SQL(prefix + "{}").format(sql.SQL(stmt.replace("{", "{{").replace("}", "}}"))))
+                # no parameters: the text runs as is ('%' is not taken for a placeholder)
+                cur.execute(prefix + stmt)
             rows = cur.fetchall()
     finally:
         conn.rollback()

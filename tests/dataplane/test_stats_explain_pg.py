@@ -106,6 +106,14 @@ def test_explain_analyze_of_a_write_is_rolled_back(dp_cli, dp_sql, schema, tmp_p
     assert dp_sql(f"SELECT count(*) FROM {schema}.orders WHERE customer = 3") == [(40,)]
 
 
+def test_explain_keeps_braces_and_percent_signs_without_params(dp_cli, schema):
+    r = invoke(["-o", "json", "explain", f"SELECT '{{\"a\": 1}}'::jsonb, note FROM {schema}.orders "
+                "WHERE note LIKE 'n1%'"])
+    assert r.exit_code == 0, r.stderr
+    plan = "\n".join(r.json()["plan"])
+    assert "'n1%'" in plan and """'{"a": 1}'::jsonb""" in plan and "{{" not in plan
+
+
 def test_explain_input_errors(dp_cli):
     assert invoke(["explain"]).exit_code == 252
     assert invoke(["explain", "select 1; select 2"]).exit_code == 252
