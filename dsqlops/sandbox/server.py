@@ -134,6 +134,7 @@ class ClusterDB:
                         (self.pg.datadir / stale).unlink()
             elif self.pg.running():  # left behind by a sandbox that was killed
                 self.pg.stop(mode="immediate")
+            self.registry.sdir.ensure_traversable()
             self.pg.init()
             self._make_socket_dir()
             self.pg.start(timeout=120)
@@ -226,6 +227,7 @@ class Registry:
                 os.chmod(tdir.parent, 0o755)  # noqa: S103 - the postgres user must traverse it
                 pg = PostgresServer(tdir, settings=dict(PG_SETTINGS), hba=PG_HBA, superuser=SUPERUSER,
                                     log_file=tdir.parent / "postgres.log")
+                self.sdir.ensure_traversable()
                 pg.init()
                 pg.start(timeout=120)
                 try:

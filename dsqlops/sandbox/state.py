@@ -106,6 +106,22 @@ class SandboxDir:
         self.path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.path, 0o755)  # noqa: S103 - the postgres user must traverse it
 
+    def ensure_traversable(self) -> None:
+        """When root, let the ``postgres`` user traverse DIR and its parents (execute bit only).
+
+        Called before every PostgreSQL start: something else may have tightened a parent since
+        (pytest, for one, resets /tmp/pytest-of-<user> to 0700 whenever a session starts).
+        """
+        if os.geteuid() != 0:
+            return
+        for p in [self.path, *self.path.parents]:
+            if str(p) in ("/", "/tmp"):  # noqa: S108 - not creating anything here
+                break
+            with contextlib.suppress(OSError):
+                mode = p.stat().st_mode
+                if mode & 0o001 == 0:
+                    os.chmod(p, mode | 0o011)  # noqa: S103 - traverse only, no read
+
     # json -----------------------------------------------------------------------------------
     def _read(self, path: Path) -> Any:
         try:
