@@ -29,3 +29,19 @@ def test_endpoint_format_is_dsqls(sandbox, cluster) -> None:  # type: ignore[no-
     got = sandbox.client("dsql").get_cluster(identifier=cluster)
     assert got["status"] == "ACTIVE"
     assert got["endpoint"] == f"{cluster}.dsql.{sandbox.region}.on.aws" if "endpoint" in got else True
+
+
+def test_second_region(sandbox) -> None:  # type: ignore[no-untyped-def]
+    cid = sandbox.create_cluster(region="us-east-2")
+    got = sandbox.client("dsql", region="us-east-2").get_cluster(identifier=cid)
+    assert got["arn"].startswith("arn:aws:dsql:us-east-2:")
+    with sandbox.connect(cid, region="us-east-2") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("admin",)
+    # a token signed for us-east-1 does not open a us-east-2 cluster
+    info = sandbox.conninfo(cid, region="us-east-2")
+    info["password"] = sandbox.token(cid, region="us-east-2").replace("%2Fus-east-2%2F", "%2Fus-east-1%2F")
+    import psycopg
+    import pytest
+
+    with pytest.raises(psycopg.OperationalError, match="access denied"):
+        psycopg.connect(**info).close()

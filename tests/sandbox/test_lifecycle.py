@@ -136,3 +136,36 @@ def test_write_profile(sandbox, tmp_path: Path) -> None:  # type: ignore[no-unty
     p = _cli("--profile", "sandbox", "-o", "json", "sql", "-c", cid, "SELECT 1 AS one", env=env)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == [{"one": 1}]
+
+
+def test_killed_sandbox_is_cleaned_up_and_restarts(sbdir: Path) -> None:
+    import signal
+
+    p = _cli("-o", "json", "sandbox", "start", "--dir", str(sbdir), "--api-port", str(free_port()),
+             "--port", str(free_port()))
+    assert p.returncode == 0, p.stderr
+    h = SandboxHandle(sbdir).attach()
+    cid = h.create_cluster()
+    with h.connect(cid, autocommit=True) as conn:
+        conn.execute("CREATE TABLE after_kill (v text)")
+        conn.execute("INSERT INTO after_kill VALUES ('still here')")
+    os.kill(h._rt.pid, signal.SIGKILL)  # no clean shutdown: the cluster's PostgreSQL is orphaned
+    deadline = time.monotonic() + 30
+    while h.sdir.pid() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert _processes_under(sbdir), "expected the orphaned PostgreSQL to still run"
+    # start again over the orphan: it is restarted under the new sandbox, data intact
+    p = _cli("-o", "json", "sandbox", "start", "--dir", str(sbdir))
+    assert p.returncode == 0, p.stderr
+    h.attach()
+    h.wait_active(cid)
+    with h.connect(cid) as conn:
+        assert conn.execute("SELECT v FROM after_kill").fetchone() == ("still here",)
+    os.kill(h._rt.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    # `stop` after a crash stops what the dead sandbox left behind
+    p = _cli("-o", "json", "sandbox", "stop", "--dir", str(sbdir))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["orphan_databases_stopped"] >= 1
+    assert _processes_under(sbdir) == []
