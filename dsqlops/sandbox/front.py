@@ -10,8 +10,8 @@ One asyncio task per client connection:
    named by the SNI host (:mod:`dsqlops.sandbox.auth`); non-admin roles must be mapped in
    ``sys.iam_pg_role_mappings``.
 3. relay: the backend's startup answer is passed through (its BackendKeyData replaced by ours);
-   then :class:`dsqlops.sandbox.relay.Relay` frames both directions but forwards them verbatim, except that ``Query``/``Parse`` pass
-   through :meth:`Dialect.statement` (a rewrite re-encodes only that message) and
+   then :class:`dsqlops.sandbox.relay.Relay` frames both directions but forwards them verbatim,
+   except that ``Query``/``Parse`` pass through :meth:`Dialect.statement` (a rewrite re-encodes only that message) and
    CommandComplete/ErrorResponse/ReadyForQuery are reported to the dialect (an ErrorResponse is
    re-encoded only if the dialect changed it).
 
