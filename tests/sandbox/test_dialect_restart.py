@@ -1,6 +1,8 @@
-"""Async jobs survive a sandbox restart: a build interrupted by `sandbox stop` is re-run on start.
+"""Async jobs survive a sandbox restart: a build a crash left ``processing`` is re-run on start.
 
-Runs its own sandbox (the session one must not be restarted under other tests).
+Runs its own sandbox (the session one must not be restarted under other tests). The crashed
+build is staged deterministically: its job row is written ``processing`` (as a runner that died
+mid-build leaves it), which a live runner never touches; only a runner starting up recovers it.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ import pytest
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 
-def _status(conn: Any, job: str) -> str:
-    row = conn.execute("SELECT status FROM sys.jobs WHERE job_id = %s", (job,)).fetchone()
-    return str(row[0]) if row else "missing"
+def _connect_when_back(h: Any, cid: str) -> Any:
+    import psycopg
+
+    deadline = time.monotonic() + 120
+    while True:  # the cluster's PostgreSQL comes back a moment after the front
+        try:
+            return h.connect(cid, autocommit=True)
+        except psycopg.OperationalError:
+            assert time.monotonic() < deadline, "the cluster did not come back"
+            time.sleep(0.5)
 
 
-def test_build_interrupted_by_stop_completes_after_start(tmp_path: Path) -> None:
+def test_build_left_processing_by_a_crash_completes_after_restart(tmp_path: Path) -> None:
     from tests.sandbox.handle import SandboxHandle
 
     os.chmod(tmp_path, 0o755)
@@ -30,38 +39,28 @@ def test_build_interrupted_by_stop_completes_after_start(tmp_path: Path) -> None
         cid = h.create_cluster()
         with h.connect(cid, autocommit=True) as conn:
             conn.execute("CREATE TABLE rs_t (id int PRIMARY KEY, v text)")
-            conn.execute("CREATE TABLE rs_other (id int)")
             conn.execute("INSERT INTO rs_t SELECT g, 'v' || g FROM generate_series(1, 500) g")
-            # An open snapshot straight on the backend (it outlives the front's sessions at stop): the
-            # build waits for it, so it is mid-way when the sandbox stops.
-            holder = h.superuser_connect(cid)
-            holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            holder.execute("SELECT count(*) FROM rs_other")
-            job = conn.execute("CREATE INDEX ASYNC rs_t_v ON rs_t (v)").fetchone()[0]
-            deadline = time.monotonic() + 120
-            while _status(conn, job) != "processing":
-                assert time.monotonic() < deadline, "the build never started"
-                time.sleep(0.1)
+            # A first job proves this cluster's worker is up (it recovers only when it starts).
+            first = conn.execute("CREATE INDEX ASYNC rs_t_id_v ON rs_t (id, v)").fetchone()[0]
+            assert conn.execute("CALL sys.wait_for_job(%s)", (first,)).fetchone() == (True,)
+        with h.superuser_connect(cid, autocommit=True) as su:
+            job = su.execute(
+                "INSERT INTO sys._jobs (job_type, status, class_id, object_id, object_name, schema_name, statement, "
+                "submitted_by, attempts) VALUES ('INDEX_BUILD', 'processing', 'pg_class'::regclass, "
+                "'rs_t'::regclass, 'public.rs_t_v', 'public', 'CREATE INDEX CONCURRENTLY rs_t_v ON public.rs_t (v)', "
+                "'admin', 1) RETURNING job_id").fetchone()[0]
+            time.sleep(1.0)  # the live runner leaves it alone
+            assert su.execute("SELECT status FROM sys.jobs WHERE job_id = %s", (job,)).fetchone() == ("processing",)
     finally:
         h.stop()
     h.start()
     try:
-        import psycopg
-
-        deadline = time.monotonic() + 120
-        while True:  # the cluster's PostgreSQL comes back a moment after the front
-            try:
-                conn = h.connect(cid, autocommit=True)
-                break
-            except psycopg.OperationalError:
-                assert time.monotonic() < deadline, "the cluster did not come back"
-                time.sleep(0.5)
-        with conn:
+        with _connect_when_back(h, cid) as conn:
             assert conn.execute("CALL sys.wait_for_job(%s)", (job,)).fetchone() == (True,)
-            row = conn.execute("SELECT status, details FROM sys.jobs WHERE job_id = %s", (job,)).fetchone()
-            assert row == ("completed", None)
+            assert conn.execute("SELECT status, details FROM sys.jobs WHERE job_id = %s", (job,)).fetchone() == (
+                "completed", None)
         with h.superuser_connect(cid, autocommit=True) as su:
-            assert su.execute("SELECT attempts FROM sys._jobs WHERE job_id = %s", (job,)).fetchone()[0] >= 2
+            assert su.execute("SELECT attempts FROM sys._jobs WHERE job_id = %s", (job,)).fetchone() == (2,)
             assert su.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'rs_t_v'::regclass").fetchone() == (
                 True,)
     finally:
