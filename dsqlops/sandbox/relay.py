@@ -113,12 +113,12 @@ class Relay:
     """
 
     def __init__(self, dialect: Dialect, c: Conn, client: asyncio.BaseTransport,
-                 backend: asyncio.BaseTransport) -> None:
+                 backend: asyncio.BaseTransport, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.dialect = dialect
         self.c = c
         self.client: Any = client
         self.backend: Any = backend
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[None] = (loop or asyncio.get_running_loop()).create_future()
         self.final: bytes | None = None      # a last message for the client before closing
         self.terminate_backend = False
         self._cbuf = b""

@@ -1,0 +1,140 @@
+"""The relay's framing, byte-exact, whatever way the bytes are chunked (hypothesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsqlops.sandbox import protocol as P
+from dsqlops.sandbox.hooks import Fail, Forward, PassThrough, Session, SqlError
+from dsqlops.sandbox.relay import Conn, Relay
+
+
+class _Transport:
+    """Collects what the relay writes (a stand-in for a socket transport, not for a database)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.closed = False
+
+    def write(self, b: bytes) -> None:
+        self.data += b
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _relay(dialect: Any = None) -> tuple[Relay, _Transport, _Transport, asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    conn = Conn(session=Session("c", "us-east-1", "postgres", "admin", None), backend_pid=1, backend_key=2, key=3)
+    client, backend = _Transport(), _Transport()
+    relay = Relay(dialect or PassThrough(), conn, client, backend, loop=loop)  # type: ignore[arg-type]
+    return relay, client, backend, loop
+
+
+def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+
+
+def _msg(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+backend_msgs = st.lists(st.one_of(
+    st.binary(max_size=3000).map(lambda b: _msg(b"D", b)),
+    st.just(_msg(b"T", b"\x00\x01id\x00" + b"\x00" * 18)),
+    st.sampled_from([b"SELECT 1", b"INSERT 0 1", b"UPDATE 3"]).map(lambda t: _msg(b"C", t + b"\0")),
+    st.sampled_from([b"I", b"T"]).map(lambda s: _msg(b"Z", s)),
+    st.just(_msg(b"N", b"SNOTICE\0Mhello\0\0")),
+), min_size=1, max_size=30)
+
+client_msgs = st.lists(st.one_of(
+    st.text(max_size=200).filter(lambda s: "\0" not in s).map(lambda s: _msg(b"Q", s.encode() + b"\0")),
+    st.just(_msg(b"P", b"s1\0SELECT $1\0\x00\x00")),
+    st.just(_msg(b"B", b"\0s1\0\x00\x00\x00\x01\x00\x00\x00\x01x\x00\x00")),
+    st.just(_msg(b"E", b"\0\0\0\0\0")),
+    st.just(_msg(b"S", b"")),
+    st.just(_msg(b"H", b"")),
+    st.binary(max_size=5000).map(lambda b: _msg(b"d", b)),
+), min_size=1, max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(backend_msgs, st.lists(st.integers(min_value=0, max_value=10**6), max_size=12))
+def test_backend_bytes_pass_unchanged(msgs: list[bytes], cuts: list[int]) -> None:
+    relay, client, _backend, loop = _relay()
+    try:
+        data = b"".join(msgs)
+        for chunk in _chunks(data, cuts):
+            relay.from_backend(chunk)
+        assert bytes(client.data) == data
+    finally:
+        loop.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(client_msgs, st.lists(st.integers(min_value=0, max_value=10**6), max_size=12))
+def test_client_bytes_pass_unchanged(msgs: list[bytes], cuts: list[int]) -> None:
+    relay, _client, backend, loop = _relay()
+    try:
+        data = b"".join(msgs)
+        for chunk in _chunks(data, cuts):
+            relay.from_client(chunk)
+        assert bytes(backend.data) == data
+        assert not relay.done.done()
+    finally:
+        loop.close()
+
+
+class _Rewrite(PassThrough):
+    def statement(self, session: Session, sql: str, *, extended: bool) -> Any:
+        if sql == "COMMIT":
+            return Fail(SqlError("40001", "change conflicts with another transaction (OC000)"), backend_sql="ROLLBACK")
+        return Forward(sql.replace("old", "new"))
+
+
+def test_rewrite_and_injected_error_across_chunks() -> None:
+    relay, client, backend, loop = _relay(_Rewrite())
+    try:
+        q = _msg(b"Q", b"SELECT old\0") + _msg(b"Q", b"COMMIT\0")
+        for i in range(len(q)):  # one byte at a time
+            relay.from_client(q[i:i + 1])
+        assert bytes(backend.data) == _msg(b"Q", b"SELECT new\0") + _msg(b"Q", b"ROLLBACK\0")
+        answer = (_msg(b"T", b"\x00\x00") + _msg(b"D", b"\x00\x00") + _msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"T")
+                  + _msg(b"C", b"ROLLBACK\0") + _msg(b"Z", b"I"))
+        for i in range(len(answer)):
+            relay.from_backend(answer[i:i + 1])
+        out = bytes(client.data)
+        first = _msg(b"T", b"\x00\x00") + _msg(b"D", b"\x00\x00") + _msg(b"C", b"SELECT 1\0") + _msg(b"Z", b"T")
+        assert out.startswith(first)
+        rest = out[len(first):]
+        assert rest[:1] == b"E" and b"C40001\0" in rest and b"ROLLBACK" not in rest
+        assert rest.endswith(_msg(b"Z", b"I"))
+    finally:
+        loop.close()
+
+
+def test_oversized_length_ends_the_session_with_08P01() -> None:
+    relay, client, _backend, loop = _relay()
+    try:
+        relay.from_client(b"Q" + struct.pack("!i", P.MAX_MESSAGE + 10))
+        assert relay.done.done() and relay.final is not None
+        assert b"C08P01\0" in relay.final
+        assert relay.terminate_backend
+    finally:
+        loop.close()
