@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 from typing import Any
 
@@ -48,7 +49,7 @@ def _relay(dialect: Any = None) -> tuple[Relay, _Transport, _Transport, asyncio.
 
 def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
 def _msg(kind: bytes, body: bytes) -> bytes:
@@ -130,7 +131,7 @@ def test_rewrite_and_injected_error_across_chunks() -> None:
 
 
 def test_oversized_length_ends_the_session_with_08P01() -> None:
-    relay, client, _backend, loop = _relay()
+    relay, _client, _backend, loop = _relay()
     try:
         relay.from_client(b"Q" + struct.pack("!i", P.MAX_MESSAGE + 10))
         assert relay.done.done() and relay.final is not None
