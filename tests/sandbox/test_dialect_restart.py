@@ -1,8 +1,11 @@
 """Async jobs survive a sandbox restart: a build a crash left ``processing`` is re-run on start.
 
 Runs its own sandbox (the session one must not be restarted under other tests). The crashed
-build is staged deterministically: its job row is written ``processing`` (as a runner that died
-mid-build leaves it), which a live runner never touches; only a runner starting up recovers it.
+build is staged deterministically while the sandbox is down: its job row is written
+``processing`` straight into the stopped cluster's PostgreSQL (what a runner that died mid-build
+leaves behind), so no live worker can race the restart for it (a worker that reconnects may
+legitimately recover orphans too, which made an earlier "live runner leaves it alone" check flaky
+on a loaded machine).
 """
 
 from __future__ import annotations
@@ -43,16 +46,35 @@ def test_build_left_processing_by_a_crash_completes_after_restart(tmp_path: Path
             # A first job proves this cluster's worker is up (it recovers only when it starts).
             first = conn.execute("CREATE INDEX ASYNC rs_t_id_v ON rs_t (id, v)").fetchone()[0]
             assert conn.execute("CALL sys.wait_for_job(%s)", (first,)).fetchone() == (True,)
-        with h.superuser_connect(cid, autocommit=True) as su:
+    finally:
+        h.stop()
+    # The crash: a build left 'processing', written while nothing of the sandbox runs.
+    import tempfile
+
+    from dsqlops.sandbox.postgres import PostgresServer
+
+    sock = tempfile.mkdtemp(prefix="dsqlops-stage-")  # a short path: Unix sockets allow ~107 bytes
+    os.chmod(sock, 0o777)
+    pg = PostgresServer(tmp_path / "sb" / "clusters" / cid / "pgdata", hba="local all all trust\n"
+                        "host all all 127.0.0.1/32 trust\n", log_file=tmp_path / "staging.log",
+                        settings={"unix_socket_directories": f"'{sock}'"})
+    pg.init()
+    pg.start()
+    try:
+        import psycopg
+
+        with psycopg.connect(**pg.conninfo(), autocommit=True) as su:
             job = su.execute(
                 "INSERT INTO sys._jobs (job_type, status, class_id, object_id, object_name, schema_name, statement, "
                 "submitted_by, attempts) VALUES ('INDEX_BUILD', 'processing', 'pg_class'::regclass, "
                 "'rs_t'::regclass, 'public.rs_t_v', 'public', 'CREATE INDEX CONCURRENTLY rs_t_v ON public.rs_t (v)', "
                 "'admin', 1) RETURNING job_id").fetchone()[0]
-            time.sleep(1.0)  # the live runner leaves it alone
             assert su.execute("SELECT status FROM sys.jobs WHERE job_id = %s", (job,)).fetchone() == ("processing",)
     finally:
-        h.stop()
+        pg.stop()
+        import shutil
+
+        shutil.rmtree(sock, ignore_errors=True)
     h.start()
     try:
         with _connect_when_back(h, cid) as conn:
