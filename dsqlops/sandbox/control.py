@@ -197,21 +197,35 @@ class ControlPlane:
         self.host = host
         self.port = port
         self._server: Any = None
+        self._thread: threading.Thread | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
-        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+        """Bind in the calling thread (so a busy port is an error, not a hung thread), serve in another."""
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
 
         patch_moto()
-        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-        self._server.start()
+        app = DomainDispatcherApplication(create_backend_app)
+        try:
+            # werkzeug reports a port in use with a message and sys.exit(1)
+            self._server = make_server(self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler)
+        except SystemExit:
+            raise OSError(98, "address already in use") from None
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()
+            self._server.shutdown()
+            self._server.server_close()
             self._server = None
 
 

@@ -49,8 +49,11 @@ def result_from_runtime(rt: dict[str, Any], *, already: bool = False) -> StartRe
 
 
 def start_background(sdir: SandboxDir, *, api_port: int | None = None, port: int | None = None,
-                     timeout: float = 60.0) -> StartResult:
-    """Spawn a detached ``sandbox start --foreground`` and return once it accepts connections."""
+                     timeout: float = 60.0, owner_pid: int | None = None) -> StartResult:
+    """Spawn a detached ``sandbox start --foreground`` and return once it accepts connections.
+
+    ``owner_pid``: the sandbox stops by itself when that process is gone (used by the tests).
+    """
     sdir.ensure()
     pid = sdir.pid()
     rt = sdir.load_runtime()
@@ -72,9 +75,14 @@ def start_background(sdir: SandboxDir, *, api_port: int | None = None, port: int
     t0 = time.monotonic()
     argv = [sys.executable, "-m", "dsqlops", "sandbox", "start", "--foreground", "--dir", str(sdir.path),
             "--api-port", str(api_port), "--port", str(port)]
+    child_env = dict(os.environ)
+    if owner_pid:
+        child_env["DSQLOPS_SANDBOX_OWNER_PID"] = str(owner_pid)
+    else:
+        child_env.pop("DSQLOPS_SANDBOX_OWNER_PID", None)
     with open(sdir.log_file, "ab") as logf:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, env=child_env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rc = proc.poll()

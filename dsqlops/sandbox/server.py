@@ -353,6 +353,21 @@ def _start_optional(registry: Registry) -> list[Any]:
     return started
 
 
+async def _exit_with(pid: int, stop: asyncio.Event) -> None:
+    """Stop the sandbox when process ``pid`` is gone (DSQLOPS_SANDBOX_OWNER_PID: a test session that
+    was killed before it could stop its sandbox does not leave it running)."""
+    while not stop.is_set():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            log.warning("owner process %d is gone: stopping", pid)
+            stop.set()
+            return
+        except PermissionError:
+            pass
+        await asyncio.sleep(1.0)
+
+
 def _run_loop(main: Any) -> None:
     """uvloop when installed (the front's relay is event-loop bound), else asyncio's own loop.
 
@@ -432,10 +447,14 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
         runtime["ready"] = True
         runtime["startup_seconds"] = round(time.monotonic() - t0, 3)
         registry.write_runtime()
+        owner = int(os.environ.get("DSQLOPS_SANDBOX_OWNER_PID", "0") or 0)
+        watchdog = loop.create_task(_exit_with(owner, stop)) if owner else None
         log.warning("sandbox ready in %.2fs: api %s, front %s:%d", time.monotonic() - t0, cp.endpoint, host, port)
         if on_ready is not None:
             on_ready(runtime)
         await stop.wait()
+        if watchdog is not None:
+            watchdog.cancel()
         await front.close()
 
     profile_to = os.environ.get("DSQLOPS_SANDBOX_PROFILE")  # a cProfile of the front's loop, for perf work

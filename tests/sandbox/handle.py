@@ -28,10 +28,13 @@ class SandboxHandle:
 
     # life cycle ------------------------------------------------------------------------------
     def start(self, *, api_port: int | None = None, port: int | None = None) -> lifecycle.StartResult:
+        import os
+
         from dsqlops.sandbox.postgres import free_port
 
+        # owner_pid: if this test session is killed, the sandbox stops by itself
         self.started = lifecycle.start_background(self.sdir, api_port=api_port or free_port(),
-                                                  port=port or free_port(), timeout=120)
+                                                  port=port or free_port(), timeout=120, owner_pid=os.getpid())
         return self.started
 
     def attach(self) -> SandboxHandle:

@@ -169,3 +169,32 @@ def test_killed_sandbox_is_cleaned_up_and_restarts(sbdir: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["orphan_databases_stopped"] >= 1
     assert _processes_under(sbdir) == []
+
+
+def test_foreground_start_on_a_busy_port_fails_fast(sbdir: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        busy = s.getsockname()[1]
+        p = _cli("sandbox", "start", "--foreground", "--dir", str(sbdir), "--api-port", str(busy),
+                 "--port", str(free_port()))
+    assert p.returncode != 0 and "cannot listen" in p.stderr
+
+
+def test_sandbox_stops_when_its_owner_dies(sbdir: Path) -> None:
+    from dsqlops.sandbox import lifecycle
+    from dsqlops.sandbox.state import SandboxDir
+
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        res = lifecycle.start_background(SandboxDir(sbdir), api_port=free_port(), port=free_port(), timeout=120,
+                                         owner_pid=owner.pid)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 60
+    while _processes_under(sbdir):
+        assert time.monotonic() < deadline, f"sandbox {res.pid} outlived its owner"
+        time.sleep(0.2)
