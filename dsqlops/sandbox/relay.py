@@ -122,6 +122,9 @@ class Relay:
         self.final: bytes | None = None      # a last message for the client before closing
         self.terminate_backend = False
         self._cbuf = b""
+        self._cparts: list[bytes] = []
+        self._chave = 0
+        self._cneed = 0
         self._cskip = 0
         self._bbuf = b""
         self._bskip = 0
@@ -182,9 +185,17 @@ class Relay:
 
     def _parse_client(self, data: bytes) -> list[bytes]:
         if self._cbuf:
-            data = self._cbuf + data
+            # A partial message we must see whole: collect chunks until it is complete, then join
+            # once (re-joining on every chunk would be quadratic for a large Bind).
+            self._cparts.append(data)
+            self._chave += len(data)
+            if self._chave < self._cneed:
+                return []
+            data = self._cbuf + b"".join(self._cparts)
             self._cbuf = b""
+            self._cparts = []
         out: list[bytes] = []
+        need = 5
         pos = 0
         n = len(data)
         run = 0          # start of the current run of bytes relayed unchanged
@@ -205,6 +216,7 @@ class Relay:
             end = pos + 1 + length
             if kind in _CLIENT_INSPECT:
                 if end > n:
+                    need = end - pos
                     break
                 new = self._client_message(kind, data, pos, end, self.c)
                 if new is not None:
@@ -226,6 +238,8 @@ class Relay:
             out.append(data[run:pos])
         if pos < n:
             self._cbuf = data[pos:]
+            self._chave = n - pos
+            self._cneed = need
         return out
 
     # -- backend → client -------------------------------------------------------------------------

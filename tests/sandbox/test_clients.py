@@ -143,3 +143,12 @@ def test_cancel_with_a_wrong_key_does_nothing(sandbox, cluster) -> None:  # type
             assert s.recv(10) == b""
         t.join(60)
         assert errors == []
+
+
+def test_large_values_both_ways(sandbox, cluster) -> None:  # type: ignore[no-untyped-def]
+    blob = bytes(range(256)) * 4096  # 1 MiB through one Bind, back through one DataRow
+    with sandbox.connect(cluster, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS clients_blob (id int PRIMARY KEY, b bytea)")
+        conn.execute("INSERT INTO clients_blob VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET b = excluded.b", (blob,))
+        assert conn.execute("SELECT b FROM clients_blob WHERE id = 1").fetchone() == (blob,)
+        assert conn.execute("SELECT md5(b) = md5(%s) FROM clients_blob WHERE id = 1", (blob,)).fetchone() == (True,)

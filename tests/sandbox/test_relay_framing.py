@@ -139,3 +139,15 @@ def test_oversized_length_ends_the_session_with_08P01() -> None:
         assert relay.terminate_backend
     finally:
         loop.close()
+
+
+def test_large_bind_in_small_chunks_arrives_whole() -> None:
+    relay, _client, backend, loop = _relay()
+    try:
+        big = _msg(b"B", b"\0s1\0\x00\x00\x00\x01" + struct.pack("!i", 3_000_000) + b"x" * 3_000_000 + b"\x00\x00")
+        data = _msg(b"P", b"s1\0SELECT $1\0\x00\x00") + big + _msg(b"E", b"\0\0\0\0\0") + _msg(b"S", b"")
+        for i in range(0, len(data), 4096):
+            relay.from_client(data[i:i + 4096])
+        assert bytes(backend.data) == data
+    finally:
+        loop.close()
