@@ -1,7 +1,7 @@
 """The sandbox's folder: where each file lives and how the persisted state is read and written.
 
 Layout of DIR (default ``$XDG_DATA_HOME/dsqlops/sandbox``, i.e. ``~/.local/share/dsqlops/sandbox``;
-``--dir`` or ``DSQLOPS_SANDBOX_DIR`` override it)::
+``/var/lib/dsqlops/sandbox`` for root; ``--dir`` or ``DSQLOPS_SANDBOX_DIR`` override it)::
 
     sandbox.pid        pid of the running sandbox process (absent when stopped)
     runtime.json       ports, endpoints, start time, component status of the running process
@@ -34,10 +34,18 @@ ACCOUNT_ID = "123456789012"
 
 
 def default_dir() -> Path:
+    """``$DSQLOPS_SANDBOX_DIR``, else ``$XDG_DATA_HOME/dsqlops/sandbox`` (``~/.local/share/…``).
+
+    As root without either variable: ``/var/lib/dsqlops/sandbox``, because PostgreSQL runs as the
+    ``postgres`` user, which must traverse every parent folder (and ``/root`` is private).
+    """
     env = os.environ.get("DSQLOPS_SANDBOX_DIR")
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if not xdg and os.geteuid() == 0:
+        return Path("/var/lib/dsqlops/sandbox")
+    base = xdg or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "dsqlops" / "sandbox"
 
 
