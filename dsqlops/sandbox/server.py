@@ -192,6 +192,8 @@ class ClusterDB:
     def stop(self) -> None:
         self.pg.stop(mode="fast", timeout=30)
         self.state = "stopped"
+        if not self.pg.running():
+            shutil.rmtree(self.socket_dir, ignore_errors=True)  # no litter in $TMPDIR
 
     def destroy(self) -> None:
         control.mark_ready(self.identifier, False)
