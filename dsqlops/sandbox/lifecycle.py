@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -157,6 +158,8 @@ def _stop_orphan_postgres(sdir: SandboxDir) -> int:
             if pg.running():
                 pg.stop(mode="immediate", timeout=30)
                 n += 1
+        if datadir.parent.parent.name == "clusters":
+            shutil.rmtree(sdir.socket_dir(datadir.parent.name), ignore_errors=True)
     return n
 
 

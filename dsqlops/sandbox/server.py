@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -105,8 +103,7 @@ class ClusterDB:
         d = registry.sdir.cluster_dir(rec.identifier)
         # The front reaches the backend over a Unix socket (cheaper than loopback TCP); its folder is
         # short and outside DIR, since a socket path under a deep DIR would pass the 107-byte limit.
-        self.socket_dir = Path(tempfile.gettempdir()) / (
-            "dsqlops-" + hashlib.sha1(str(d).encode()).hexdigest()[:12])  # noqa: S324 - a name, not security
+        self.socket_dir = registry.sdir.socket_dir(rec.identifier)
         settings = {**PG_SETTINGS, "unix_socket_directories": f"'{self.socket_dir}'"}
         # TLS on the backend too (optional for its clients): only for measuring the front against a
         # direct TLS connection (benchmarks/sandbox_overhead.py); the front uses the Unix socket.

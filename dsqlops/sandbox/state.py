@@ -110,6 +110,15 @@ class SandboxDir:
     def cluster_dir(self, identifier: str) -> Path:
         return self.path / "clusters" / identifier
 
+    def socket_dir(self, identifier: str) -> Path:
+        """Where a cluster's PostgreSQL puts its Unix socket: short, outside DIR (a socket path under
+        a deep DIR would pass the 107-byte limit)."""
+        import hashlib
+        import tempfile
+
+        digest = hashlib.sha1(str(self.cluster_dir(identifier)).encode()).hexdigest()[:12]  # noqa: S324 - a name
+        return Path(tempfile.gettempdir()) / f"dsqlops-{digest}"
+
     def ensure(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.path, 0o755)  # noqa: S103 - the postgres user must traverse it
