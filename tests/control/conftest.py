@@ -4,40 +4,12 @@ make moto report statuses it never emits (FAILED, IDLE, INACTIVE, PENDING_SETUP)
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from dsqlops.cli.main import main
-
-
-@dataclass
-class Run:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-def invoke(args: Sequence[str], *, input: str | None = None, env: dict[str, str] | None = None) -> Run:
-    """Run ``dsqlops ARGS`` in-process through main(): stdout and stderr kept apart."""
-    runner = CliRunner()
-    with runner.isolation(input=input, env=env) as (out, err, _mixed):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        sys.stdout.flush()  # a real process flushes at exit; the isolated streams need it by hand
-        sys.stderr.flush()
-        return Run(code, out.getvalue().decode(), err.getvalue().decode())
+from tests.clirun import Run, invoke
 
 
 @pytest.fixture()

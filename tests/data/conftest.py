@@ -4,11 +4,9 @@ through the host/hostaddr split, with the cluster endpoint as ``host``."""
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import psycopg
 import pytest
 
 from dsqlops.data.connection import ConnectionTarget
+from tests.clirun import Run, invoke  # noqa: F401 - re-exported for the area's tests
 
 CLUSTER_ID = "abcdefghijklmnopqrstuvwxyz"
 CLUSTER_HOST = f"{CLUSTER_ID}.dsql.us-east-1.on.aws"
@@ -65,30 +64,6 @@ FAKE_SECRET = "SecretLeakCheck/abcdefghijklmnopqrstuvwxyz01"
 FAKE_SESSION = "SessionLeakCheck+token/xyz=="
 
 
-@dataclass
-class Run:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-def invoke(args: Sequence[str], *, input: str | None = None) -> Run:
-    """``dsqlops ARGS`` in-process through main() (real error translation), stdout/stderr apart."""
-    from click.testing import CliRunner
-
-    from dsqlops.cli.main import main
-
-    runner = CliRunner()
-    with runner.isolation(input=input) as (out, err, _mixed):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        return Run(code, out.getvalue().decode(), err.getvalue().decode())
 
 
 def cli_environ(pg: Any, pg_tls: Any, tmp: Path) -> dict[str, str]:

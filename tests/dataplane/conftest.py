@@ -10,14 +10,14 @@ host/hostaddr split (verify-full against the test CA, as with the sandbox).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+
+from tests.clirun import Run, invoke  # noqa: F401 - re-exported for the area's tests
 
 CLUSTER_ID = "dataplanetestclusterxxxxxx"
 CLUSTER_HOST = f"{CLUSTER_ID}.dsql.us-east-1.on.aws"
@@ -76,27 +76,3 @@ def dp_cli(dp_pg, pg_tls, tmp_path, monkeypatch) -> dict[str, str]:  # type: ign
     return env
 
 
-@dataclass
-class Run:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-def invoke(args: Sequence[str], *, input: str | None = None) -> Run:
-    """``dsqlops ARGS`` in-process through main() (the real error translation), stdout and stderr apart."""
-    from click.testing import CliRunner
-
-    from dsqlops.cli.main import main
-
-    runner = CliRunner()
-    with runner.isolation(input=input) as (out, err, _mixed):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        return Run(code, out.getvalue().decode(), err.getvalue().decode())

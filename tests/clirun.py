@@ -1,0 +1,38 @@
+"""Run ``dsqlops`` in-process through ``main()`` (the real error translation and exit codes),
+with stdout and stderr kept apart. Shared by every test area's conftest."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def invoke(args: Sequence[str], *, input: str | None = None, env: dict[str, str] | None = None) -> Run:
+    """``dsqlops ARGS``; ``env`` adds/overrides environment variables for this run only."""
+    from click.testing import CliRunner
+
+    from dsqlops.cli.main import main
+
+    runner = CliRunner()
+    with runner.isolation(input=input, env=env) as (out, err, _mixed):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        sys.stdout.flush()  # a real process flushes at exit; the isolated streams need it by hand
+        sys.stderr.flush()
+        return Run(code, out.getvalue().decode(), err.getvalue().decode())
