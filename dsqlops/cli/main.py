@@ -7,7 +7,6 @@ psycopg (checked by a test and by ``benchmarks/startup``).
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 from typing import Any
@@ -44,8 +43,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = [n for n, (mod, _a, _h) in COMMANDS.items() if importlib.util.find_spec(mod) is not None]
-        return sorted(set(names) | set(self.commands))
+        # Every registered command is listed: a missing or broken module must fail loudly (the
+        # help test imports each one), not vanish from the list.
+        return sorted(set(COMMANDS) | set(self.commands))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:
