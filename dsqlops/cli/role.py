@@ -178,14 +178,7 @@ def grant_iam_cmd(env: CliEnv, name: str, arns: tuple[str, ...], cluster: str | 
     Example:
       dsqlops role grant-iam app arn:aws:iam::123456789012:role/app
     """
-    from dsqlops.data.roles import plan_iam
-    from dsqlops.validate import validate_iam_arn, validate_role_name
-
-    validate_role_name(name)
-    for a in arns:
-        validate_iam_arn(a)
-    _with_catalog(env, cluster, lambda cat: plan_iam(cat, name, arns, grant=True), dry_run=dry_run,
-                  what=f"role {name}", noop=f"nothing to do: every ARN is already mapped to {name}")
+    _iam_mapping(env, name, arns, cluster, dry_run, grant=True)
 
 
 @role.command("revoke-iam")
@@ -202,14 +195,22 @@ def revoke_iam_cmd(env: CliEnv, name: str, arns: tuple[str, ...], cluster: str |
     Example:
       dsqlops role revoke-iam app arn:aws:iam::123456789012:role/app
     """
+    _iam_mapping(env, name, arns, cluster, dry_run, grant=False)
+
+
+def _iam_mapping(env: CliEnv, name: str, arns: tuple[str, ...], cluster: str | None, dry_run: bool, *,
+                 grant: bool) -> None:
+    """Validate, then plan AWS IAM GRANT/REVOKE against the catalog and run it (or print it)."""
     from dsqlops.data.roles import plan_iam
     from dsqlops.validate import validate_iam_arn, validate_role_name
 
     validate_role_name(name)
     for a in arns:
         validate_iam_arn(a)
-    _with_catalog(env, cluster, lambda cat: plan_iam(cat, name, arns, grant=False), dry_run=dry_run,
-                  what=f"role {name}", noop=f"nothing to do: none of these ARNs is mapped to {name}")
+    noop = (f"nothing to do: every ARN is already mapped to {name}" if grant
+            else f"nothing to do: none of these ARNs is mapped to {name}")
+    _with_catalog(env, cluster, lambda cat: plan_iam(cat, name, arns, grant=grant), dry_run=dry_run,
+                  what=f"role {name}", noop=noop)
 
 
 def _privilege_command(grant: bool) -> Callable[..., None]:
