@@ -38,5 +38,11 @@ def install(conn: Any) -> None:
             conn.execute("REVOKE ALL ON sys._meta FROM PUBLIC")
             conn.execute("INSERT INTO sys._meta VALUES ('version', %s) "
                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(VERSION),))
+        # The EXPLAIN DPU function (and DSQL-like planner defaults) belong with the schema: installed
+        # later by the meter alone, a client's first EXPLAIN ANALYZE right after the cluster became
+        # ready could fail with "function does not exist". The meter still (re)installs it.
+        from dsqlops.sandbox import explain_dpu
+
+        explain_dpu.install(conn)
     finally:
         conn.autocommit = was_autocommit
