@@ -36,3 +36,24 @@ def invoke(args: Sequence[str], *, input: str | None = None, env: dict[str, str]
         sys.stdout.flush()  # a real process flushes at exit; the isolated streams need it by hand
         sys.stderr.flush()
         return Run(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+def sandbox_cli_env(sandbox: Any, tmp_path: Any, *, no_progress: bool = True) -> dict[str, str]:
+    """The environment of a real ``dsqlops`` process pointed at the session sandbox (its exports,
+    nothing inherited from the developer's PG*/DSQLOPS_*/AWS_* variables, an empty config home)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DSQLOPS_", "AWS_"))}
+    env.update(sandbox.env())
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
+    if no_progress:
+        env["DSQLOPS_NO_PROGRESS"] = "1"
+    return env
+
+
+def run_dsqlops(env: dict[str, str], *args: str, timeout: float = 300) -> Any:
+    """``python -m dsqlops ARGS`` as a separate process: real exit codes, stdout and stderr apart."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "dsqlops", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)

@@ -4,26 +4,18 @@ is ready). Complements the in-process moto tests with the HTTP path and real exi
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from tests.clirun import run_dsqlops, sandbox_cli_env
 
 pytestmark = pytest.mark.sandbox
 
 
-def _env(sandbox, tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DSQLOPS_", "AWS_"))}
-    env.update(sandbox.env())
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
-    return env
-
-
-def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dsqlops", *args], env=env, capture_output=True, text=True,
-                          timeout=240, check=False)
+_env = functools.partial(sandbox_cli_env, no_progress=False)
+_run = functools.partial(run_dsqlops, timeout=240)
 
 
 def test_cluster_lifecycle_against_the_sandbox(sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]

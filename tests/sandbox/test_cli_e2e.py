@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
+from tests.clirun import run_dsqlops, sandbox_cli_env
 
-def _env(sandbox, tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DSQLOPS_", "AWS_"))}
-    env.update(sandbox.env())
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
-    env["DSQLOPS_NO_PROGRESS"] = "1"
-    return env
-
-
-def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dsqlops", *args], env=env, capture_output=True, text=True,
-                          timeout=180, check=False)
+_env = sandbox_cli_env
+_run = functools.partial(run_dsqlops, timeout=180)
 
 
 def test_cluster_create_sql_token_psql(sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]

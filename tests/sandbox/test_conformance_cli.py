@@ -3,14 +3,14 @@ its JSON report, --record, and its exit codes."""
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.clirun import run_dsqlops, sandbox_cli_env
 
 pytestmark = pytest.mark.sandbox
 
@@ -36,17 +36,8 @@ SETUP = ("DROP TABLE IF EXISTS cli_t;\nCREATE TABLE cli_t (id uuid PRIMARY KEY, 
          "('00000000-0000-0000-0000-000000000002', NULL);\n")
 
 
-def _env(sandbox: Any, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DSQLOPS_", "AWS_"))}
-    env.update(sandbox.env())
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
-    env["DSQLOPS_NO_PROGRESS"] = "1"
-    return env
-
-
-def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dsqlops", *args], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+_env = sandbox_cli_env
+_run = functools.partial(run_dsqlops, timeout=300)
 
 
 def _folder(tmp_path: Path, cases: dict[str, Any]) -> Path:
