@@ -328,9 +328,10 @@ BEGIN
   END IF;
 END $$;
 
-CREATE OR REPLACE PROCEDURE sys._iam_grant(role_name text, arn text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
-#variable_conflict use_column
+-- The checks AWS IAM GRANT and REVOKE share: a valid ARN, an existing role, and a caller allowed
+-- to administer that role. Returns the role's oid.
+CREATE OR REPLACE FUNCTION sys._iam_target_role(role_name text, arn text, verb text) RETURNS oid
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE r oid;
 BEGIN
   PERFORM sys._check_iam_arn(arn);
@@ -340,8 +341,17 @@ BEGIN
   END IF;
   IF NOT (pg_has_role(session_user, r, 'USAGE WITH ADMIN OPTION')
           OR EXISTS (SELECT 1 FROM pg_roles WHERE rolname = session_user AND (rolsuper OR rolcreaterole))) THEN
-    RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = format('permission denied to grant role "%s"', role_name);
+    RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = format('permission denied to %s role "%s"', verb, role_name);
   END IF;
+  RETURN r;
+END $$;
+
+CREATE OR REPLACE PROCEDURE sys._iam_grant(role_name text, arn text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+#variable_conflict use_column
+DECLARE r oid;
+BEGIN
+  r := sys._iam_target_role(role_name, arn, 'grant');
   INSERT INTO sys._iam_mappings (arn, pg_role_oid, grantor_oid)
     VALUES (arn, r, (SELECT oid FROM pg_roles WHERE rolname = session_user))
     ON CONFLICT (arn, pg_role_oid) DO NOTHING;
@@ -351,15 +361,7 @@ CREATE OR REPLACE PROCEDURE sys._iam_revoke(role_name text, arn text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE r oid;
 BEGIN
-  PERFORM sys._check_iam_arn(arn);
-  SELECT oid INTO r FROM pg_roles WHERE rolname = role_name;
-  IF r IS NULL THEN
-    RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('role "%s" does not exist', role_name);
-  END IF;
-  IF NOT (pg_has_role(session_user, r, 'USAGE WITH ADMIN OPTION')
-          OR EXISTS (SELECT 1 FROM pg_roles WHERE rolname = session_user AND (rolsuper OR rolcreaterole))) THEN
-    RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = format('permission denied to revoke role "%s"', role_name);
-  END IF;
+  r := sys._iam_target_role(role_name, arn, 'revoke');
   DELETE FROM sys._iam_mappings m WHERE m.arn = _iam_revoke.arn AND m.pg_role_oid = r;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = '42704',
