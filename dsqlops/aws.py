@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from botocore.config import Config
 
 DEFAULT_MAX_ATTEMPTS = 5
+#: Error codes that mean "throttled, try again later", across services and protocols (CloudWatch is
+#: awsQueryCompatible and answers ``Throttling``; DSQL answers ``ThrottlingException``).
+THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "TooManyRequestsException",
+                              "RequestLimitExceeded", "RequestThrottled", "RequestThrottledException"})
 #: The Price List API exists only in these regions (FACTS §5.4).
 PRICING_REGIONS = ("us-east-1", "eu-central-1", "ap-south-1")
 

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsqlops.aws import aws_errors, error_code
+from dsqlops.aws import THROTTLING_CODES, aws_errors, error_code
 from dsqlops.errors import ConflictError, NotFoundError, ServiceError, UsageError
 from dsqlops.validate import CLUSTER_ARN_RE, CLUSTER_ID_RE, validate_region, validate_tag_key
 
@@ -44,8 +44,7 @@ KMS_KEY_RE = re.compile(r"[a-zA-Z0-9:/_-]{1,2048}")
 POLICY_MAX_CHARS = 20480
 MAX_TAGS = 200
 LIST_WORKERS = 8
-THROTTLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException",
-                            "RequestLimitExceeded", "InternalServerException"})
+THROTTLE_CODES = THROTTLING_CODES | {"InternalServerException"}
 STREAM_ID_RE = CLUSTER_ID_RE
 
 

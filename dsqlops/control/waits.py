@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dsqlops.aws import THROTTLING_CODES
 from dsqlops.control.clusters import Cluster, get_cluster
 from dsqlops.errors import NotFoundError, OperationFailed, ServiceError, UsageError, WaitTimeout
 
@@ -66,9 +67,11 @@ class WaitResult:
     cluster: Cluster | None = None
 
 
+_TRANSIENT_CODES = THROTTLING_CODES | {"InternalServerException", "ServiceUnavailable", "ConnectionError"}
+
+
 def _transient(e: ServiceError) -> bool:
-    return (e.code or "") in ("ThrottlingException", "Throttling", "TooManyRequestsException",
-                              "InternalServerException", "ServiceUnavailable", "ConnectionError")
+    return (e.code or "") in _TRANSIENT_CODES
 
 
 def wait_for(client: Any, cluster_id: str, *, region: str, target: str = "active", timeout: float = 600.0,

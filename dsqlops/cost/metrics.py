@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from dsqlops.aws import THROTTLING_CODES
 from dsqlops.cost.timewin import Window
 
 NAMESPACE = "AWS/AuroraDSQL"
 MAX_QUERIES_PER_CALL = 500
 MAX_POINTS_PER_CALL = 100_800
-THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded",
-                            "TooManyRequestsException", "RequestThrottled", "RequestThrottledException"})
+THROTTLE_CODES = THROTTLING_CODES
 
 
 @dataclass(frozen=True)
