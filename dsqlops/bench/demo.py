@@ -224,29 +224,28 @@ class Demo:
         self.result.steps.append(StepResult(self._n, "The cost of 1,000 transfers", "", 0.0, True))
 
 
-def _cluster_id(stdout: str) -> str:
+def _json_field(stdout: str, command: str, keys: tuple[str, ...], missing: str) -> str:
+    """The first non-empty ``keys`` field of what ``dsqlops COMMAND -o json`` printed (an object, or
+    the first row of a list)."""
     try:
         data = json.loads(stdout)
     except ValueError:
-        raise OperationFailed("`cluster create -o json` did not print JSON") from None
+        raise OperationFailed(f"`{command} -o json` did not print JSON") from None
     if isinstance(data, list) and data:
         data = data[0]
-    for key in ("identifier", "cluster_id", "id"):
+    for key in keys:
         if isinstance(data, dict) and data.get(key):
             return str(data[key])
-    raise OperationFailed("`cluster create` printed no cluster identifier")
+    raise OperationFailed(f"`{command}` {missing}")
+
+
+def _cluster_id(stdout: str) -> str:
+    return _json_field(stdout, "cluster create", ("identifier", "cluster_id", "id"),
+                       "printed no cluster identifier")
 
 
 def _job_id(stdout: str) -> str:
-    try:
-        data = json.loads(stdout)
-    except ValueError:
-        raise OperationFailed("`index build -o json` did not print JSON") from None
-    if isinstance(data, list) and data:
-        data = data[0]
-    if isinstance(data, dict) and data.get("job_id"):
-        return str(data["job_id"])
-    raise OperationFailed("`index build` returned no job_id")
+    return _json_field(stdout, "index build", ("job_id",), "returned no job_id")
 
 
 def _last_json_line(path: Path) -> dict[str, Any]:
