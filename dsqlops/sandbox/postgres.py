@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +121,14 @@ class PostgresServer:
 
     @property
     def socket_dir(self) -> Path:
-        return self.datadir.parent / f"{self.datadir.name}.sock"
+        """Beside the data folder, or, when that path is too long for a Unix socket (sun_path holds
+        ~107 bytes, and the socket file adds ``/.s.PGSQL.<port>``), a short folder in $TMPDIR
+        named after the data folder."""
+        beside = self.datadir.parent / f"{self.datadir.name}.sock"
+        if len(str(beside)) + len("/.s.PGSQL.65535") < 100:
+            return beside
+        digest = hashlib.sha1(str(self.datadir.resolve()).encode()).hexdigest()[:12]  # noqa: S324 - a name
+        return Path(tempfile.gettempdir()) / f"dsqlops-pg-{digest}"
 
     def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
         return f"host={self.host} port={self.port} dbname={dbname} user={user or self.superuser}"
@@ -220,6 +229,8 @@ class PostgresServer:
         with contextlib.suppress(ServiceError):
             self._run([str(find_pg_bin("pg_ctl")), "-D", str(self.datadir), "-m", mode, "-w",
                        "-t", str(int(timeout)), "stop"], "pg_ctl stop", timeout=timeout + 10)
+        if self.socket_dir.parent != self.datadir.parent:  # our folder in $TMPDIR: leave nothing behind
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def __enter__(self) -> PostgresServer:
         self.start()

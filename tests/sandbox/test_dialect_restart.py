@@ -49,15 +49,10 @@ def test_build_left_processing_by_a_crash_completes_after_restart(tmp_path: Path
     finally:
         h.stop()
     # The crash: a build left 'processing', written while nothing of the sandbox runs.
-    import tempfile
-
     from dsqlops.sandbox.postgres import PostgresServer
 
-    sock = tempfile.mkdtemp(prefix="dsqlops-stage-")  # a short path: Unix sockets allow ~107 bytes
-    os.chmod(sock, 0o777)
     pg = PostgresServer(tmp_path / "sb" / "clusters" / cid / "pgdata", hba="local all all trust\n"
-                        "host all all 127.0.0.1/32 trust\n", log_file=tmp_path / "staging.log",
-                        settings={"unix_socket_directories": f"'{sock}'"})
+                        "host all all 127.0.0.1/32 trust\n", log_file=tmp_path / "staging.log")
     pg.init()
     pg.start()
     try:
@@ -72,9 +67,6 @@ def test_build_left_processing_by_a_crash_completes_after_restart(tmp_path: Path
             assert su.execute("SELECT status FROM sys.jobs WHERE job_id = %s", (job,)).fetchone() == ("processing",)
     finally:
         pg.stop()
-        import shutil
-
-        shutil.rmtree(sock, ignore_errors=True)
     h.start()
     try:
         with _connect_when_back(h, cid) as conn:
