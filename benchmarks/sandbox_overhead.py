@@ -12,6 +12,12 @@ uses: TLS with ``sslmode=verify-full`` against the sandbox CA, ``host=<cluster e
 ``hostaddr=127.0.0.1``, and an IAM token as the password. Prints median TPS and the ratio
 front/direct (target: ≥ 0.70 on select-only).
 
+Side by side, in the same rotation: ``direct+TLS`` (PostgreSQL doing the TLS itself: what
+encryption alone costs) and, when the machine has a C compiler and OpenSSL headers,
+``benchmarks/reference_relay.c`` with and without TLS in front of the same Unix socket as the
+front: a relay that does nothing but terminate TLS and copy bytes. No front can beat it, so its
+ratio is this machine's ceiling for the target.
+
     .venv/bin/python benchmarks/sandbox_overhead.py [--seconds 5] [--runs 3] [--clients 4] [--protocol simple]
 """
 
@@ -61,6 +67,35 @@ def pgbench(args: list[str], env: dict[str, str], pid: int | None = None) -> flo
     return float(m.group(1))
 
 
+def start_reference_relays(root: Path, sdir: SandboxDir, cid: str,
+                           pg_port: int) -> dict[str, tuple[subprocess.Popen[str], int]]:
+    """Build and start benchmarks/reference_relay.c twice (TLS, plaintext) in front of the cluster's
+    PostgreSQL Unix socket, as the front reaches it. Skipped (empty) without a C compiler or OpenSSL."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    exe = root / "reference_relay"
+    src = Path(__file__).with_name("reference_relay.c")
+    if cc is None:
+        print("reference relay skipped: no C compiler (cc)")
+        return {}
+    p = subprocess.run([cc, "-O2", "-o", str(exe), str(src), "-lssl", "-lcrypto"], capture_output=True,
+                       text=True, timeout=120, check=False)
+    if p.returncode != 0:
+        print(f"reference relay skipped: it did not compile (OpenSSL headers missing?)\n{p.stderr.strip()}")
+        return {}
+    sock = str(sdir.socket_dir(cid) / f".s.PGSQL.{pg_port}")
+    tls = sdir.tls_dir
+    out: dict[str, tuple[subprocess.Popen[str], int]] = {}
+    for name, extra in (("ref TLS relay", [str(tls / "server.pem"), str(tls / "server.key")]), ("ref relay", [])):
+        port = free_port()
+        proc = subprocess.Popen([str(exe), str(port), sock, *extra], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            raise SystemExit(f"reference relay did not start (exit {proc.wait()})")
+        out[name] = (proc, port)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=5)
@@ -77,6 +112,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="dsqlops-bench-"))
     os.chmod(root, 0o755)
     sdir = SandboxDir(root / "sb")
+    procs: list[subprocess.Popen[str]] = []
     try:
         t0 = time.monotonic()
         res = lifecycle.start_background(sdir, api_port=free_port(), port=free_port(), timeout=120)
@@ -114,6 +150,12 @@ def main() -> None:
                  "PGUSER": "admin", "PGDATABASE": "postgres", "PGSSLMODE": "verify-full",
                  "PGSSLROOTCERT": res.ca_file, "PGPASSWORD": h.token(cid, expires_in=3600)}
         direct_tls = {**direct, "PGSSLMODE": "require"}
+        paths: dict[str, dict[str, str]] = {"front": front, "direct": direct, "direct+TLS": direct_tls}
+        refs = start_reference_relays(root, sdir, cid, pg_port)
+        procs.extend(p for p, _port in refs.values())
+        if "ref TLS relay" in refs:
+            paths["ref TLS relay"] = {**front, "PGPORT": str(refs["ref TLS relay"][1])}
+            paths["ref relay"] = {**direct, "PGPORT": str(refs["ref relay"][1])}
         script = root / "update.sql"
         script.write_text(UPDATE_SCRIPT)
         common = ["-c", str(opts.clients), "-j", str(opts.threads), "-T", str(opts.seconds), "-n",
@@ -121,24 +163,31 @@ def main() -> None:
         workloads = {"select-only (-S)": ["-S"], "update (1 row, autocommit)": ["-f", str(script),
                                                                                "--max-tries", "10"]}
         print(f"pgbench {' '.join(common)}; {opts.runs} runs each, alternating; median tps")
-        rows = []
+        results: dict[str, dict[str, float]] = {}
         for name, extra in workloads.items():
-            tps: dict[str, list[float]] = {"front": [], "direct": [], "direct_tls": []}
+            tps: dict[str, list[float]] = {k: [] for k in paths}
             for _ in range(opts.runs):
-                tps["front"].append(pgbench([*common, *extra], front, pid=res.pid))
-                tps["direct"].append(pgbench([*common, *extra], direct))
-                tps["direct_tls"].append(pgbench([*common, *extra], direct_tls))
-            f, d, dt = (statistics.median(tps[k]) for k in ("front", "direct", "direct_tls"))
-            rows.append((name, f, d, f / d, dt, f / dt))
-        print(f"{'workload':28} {'front tps':>10} {'direct tps':>11} {'front/direct':>13} "
-              f"{'direct+TLS tps':>15} {'front/direct+TLS':>17}")
-        for name, f, d, ratio, dt, ratio_tls in rows:
-            print(f"{name:28} {f:10.0f} {d:11.0f} {ratio:13.2f} {dt:15.0f} {ratio_tls:17.2f}")
+                for k, env in paths.items():
+                    tps[k].append(pgbench([*common, *extra], env, pid=res.pid if k == "front" else None))
+            results[name] = {k: statistics.median(v) for k, v in tps.items()}
+        print(f"{'workload':28} " + " ".join(f"{k:>14}" for k in paths))
+        for name, med in results.items():
+            print(f"{name + ' tps':28} " + " ".join(f"{med[k]:14.0f}" for k in paths))
+            print(f"{'  ÷ direct':28} " + " ".join(f"{med[k] / med['direct']:14.2f}" for k in paths))
         print(f"sandbox process CPU while serving pgbench: median {statistics.median(FRONT_CPU):.0%} of one core "
               "(the front is one event loop: near 100% means it is the bottleneck)")
-        sel = rows[0][3]
-        print(f"select-only keeps {sel:.0%} of direct throughput (target ≥ 70%): {'OK' if sel >= 0.7 else 'BELOW'}")
+        sel = results["select-only (-S)"]
+        ratio = sel["front"] / sel["direct"]
+        print(f"select-only keeps {ratio:.0%} of direct throughput (target ≥ 70%): {'OK' if ratio >= 0.7 else 'BELOW'}")
+        if "ref TLS relay" in sel:
+            d, ref = sel["direct"], sel["ref TLS relay"]
+            print(f"ceiling on this machine: a C relay that only terminates TLS and copies bytes keeps {ref / d:.0%} "
+                  f"of direct (plaintext C relay: {sel['ref relay'] / d:.0%}; TLS alone, direct+TLS: "
+                  f"{sel['direct+TLS'] / d:.0%}); the front reaches {sel['front'] / ref:.0%} of that ceiling")
     finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
         try:
             lifecycle.stop(sdir)
         except Exception as e:
