@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Re-install when what the install builds changes (the optional C extension included).
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py dsqlops/sandbox/_fastrelay.c | cksum | cut -d' ' -f1)
 
 .PHONY: test lint demo bench clean
 
@@ -10,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml setup.py dsqlops/sandbox/_fastrelay.c
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

@@ -31,6 +31,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from dsqlops.sandbox import native
 from dsqlops.sandbox import protocol as P
 from dsqlops.sandbox.auth import ACCESS_DENIED, AuthFailure, Identity, verify
 from dsqlops.sandbox.hooks import Dialect, Session
@@ -67,6 +68,11 @@ class Front:
         self._sni: dict[int, str] = {}
         self.ctx = self._context(cert_file, key_file, direct=False)
         self.direct_ctx = self._context(cert_file, key_file, direct=True)
+        #: "native": sessions run on the C data path (native.py); "python": on relay.Relay
+        self.relay_kind = native.relay_kind()
+        if self.relay_kind == "native":
+            self.native_ctx = native.context(cert_file, key_file, alpn=False)
+            self.native_direct_ctx = native.context(cert_file, key_file, alpn=True)
         #: (pid, key we handed out) -> (backend host, port, backend pid, backend key)
         self.cancel_keys: dict[tuple[int, int], tuple[str, int, int, int]] = {}
         self.sessions: set[asyncio.Task[Any]] = set()
@@ -129,8 +135,10 @@ class Front:
     # -- one connection -----------------------------------------------------------------------
     async def _handle(self, conn: socket.socket) -> None:
         self.active += 1
-        writer: asyncio.StreamWriter | None = None
-        bwriter: asyncio.StreamWriter | None = None
+        # asyncio streams, or one native.SockStream per connection (the same methods)
+        reader: Any = None
+        writer: Any = None
+        bwriter: Any = None
         relayed = False
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -138,13 +146,15 @@ class Front:
             if not first:
                 conn.close()
                 return
-            if first[0] == 0x16:  # TLS ClientHello: sslnegotiation=direct
-                reader, writer = await _streams(conn, self.direct_ctx)
-                sslobj = writer.get_extra_info("ssl_object")
-                if sslobj is None or sslobj.selected_alpn_protocol() != "postgresql":
-                    return  # libpq requires ALPN for direct TLS; so do we
+            direct = first[0] == 0x16  # TLS ClientHello: sslnegotiation=direct
+            if self.relay_kind == "native":
+                reader = writer = native.SockStream(conn)
+                if direct:
+                    await asyncio.wait_for(writer.start_tls(self.native_direct_ctx), STARTUP_TIMEOUT)
             else:
-                reader, writer = await _streams(conn, None)
+                reader, writer = await _streams(conn, self.direct_ctx if direct else None)
+            if direct and _alpn(writer.get_extra_info("ssl_object")) != "postgresql":
+                return  # libpq requires ALPN for direct TLS; so do we
             result = await asyncio.wait_for(self._startup(reader, writer), STARTUP_TIMEOUT)
             if result is None:
                 return
@@ -180,7 +190,7 @@ class Front:
             if writer is None:
                 conn.close()
 
-    async def _startup(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Any:
+    async def _startup(self, reader: Any, writer: Any) -> Any:
         tls = writer.get_extra_info("ssl_object") is not None
         while True:
             head = await reader.readexactly(4)
@@ -194,7 +204,10 @@ class Front:
                     raise P.ProtocolViolation("SSLRequest received inside TLS")
                 writer.write(b"S")
                 await writer.drain()
-                await writer.start_tls(self.ctx, ssl_handshake_timeout=STARTUP_TIMEOUT)
+                if isinstance(writer, native.SockStream):
+                    await asyncio.wait_for(writer.start_tls(self.native_ctx), STARTUP_TIMEOUT)
+                else:
+                    await writer.start_tls(self.ctx, ssl_handshake_timeout=STARTUP_TIMEOUT)
                 tls = True
                 continue
             if st.code == P.GSSENC_REQUEST:
@@ -210,7 +223,10 @@ class Front:
                                               hint="connect with sslmode=require or verify-full"))
             return None
         sslobj = writer.get_extra_info("ssl_object")
-        sni = self._sni.pop(id(sslobj), None)
+        if native.is_native_tls(sslobj):
+            sni = (sslobj.server_name or "").lower() or None
+        else:
+            sni = self._sni.pop(id(sslobj), None)
         user = st.params.get("user", "")
         if st.params.get("replication"):
             await _send_close(writer, P.fatal("0A000", "replication connections are not supported"))
@@ -245,8 +261,13 @@ class Front:
             return None
         # the backend
         host, port = await target.backend_address()
+        breader: Any
+        bwriter: Any
         try:
-            breader, bwriter = await _open_backend(host, port)
+            if isinstance(writer, native.SockStream):
+                breader = bwriter = await native.open_backend(host, port)
+            else:
+                breader, bwriter = await _open_backend(host, port)
         except OSError:
             await _send_close(writer, P.fatal("08006", "unable to accept connection, cluster unavailable"))
             return None
@@ -294,9 +315,13 @@ class Front:
                 await w.wait_closed()
 
     # -- relay ----------------------------------------------------------------------------------
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     breader: asyncio.StreamReader, bwriter: asyncio.StreamWriter, c: Conn) -> None:
-        """Switch both connections from streams to plain protocols (no task or future per chunk)."""
+    async def _relay(self, reader: Any, writer: Any, breader: Any, bwriter: Any, c: Conn) -> None:
+        """Switch both connections from streams to plain protocols (no task or future per chunk), or
+        hand them to the C pump (native.py)."""
+        if isinstance(writer, native.SockStream):
+            assert isinstance(bwriter, native.SockStream)
+            await native.NativeSession(self.dialect, c, writer, bwriter).run()
+            return
         relay = Relay(self.dialect, c, writer.transport, bwriter.transport)
         leftover_client = _drain_buffer(reader)
         leftover_backend = _drain_buffer(breader)
@@ -314,6 +339,14 @@ class Front:
             await relay.done
         finally:
             await relay.flush_and_close()
+
+def _alpn(sslobj: Any) -> str | None:
+    if sslobj is None:
+        return None
+    if native.is_native_tls(sslobj):
+        return sslobj.alpn
+    return sslobj.selected_alpn_protocol()
+
 
 async def _peek(conn: socket.socket) -> bytes:
     loop = asyncio.get_running_loop()
@@ -360,7 +393,7 @@ async def _open_backend(host: str, port: int) -> tuple[asyncio.StreamReader, asy
     return reader, writer
 
 
-async def _read_message(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bytes]:
+async def _read_message(reader: Any, limit: int) -> tuple[bytes, bytes]:
     head = await reader.readexactly(5)
     kind = head[:1]
     n = struct.unpack("!i", head[1:])[0]
@@ -370,7 +403,7 @@ async def _read_message(reader: asyncio.StreamReader, limit: int) -> tuple[bytes
     return kind, body
 
 
-async def _send_close(writer: asyncio.StreamWriter, data: bytes) -> None:
+async def _send_close(writer: Any, data: bytes) -> None:
     with contextlib.suppress(Exception):
         writer.write(data)
         await asyncio.wait_for(writer.drain(), 5)
