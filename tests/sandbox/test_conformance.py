@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.sandbox.relays import both_relays
+
+sandbox = both_relays()  # every test here runs against both front relays
+
+
 REPO = Path(__file__).resolve().parents[2]
 SUITE_DIR = REPO.parent / "shared" / "dsql" / "conformance"
 
