@@ -647,7 +647,7 @@ static void read_client(PumpObject *self) {
     for (int i = 0; !self->done && !buf_size(&self->bout); i++) {
         /* a fair share per wake-up, but never leave decrypted bytes inside OpenSSL unread:
            epoll cannot see them */
-        if (i >= MAX_READS_PER_WAKE && !(self->ssl && SSL_pending(self->ssl))) break;
+        if (i >= MAX_READS_PER_WAKE && !(self->ssl && SSL_has_pending(self->ssl))) break;
         size_t got = 0;
         if (self->ssl) {
             ERR_clear_error();
@@ -679,7 +679,9 @@ static void read_client(PumpObject *self) {
             return;
         }
         if (send_backend(self) < 0) return;
-        if (!self->ssl) break; /* plaintext: level-triggered epoll brings us back */
+        /* Nothing buffered inside OpenSSL: stop here rather than pay a read() that would only say
+           EAGAIN; epoll is level-triggered and brings us back for bytes still in the socket. */
+        if (!self->ssl || !SSL_has_pending(self->ssl)) break;
     }
 }
 
@@ -784,7 +786,7 @@ static PyObject *Pump_start(PumpObject *self, PyObject *unused) {
     Py_INCREF(self);
     PyObject *r = after(self);
     Py_XDECREF(r);
-    if (!self->done && self->ssl && SSL_pending(self->ssl)) read_client(self);
+    if (!self->done && self->ssl && SSL_has_pending(self->ssl)) read_client(self);
     r = after(self);
     Py_DECREF(self);
     return r;
