@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 import subprocess
 import threading
+import time
 
 import psycopg
 import pytest
 
+from tests.sandbox import rawpg
 from tests.sandbox.relays import both_relays
 
 sandbox = both_relays()  # every test here runs against both front relays
@@ -156,3 +160,35 @@ def test_large_values_both_ways(sandbox, cluster) -> None:  # type: ignore[no-un
         conn.execute("INSERT INTO clients_blob VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET b = excluded.b", (blob,))
         assert conn.execute("SELECT b FROM clients_blob WHERE id = 1").fetchone() == (blob,)
         assert conn.execute("SELECT md5(b) = md5(%s) FROM clients_blob WHERE id = 1", (blob,)).fetchone() == (True,)
+
+
+def test_a_slow_reader_of_a_large_result_stalls_only_itself(sandbox, cluster) -> None:  # type: ignore[no-untyped-def]
+    """About 24 MB of rows to a TLS client that does not read for a while: the front queues what it
+    can, stops reading that backend (backpressure), serves another session meanwhile, and then
+    delivers every byte in order."""
+    rows = 3000
+    s, _pid = rawpg.login(sandbox.port, sandbox.endpoint(cluster), sandbox.ca_file, sandbox.token(cluster))
+    with s, sandbox.connect(cluster, autocommit=True) as other:
+        s.sendall(rawpg.msg(b"Q", f"SELECT g, repeat(md5(g::text), 250) FROM generate_series(1, {rows}) g\0".encode()))
+        time.sleep(1.0)  # not reading: the backend's output piles up in the front and the sockets
+        t0 = time.monotonic()
+        assert other.execute("SELECT 42").fetchone() == (42,)
+        assert time.monotonic() - t0 < 5
+        seen = 0
+        while True:
+            kind, body = rawpg.read_msg(s)
+            if kind == b"D":
+                seen += 1
+                n = struct.unpack("!h", body[:2])[0]
+                assert n == 2
+                (l1,) = struct.unpack("!i", body[2:6])
+                g = int(body[6:6 + l1])
+                assert g == seen
+                (l2,) = struct.unpack("!i", body[6 + l1:10 + l1])
+                assert body[10 + l1:] == hashlib.md5(str(g).encode()).hexdigest().encode() * 250
+                assert l2 == 8000
+            elif kind == b"Z":
+                break
+            else:
+                assert kind in (b"T", b"C"), kind
+        assert seen == rows
