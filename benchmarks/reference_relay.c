@@ -91,6 +91,8 @@ static int read_exact(int fd, unsigned char *b, size_t n) {
     return 0;
 }
 
+static int pump(struct side *s);
+
 static void accept_one(int ep, int ls) {
     int one = 1, cfd = accept(ls, NULL, NULL), bfd = -1;
     SSL *ssl = NULL;
@@ -123,6 +125,9 @@ static void accept_one(int ep, int ls) {
     epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &e);
     e.data.ptr = &c->bs;
     epoll_ctl(ep, EPOLL_CTL_ADD, bfd, &e);
+    /* read-ahead may have pulled the client's first message in with the handshake: epoll will
+       not report it, so relay it now */
+    if (ssl && SSL_has_pending(ssl) && pump(&c->cs) < 0) close_conn(ep, c);
     return;
 fail:
     ERR_clear_error();
@@ -147,7 +152,7 @@ static int pump(struct side *s) {
                 return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? 0 : -1;
             }
             if (write_plain(c->bfd, buf, r)) return -1;
-        } while (SSL_pending(c->ssl));
+        } while (SSL_has_pending(c->ssl));
         return 0;
     }
     ssize_t r = read(c->bfd, buf, BUF);
@@ -170,6 +175,7 @@ int main(int argc, char **argv) {
             ERR_print_errors_fp(stderr);
             return 1;
         }
+        SSL_CTX_set_read_ahead(ctx, 1); /* one read() per request rather than header + body */
     }
     int one = 1, ls = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a;

@@ -96,6 +96,8 @@ static int Context_init(ContextObject *self, PyObject *args, PyObject *kw) {
     SSL_CTX_set_options(self->ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                        SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(self->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* read whole socket buffers, not a 5-byte header then the record: one read() per request */
+    SSL_CTX_set_read_ahead(self->ctx, 1);
     if (SSL_CTX_use_certificate_chain_file(self->ctx, cert) != 1 ||
         SSL_CTX_use_PrivateKey_file(self->ctx, key, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(self->ctx) != 1) {
