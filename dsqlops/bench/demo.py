@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -258,4 +259,8 @@ def _last_json_line(path: Path) -> dict[str, Any]:
 
 
 def run_demo(opts: DemoOptions, out: TextIO, *, color: bool = False) -> DemoResult:
-    return Demo(opts, out, color=color).run()
+    demo = Demo(opts, out, color=color)
+    try:
+        return demo.run()
+    finally:
+        shutil.rmtree(demo.workdir, ignore_errors=True)  # its one file is summed up in the result
