@@ -351,6 +351,14 @@ static void buf_free(Buf *b) {
     b->len = b->off = b->cap = 0;
 }
 
+/* One direction's framing state. */
+typedef struct {
+    Buf in;        /* the start of a message we must see whole */
+    size_t need;   /* bytes `in` must hold before it is worth framing again */
+    size_t skip;   /* bytes left of a message relayed without a look */
+    int skip_drop; /* ... and dropped instead (backend output of a suppressed segment) */
+} Framing;
+
 typedef struct {
     PyObject_HEAD
     PyObject *tls; /* TLSObject or NULL (plaintext client, used by tests) */
@@ -361,16 +369,9 @@ typedef struct {
     int done;
     int fin_code;
     int drop; /* set by Python: the backend's current segment is suppressed */
-    /* client -> backend */
-    Buf cin;      /* the start of a message we must see whole */
-    size_t cneed; /* bytes cin must hold before it is worth framing again */
-    size_t cskip; /* bytes left of a message relayed without a look */
+    Framing up;   /* client -> backend */
     Buf bout;     /* waiting for the backend socket */
-    /* backend -> client */
-    Buf bin;
-    size_t bneed;
-    size_t bskip;
-    int bdrop;
+    Framing down; /* backend -> client */
     Buf cout;         /* waiting for the client socket (plaintext; encrypted on the way out) */
     size_t tls_retry; /* length of an SSL_write to repeat, or 0 */
     int read_wants_write;
@@ -447,90 +448,54 @@ static int inspect(PumpObject *self, PyObject *method, const char *msg, size_t n
     return self->done ? -1 : 0;
 }
 
-/* Frame client bytes; whole inspected messages go to Python, the rest is copied to bout.
-   Returns -1 if the session ended. */
-static int frame_client(PumpObject *self, const char *data, size_t n) {
+/* Frame the bytes of one direction: whole inspected messages go to Python, the rest is copied to
+   the other side's output as it arrives. Client bytes are checked (message type, length); a backend
+   message is trusted but for its length. Returns -1 if the session ended. */
+static int frame(PumpObject *self, int client, const char *data, size_t n) {
+    Framing *f = client ? &self->up : &self->down;
+    Buf *out = client ? &self->bout : &self->cout;
     size_t pos = 0;
     while (pos < n) {
-        if (self->cskip) {
-            size_t take = n - pos < self->cskip ? n - pos : self->cskip;
-            if (buf_add(&self->bout, data + pos, take) < 0) goto nomem;
-            self->cskip -= take;
+        if (f->skip) {
+            size_t take = n - pos < f->skip ? n - pos : f->skip;
+            if (!f->skip_drop && buf_add(out, data + pos, take) < 0) goto nomem;
+            f->skip -= take;
             pos += take;
             continue;
         }
         if (n - pos < 5) break;
         unsigned char kind = (unsigned char)data[pos];
-        if (!is_in(FRONTEND_TYPES, kind)) {
-            char m[64];
+        int32_t len = be32(data + pos + 1);
+        char m[64];
+        if (client && !is_in(FRONTEND_TYPES, kind)) {
             snprintf(m, sizeof m, "invalid frontend message type %d", kind);
             pump_finish_msg(self, FIN_VIOLATION, m);
             return -1;
         }
-        int32_t len = be32(data + pos + 1);
-        if (len < 4 || len > MAX_MESSAGE) {
-            char m[64];
-            snprintf(m, sizeof m, "invalid message length %d", len);
-            pump_finish_msg(self, FIN_VIOLATION, m);
+        if (len < 4 || (client && len > MAX_MESSAGE)) {
+            snprintf(m, sizeof m, client ? "invalid message length %d" : "backend sent a message of length %d", len);
+            pump_finish_msg(self, client ? FIN_VIOLATION : FIN_BACKEND_BAD, m);
             return -1;
         }
         size_t whole = 1 + (size_t)len;
-        if (is_in(CLIENT_INSPECT, kind)) {
+        if (is_in(client ? CLIENT_INSPECT : BACKEND_INSPECT, kind)) {
             if (pos + whole > n) {
-                self->cneed = whole;
+                f->need = whole;
                 break;
             }
-            if (inspect(self, self->m_client, data + pos, whole, &self->bout) < 0) return -1;
+            if (inspect(self, client ? self->m_client : self->m_backend, data + pos, whole, out) < 0) return -1;
             pos += whole;
-        } else if (kind == 'X') {
+        } else if (client && kind == 'X') {
             size_t take = n - pos < whole ? n - pos : whole;
-            if (buf_add(&self->bout, data + pos, take) < 0) goto nomem;
+            if (buf_add(out, data + pos, take) < 0) goto nomem;
             pump_finish(self, FIN_TERMINATE, NULL);
             return -1;
         } else {
-            self->cskip = whole;
+            f->skip = whole;
+            f->skip_drop = !client && self->drop;
         }
     }
-    if (pos < n && buf_add(&self->cin, data + pos, n - pos) < 0) goto nomem;
-    return 0;
-nomem:
-    pump_fail_exc(self);
-    return -1;
-}
-
-static int frame_backend(PumpObject *self, const char *data, size_t n) {
-    size_t pos = 0;
-    while (pos < n) {
-        if (self->bskip) {
-            size_t take = n - pos < self->bskip ? n - pos : self->bskip;
-            if (!self->bdrop && buf_add(&self->cout, data + pos, take) < 0) goto nomem;
-            self->bskip -= take;
-            pos += take;
-            continue;
-        }
-        if (n - pos < 5) break;
-        unsigned char kind = (unsigned char)data[pos];
-        int32_t len = be32(data + pos + 1);
-        if (len < 4) {
-            char m[64];
-            snprintf(m, sizeof m, "backend sent a message of length %d", len);
-            pump_finish_msg(self, FIN_BACKEND_BAD, m);
-            return -1;
-        }
-        size_t whole = 1 + (size_t)len;
-        if (is_in(BACKEND_INSPECT, kind)) {
-            if (pos + whole > n) {
-                self->bneed = whole;
-                break;
-            }
-            if (inspect(self, self->m_backend, data + pos, whole, &self->cout) < 0) return -1;
-            pos += whole;
-        } else {
-            self->bdrop = self->drop;
-            self->bskip = whole;
-        }
-    }
-    if (pos < n && buf_add(&self->bin, data + pos, n - pos) < 0) goto nomem;
+    if (pos < n && buf_add(&f->in, data + pos, n - pos) < 0) goto nomem;
     return 0;
 nomem:
     pump_fail_exc(self);
@@ -539,10 +504,9 @@ nomem:
 
 /* New bytes from one side: frame them together with what was held back. */
 static int take_in(PumpObject *self, int client, const char *data, size_t n) {
-    Buf *in = client ? &self->cin : &self->bin;
-    size_t *need = client ? &self->cneed : &self->bneed;
-    int (*frame)(PumpObject *, const char *, size_t) = client ? frame_client : frame_backend;
-    if (!buf_size(in)) return frame(self, data, n);
+    Buf *in = client ? &self->up.in : &self->down.in;
+    size_t *need = client ? &self->up.need : &self->down.need;
+    if (!buf_size(in)) return frame(self, client, data, n);
     if (buf_add(in, data, n) < 0) {
         pump_fail_exc(self);
         return -1;
@@ -552,7 +516,7 @@ static int take_in(PumpObject *self, int client, const char *data, size_t n) {
     Buf held = *in;
     memset(in, 0, sizeof *in);
     *need = 0;
-    int rc = frame(self, held.p + held.off, held.len - held.off);
+    int rc = frame(self, client, held.p + held.off, held.len - held.off);
     buf_free(&held);
     return rc;
 }
@@ -708,52 +672,51 @@ static PyObject *after(PumpObject *self) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Pump_on_client_readable(PumpObject *self, PyObject *unused) {
-    (void)unused;
+/* The event loop's callbacks: one step of work, then tell Python what to watch next. */
+static PyObject *on_event(PumpObject *self, void (*step)(PumpObject *)) {
     if (self->done) Py_RETURN_NONE;
-    Py_INCREF(self);
-    if (self->write_wants_read) send_client(self);
-    if (!self->done) read_client(self);
+    Py_INCREF(self); /* the handler may drop its reference to us while we run */
+    step(self);
     PyObject *r = after(self);
     Py_DECREF(self);
     return r;
 }
 
-static PyObject *Pump_on_backend_readable(PumpObject *self, PyObject *unused) {
+static void client_readable(PumpObject *self) {
+    if (self->write_wants_read) send_client(self);
+    if (!self->done) read_client(self);
+}
+
+static void client_writable(PumpObject *self) {
+    int was_blocked = buf_size(&self->cout) > 0;
+    if (send_client(self) < 0 || self->done) return;
+    if (self->read_wants_write) read_client(self);
+    else if (was_blocked && !buf_size(&self->cout)) read_backend(self); /* resume promptly */
+}
+
+static void backend_writable(PumpObject *self) {
+    if (send_backend(self) < 0 || self->done || buf_size(&self->bout)) return;
+    read_client(self); /* decrypted bytes may wait inside OpenSSL, where epoll cannot see them */
+}
+
+static PyObject *Pump_on_client_readable(PumpObject *self, PyObject *unused) {
     (void)unused;
-    if (self->done) Py_RETURN_NONE;
-    Py_INCREF(self);
-    read_backend(self);
-    PyObject *r = after(self);
-    Py_DECREF(self);
-    return r;
+    return on_event(self, client_readable);
 }
 
 static PyObject *Pump_on_client_writable(PumpObject *self, PyObject *unused) {
     (void)unused;
-    if (self->done) Py_RETURN_NONE;
-    Py_INCREF(self);
-    int was_blocked = buf_size(&self->cout) > 0;
-    if (send_client(self) == 0 && !self->done) {
-        if (self->read_wants_write) read_client(self);
-        else if (was_blocked && !buf_size(&self->cout)) read_backend(self); /* resume promptly */
-    }
-    PyObject *r = after(self);
-    Py_DECREF(self);
-    return r;
+    return on_event(self, client_writable);
+}
+
+static PyObject *Pump_on_backend_readable(PumpObject *self, PyObject *unused) {
+    (void)unused;
+    return on_event(self, read_backend);
 }
 
 static PyObject *Pump_on_backend_writable(PumpObject *self, PyObject *unused) {
     (void)unused;
-    if (self->done) Py_RETURN_NONE;
-    Py_INCREF(self);
-    if (send_backend(self) == 0 && !self->done && !buf_size(&self->bout)) {
-        /* decrypted bytes may wait inside OpenSSL, where epoll cannot see them */
-        read_client(self);
-    }
-    PyObject *r = after(self);
-    Py_DECREF(self);
-    return r;
+    return on_event(self, backend_writable);
 }
 
 /* feed_client(data) / feed_backend(data): bytes read before the pump took over. */
@@ -864,8 +827,8 @@ static int Pump_clear(PumpObject *self) {
 static void Pump_dealloc(PumpObject *self) {
     PyObject_GC_UnTrack(self);
     Pump_clear(self);
-    buf_free(&self->cin);
-    buf_free(&self->bin);
+    buf_free(&self->up.in);
+    buf_free(&self->down.in);
     buf_free(&self->cout);
     buf_free(&self->bout);
     Py_TYPE(self)->tp_free((PyObject *)self);

@@ -96,32 +96,20 @@ def _run(fn: Any) -> Any:
     return asyncio.run(main())
 
 
+@pytest.mark.parametrize("side", ["client", "backend"])
 @settings(max_examples=100, deadline=None)
-@given(client_msgs, st.lists(st.integers(min_value=0, max_value=10**6), max_size=12))
-def test_client_bytes_pass_unchanged(msgs: list[bytes], cuts: list[int]) -> None:
-    data = b"".join(msgs)
+@given(data=st.data(), cuts=st.lists(st.integers(min_value=0, max_value=10**6), max_size=12))
+def test_bytes_pass_unchanged(side: str, data: st.DataObject, cuts: list[int]) -> None:
+    wire = b"".join(data.draw(client_msgs if side == "client" else backend_msgs))
 
     def go(h: Harness) -> None:
+        send, receive = (h.from_client, h.at_backend) if side == "client" else (h.from_backend, h.at_client)
         got = bytearray()
-        for chunk in _chunks(data, cuts):
-            h.from_client(chunk)
-            got += h.at_backend()
-        assert bytes(got) == data
+        for chunk in _chunks(wire, cuts):
+            send(chunk)
+            got += receive()
+        assert bytes(got) == wire
         assert not h.pump.done and not h.session.done.done()
-    _run(go)
-
-
-@settings(max_examples=100, deadline=None)
-@given(backend_msgs, st.lists(st.integers(min_value=0, max_value=10**6), max_size=12))
-def test_backend_bytes_pass_unchanged(msgs: list[bytes], cuts: list[int]) -> None:
-    data = b"".join(msgs)
-
-    def go(h: Harness) -> None:
-        got = bytearray()
-        for chunk in _chunks(data, cuts):
-            h.from_backend(chunk)
-            got += h.at_client()
-        assert bytes(got) == data
     _run(go)
 
 
