@@ -237,10 +237,8 @@ class NativeSession(Relay):
         f = _fastrelay
         if code == f.FIN_TERMINATE:
             self._finish()
-        elif code == f.FIN_CLIENT_GONE:
-            self._finish(terminate_backend=True)
-        elif code == f.FIN_BACKEND_GONE:
-            self._finish(P.fatal("57P01", "terminating connection: the session's backend ended unexpectedly"))
+        elif code in (f.FIN_CLIENT_GONE, f.FIN_BACKEND_GONE):
+            self.lost(client=code == f.FIN_CLIENT_GONE)  # Relay's: terminate the backend, or 57P01
         elif code == f.FIN_VIOLATION:
             self._finish(P.fatal("08P01", str(detail)), terminate_backend=True)
         elif isinstance(detail, P.ProtocolViolation):
@@ -256,10 +254,6 @@ class NativeSession(Relay):
         self.final = final
         self.terminate_backend = terminate_backend
         self.done.set_result(None)
-
-    def lost(self, *, client: bool) -> None:  # the Relay API; the pump reports through finished()
-        self._finish(terminate_backend=True) if client else self._finish(
-            P.fatal("57P01", "terminating connection: the session's backend ended unexpectedly"))
 
     # -- the session ------------------------------------------------------------------------------
     async def run(self) -> None:
