@@ -349,18 +349,7 @@ def _alpn(sslobj: Any) -> str | None:
 
 
 async def _peek(conn: socket.socket) -> bytes:
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-    fd = conn.fileno()
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    loop.add_reader(fd, ready)
-    try:
-        await fut
-    finally:
-        loop.remove_reader(fd)
+    await native.wait_ready(asyncio.get_running_loop(), conn.fileno(), writable=False)
     try:
         return conn.recv(1, socket.MSG_PEEK)
     except OSError:

@@ -52,7 +52,8 @@ def is_native_tls(obj: object) -> bool:
     return _fastrelay is not None and isinstance(obj, _fastrelay.TLS)
 
 
-async def _wait(loop: asyncio.AbstractEventLoop, fd: int, *, writable: bool) -> None:
+async def wait_ready(loop: asyncio.AbstractEventLoop, fd: int, *, writable: bool) -> None:
+    """Wait until ``fd`` is readable (or writable), through the event loop."""
     fut: asyncio.Future[None] = loop.create_future()
 
     def ready() -> None:
@@ -83,7 +84,6 @@ class SockStream:
         self.loop = asyncio.get_running_loop()
         self._buf = bytearray()
         self._out = bytearray()
-        self._eof = False
         self.transport = self  # the front closes ``writer.transport`` once a session was relayed
 
     # -- login-time I/O ------------------------------------------------------------------------
@@ -97,7 +97,7 @@ class SockStream:
             step = tls.handshake()
             if step == 0:
                 break
-            await _wait(self.loop, self.fd, writable=step == 2)
+            await wait_ready(self.loop, self.fd, writable=step == 2)
         self.tls = tls
 
     async def _recv(self, n: int) -> bytes:
@@ -105,7 +105,7 @@ class SockStream:
             try:
                 return bytes(self.tls.recv(READ_SIZE)) if self.tls is not None else self.sock.recv(n)
             except BlockingIOError:
-                await _wait(self.loop, self.fd, writable=False)
+                await wait_ready(self.loop, self.fd, writable=False)
             except ConnectionResetError:
                 return b""
 
@@ -113,15 +113,11 @@ class SockStream:
         while len(self._buf) < n:
             data = await self._recv(n - len(self._buf))
             if not data:
-                self._eof = True
                 raise asyncio.IncompleteReadError(bytes(self._buf), n)
             self._buf += data
         out = bytes(self._buf[:n])
         del self._buf[:n]
         return out
-
-    def at_eof(self) -> bool:
-        return self._eof and not self._buf
 
     def leftover(self) -> bytes:
         data = bytes(self._buf)
@@ -137,19 +133,12 @@ class SockStream:
                 # after BlockingIOError OpenSSL wants the same bytes again: _out is unchanged then
                 n = self.tls.send(bytes(self._out)) if self.tls is not None else self.sock.send(self._out)
             except BlockingIOError:
-                await _wait(self.loop, self.fd, writable=True)
+                await wait_ready(self.loop, self.fd, writable=True)
                 continue
             del self._out[:n]
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "ssl_object":
-            return self.tls
-        if name == "socket":
-            return self.sock
-        return default
-
-    def is_closing(self) -> bool:
-        return self.sock.fileno() < 0
+        return self.tls if name == "ssl_object" else default
 
     def close(self) -> None:
         if self.tls is not None and self.sock.fileno() >= 0:
