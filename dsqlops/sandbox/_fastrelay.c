@@ -256,18 +256,6 @@ static PyObject *TLS_alpn(TLSObject *self, void *closure) {
     return PyUnicode_DecodeASCII((const char *)p, (Py_ssize_t)n, "replace");
 }
 
-static PyObject *TLS_version(TLSObject *self, void *closure) {
-    (void)closure;
-    if (!tls_ready(self)) return NULL;
-    return PyUnicode_FromString(SSL_get_version(self->ssl));
-}
-
-static PyObject *TLS_pending(TLSObject *self, PyObject *unused) {
-    (void)unused;
-    if (!tls_ready(self)) return NULL;
-    return PyLong_FromLong(SSL_pending(self->ssl));
-}
-
 /* shutdown(): send close_notify (one non-blocking attempt), as a TLS peer expects before EOF. */
 static PyObject *TLS_shutdown(TLSObject *self, PyObject *unused) {
     (void)unused;
@@ -283,7 +271,6 @@ static PyMethodDef TLS_methods[] = {
      "Advance the server handshake: 0 done, 1 wants readable, 2 wants writable."},
     {"recv", (PyCFunction)TLS_recv, METH_O, "Up to n decrypted bytes; b'' at EOF; BlockingIOError if none yet."},
     {"send", (PyCFunction)TLS_send, METH_O, "Encrypt and send; returns how many bytes were taken."},
-    {"pending", (PyCFunction)TLS_pending, METH_NOARGS, "Decrypted bytes buffered inside OpenSSL."},
     {"shutdown", (PyCFunction)TLS_shutdown, METH_NOARGS, "Send close_notify (best effort, non-blocking)."},
     {NULL, NULL, 0, NULL},
 };
@@ -291,7 +278,6 @@ static PyMethodDef TLS_methods[] = {
 static PyGetSetDef TLS_getset[] = {
     {"server_name", (getter)TLS_server_name, NULL, "The SNI host name the client sent, or None.", NULL},
     {"alpn", (getter)TLS_alpn, NULL, "The ALPN protocol selected, or None.", NULL},
-    {"version", (getter)TLS_version, NULL, "The TLS version in use.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -757,13 +743,6 @@ static PyObject *Pump_start(PumpObject *self, PyObject *unused) {
     return r;
 }
 
-/* pending() -> (bytes for the client, bytes for the backend) not yet written (for a last flush). */
-static PyObject *Pump_pending(PumpObject *self, PyObject *unused) {
-    (void)unused;
-    return Py_BuildValue("y#y#", self->cout.p ? self->cout.p + self->cout.off : "", (Py_ssize_t)buf_size(&self->cout),
-                         self->bout.p ? self->bout.p + self->bout.off : "", (Py_ssize_t)buf_size(&self->bout));
-}
-
 /* flush() -> True when nothing is left to write (one non-blocking attempt per side). */
 static PyObject *Pump_flush(PumpObject *self, PyObject *unused) {
     (void)unused;
@@ -860,7 +839,6 @@ static PyMethodDef Pump_methods[] = {
     {"on_backend_writable", (PyCFunction)Pump_on_backend_writable, METH_NOARGS, NULL},
     {"feed_client", (PyCFunction)Pump_feed_client, METH_O, "Client bytes read before the pump took over."},
     {"feed_backend", (PyCFunction)Pump_feed_backend, METH_O, "Backend bytes read before the pump took over."},
-    {"pending", (PyCFunction)Pump_pending, METH_NOARGS, "(for the client, for the backend): not yet written."},
     {"flush", (PyCFunction)Pump_flush, METH_NOARGS, "One non-blocking attempt to write what is queued."},
     {NULL, NULL, 0, NULL},
 };
