@@ -34,7 +34,7 @@ def conformance(env: CliEnv, directory: str, endpoint: str | None, cluster: str 
 
     \b
     Example:
-      dsqlops sandbox conformance ../shared/dsql/conformance -c abcdefghijklmnopqrstuvwxyz
+      dsqlops sandbox conformance tests/fixtures/conformance -c abcdefghijklmnopqrstuvwxyz
       dsqlops -o json sandbox conformance ./conformance --endpoint <id>.dsql.us-east-1.on.aws
       dsqlops sandbox conformance ./conformance --endpoint <real cluster> --record --out ./new-record
     """

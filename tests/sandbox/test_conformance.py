@@ -1,10 +1,9 @@
 """Replay the recorded real-DSQL conformance suite against the sandbox and assert the issue's targets:
 ≥95% of all cases, ≥90% of every file, 100% of index, transaction and occ_conflict.
 
-The record lives in the shared folder next to the repository checkout (in CI a sibling of the
-checkout): ``<repo>/../shared/dsql/conformance``. The replay goes through the real wire front
-(TLS, IAM token, the DSQL dialect) on a fresh sandbox cluster, with the sandbox's job runner
-building the ASYNC indexes.
+The record (MIT, see its LICENSE and SOURCE.txt) lives in ``tests/fixtures/conformance``. The replay
+goes through the real wire front (TLS, IAM token, the DSQL dialect) on a fresh sandbox cluster,
+with the sandbox's job runner building the ASYNC indexes.
 """
 
 from __future__ import annotations
@@ -19,15 +18,13 @@ from tests.sandbox.relays import both_relays
 sandbox = both_relays()  # every test here runs against both front relays
 
 
-REPO = Path(__file__).resolve().parents[2]
-SUITE_DIR = REPO.parent / "shared" / "dsql" / "conformance"
+SUITE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "conformance"
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 
 def _suite_dir() -> Path:
-    if not (SUITE_DIR / "README.md").is_file():
-        pytest.skip(f"no conformance record at {SUITE_DIR} (the shared folder is a sibling of the checkout)")
+    assert (SUITE_DIR / "README.md").is_file(), f"the conformance record is missing from {SUITE_DIR}"
     return SUITE_DIR
 
 
