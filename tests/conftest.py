@@ -75,25 +75,3 @@ def sandbox(tmp_root: Path) -> Iterator[object]:
         yield handle
     finally:
         handle.stop()
-
-
-@pytest.fixture(scope="session")
-def sandbox_python(tmp_root: Path) -> Iterator[object]:
-    """A second sandbox whose front runs the pure-Python relay (``DSQLOPS_SANDBOX_RELAY=python``),
-    for the tests that run against both relays (tests/sandbox/relays.py)."""
-    from tests.sandbox.handle import SandboxHandle
-
-    handle = SandboxHandle(tmp_root / "sandbox-python")
-    before = os.environ.get("DSQLOPS_SANDBOX_RELAY")
-    os.environ["DSQLOPS_SANDBOX_RELAY"] = "python"  # the sandbox process inherits it at start
-    try:
-        handle.start()
-    finally:
-        if before is None:
-            os.environ.pop("DSQLOPS_SANDBOX_RELAY", None)
-        else:
-            os.environ["DSQLOPS_SANDBOX_RELAY"] = before
-    try:
-        yield handle
-    finally:
-        handle.stop()

@@ -31,7 +31,6 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from dsqlops.sandbox import native
 from dsqlops.sandbox import protocol as P
 from dsqlops.sandbox.auth import ACCESS_DENIED, AuthFailure, Identity, verify
 from dsqlops.sandbox.hooks import Dialect, Session
@@ -68,11 +67,6 @@ class Front:
         self._sni: dict[int, str] = {}
         self.ctx = self._context(cert_file, key_file, direct=False)
         self.direct_ctx = self._context(cert_file, key_file, direct=True)
-        #: "native": sessions run on the C data path (native.py); "python": on relay.Relay
-        self.relay_kind = native.relay_kind()
-        if self.relay_kind == "native":
-            self.native_ctx = native.context(cert_file, key_file, alpn=False)
-            self.native_direct_ctx = native.context(cert_file, key_file, alpn=True)
         #: (pid, key we handed out) -> (backend host, port, backend pid, backend key)
         self.cancel_keys: dict[tuple[int, int], tuple[str, int, int, int]] = {}
         self.sessions: set[asyncio.Task[Any]] = set()
@@ -135,7 +129,6 @@ class Front:
     # -- one connection -----------------------------------------------------------------------
     async def _handle(self, conn: socket.socket) -> None:
         self.active += 1
-        # asyncio streams, or one native.SockStream per connection (the same methods)
         reader: Any = None
         writer: Any = None
         bwriter: Any = None
@@ -147,12 +140,7 @@ class Front:
                 conn.close()
                 return
             direct = first[0] == 0x16  # TLS ClientHello: sslnegotiation=direct
-            if self.relay_kind == "native":
-                reader = writer = native.SockStream(conn)
-                if direct:
-                    await asyncio.wait_for(writer.start_tls(self.native_direct_ctx), STARTUP_TIMEOUT)
-            else:
-                reader, writer = await _streams(conn, self.direct_ctx if direct else None)
+            reader, writer = await _streams(conn, self.direct_ctx if direct else None)
             if direct and _alpn(writer.get_extra_info("ssl_object")) != "postgresql":
                 return  # libpq requires ALPN for direct TLS; so do we
             result = await asyncio.wait_for(self._startup(reader, writer), STARTUP_TIMEOUT)
@@ -204,10 +192,7 @@ class Front:
                     raise P.ProtocolViolation("SSLRequest received inside TLS")
                 writer.write(b"S")
                 await writer.drain()
-                if isinstance(writer, native.SockStream):
-                    await asyncio.wait_for(writer.start_tls(self.native_ctx), STARTUP_TIMEOUT)
-                else:
-                    await writer.start_tls(self.ctx, ssl_handshake_timeout=STARTUP_TIMEOUT)
+                await writer.start_tls(self.ctx, ssl_handshake_timeout=STARTUP_TIMEOUT)
                 tls = True
                 continue
             if st.code == P.GSSENC_REQUEST:
@@ -223,10 +208,7 @@ class Front:
                                               hint="connect with sslmode=require or verify-full"))
             return None
         sslobj = writer.get_extra_info("ssl_object")
-        if native.is_native_tls(sslobj):
-            sni = (sslobj.server_name or "").lower() or None
-        else:
-            sni = self._sni.pop(id(sslobj), None)
+        sni = self._sni.pop(id(sslobj), None)
         user = st.params.get("user", "")
         if st.params.get("replication"):
             await _send_close(writer, P.fatal("0A000", "replication connections are not supported"))
@@ -264,10 +246,7 @@ class Front:
         breader: Any
         bwriter: Any
         try:
-            if isinstance(writer, native.SockStream):
-                breader = bwriter = await native.open_backend(host, port)
-            else:
-                breader, bwriter = await _open_backend(host, port)
+            breader, bwriter = await _open_backend(host, port)
         except OSError:
             await _send_close(writer, P.fatal("08006", "unable to accept connection, cluster unavailable"))
             return None
@@ -316,12 +295,7 @@ class Front:
 
     # -- relay ----------------------------------------------------------------------------------
     async def _relay(self, reader: Any, writer: Any, breader: Any, bwriter: Any, c: Conn) -> None:
-        """Switch both connections from streams to plain protocols (no task or future per chunk), or
-        hand them to the C pump (native.py)."""
-        if isinstance(writer, native.SockStream):
-            assert isinstance(bwriter, native.SockStream)
-            await native.NativeSession(self.dialect, c, writer, bwriter).run()
-            return
+        """Switch both connections from streams to plain protocols (no task or future per chunk)."""
         relay = Relay(self.dialect, c, writer.transport, bwriter.transport)
         leftover_client = _drain_buffer(reader)
         leftover_backend = _drain_buffer(breader)
@@ -343,17 +317,31 @@ class Front:
 def _alpn(sslobj: Any) -> str | None:
     if sslobj is None:
         return None
-    if native.is_native_tls(sslobj):
-        return sslobj.alpn
-    return sslobj.selected_alpn_protocol()
+    alpn: str | None = sslobj.selected_alpn_protocol()
+    return alpn
 
 
 async def _peek(conn: socket.socket) -> bytes:
-    await native.wait_ready(asyncio.get_running_loop(), conn.fileno(), writable=False)
+    await _wait_readable(asyncio.get_running_loop(), conn.fileno())
     try:
         return conn.recv(1, socket.MSG_PEEK)
     except OSError:
         return b""
+
+
+async def _wait_readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until ``fd`` is readable, through the event loop (no read: the first byte is peeked)."""
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
 
 
 async def _streams(conn: socket.socket,

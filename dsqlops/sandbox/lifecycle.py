@@ -178,7 +178,6 @@ def status(sdir: SandboxDir) -> dict[str, Any]:
         "started_at": rt.get("started_at") if running else None,
         "uptime_seconds": None,
         "dialect": rt.get("dialect"),
-        "relay": rt.get("relay"),
         "components": {},
         "clusters": [],
     }

@@ -432,7 +432,6 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
 
     front = Front(resolve=registry.resolve, lookup=control.lookup_identity, dialect=dialect,
                   cert_file=str(tls.server_cert), key_file=str(tls.server_key))
-    runtime["relay"] = front.relay_kind
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -449,8 +448,8 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
         registry.write_runtime()
         owner = int(os.environ.get("DSQLOPS_SANDBOX_OWNER_PID", "0") or 0)
         watchdog = loop.create_task(_exit_with(owner, stop)) if owner else None
-        log.warning("sandbox ready in %.2fs: api %s, front %s:%d (%s relay)", time.monotonic() - t0, cp.endpoint,
-                    host, port, front.relay_kind)
+        log.warning("sandbox ready in %.2fs: api %s, front %s:%d", time.monotonic() - t0, cp.endpoint,
+                    host, port)
         if on_ready is not None:
             on_ready(runtime)
         await stop.wait()

@@ -13,11 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox.relays import both_relays
-
-sandbox = both_relays()  # every test here runs against both front relays
-
-
 SUITE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "conformance"
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]

@@ -18,10 +18,6 @@ import pytest
 from dsqlops.sandbox import jobs, sysschema
 from dsqlops.sandbox.conformance import ShimConn
 from dsqlops.sandbox.dialect import OC000, DsqlDialect
-from tests.sandbox.relays import both_relays
-
-sandbox = both_relays()  # every test here runs against both front relays
-
 
 pytestmark = pytest.mark.postgres
 

@@ -10,9 +10,6 @@ import psycopg
 import pytest
 
 from tests.sandbox import rawpg
-from tests.sandbox.relays import both_relays
-
-sandbox = both_relays()  # every test here runs against both front relays
 
 
 @pytest.fixture(scope="module")

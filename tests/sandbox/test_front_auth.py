@@ -9,10 +9,6 @@ from unittest import mock
 import psycopg
 import pytest
 
-from tests.sandbox.relays import both_relays
-
-sandbox = both_relays()  # every test here runs against both front relays
-
 
 @pytest.fixture(scope="module")
 def cluster(sandbox) -> str:  # type: ignore[no-untyped-def]

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sandbox.relays import both_relays
-
-sandbox = both_relays()  # every test here runs against both front relays
-
 
 @pytest.fixture(scope="module")
 def cluster(sandbox) -> str:  # type: ignore[no-untyped-def]
