@@ -15,11 +15,11 @@ triggers, see ``sql/sys.sql``).
 
 from __future__ import annotations
 
-import importlib
 import re
 import time
 from dataclasses import dataclass
 
+from dsqlops.sandbox import explain_dpu
 from dsqlops.sandbox.hooks import Action, Fail, Forward, Session, SqlError
 from dsqlops.sandbox.sqlclass import (
     DDL,
@@ -440,15 +440,7 @@ def _explain_rewrite(sql: str) -> str | None:
     head = sql.lstrip()[:64].upper()
     if not head.startswith("EXPLAIN") or "ANALYZE" not in head or "VERBOSE" not in head:
         return None
-    try:
-        explain_dpu = importlib.import_module("dsqlops.sandbox.explain_dpu")  # E's module; optional
-    except ImportError:
-        return None
-    rewrite = getattr(explain_dpu, "rewrite", None)
-    if rewrite is None:
-        return None
-    out = rewrite(sql)
-    return out if isinstance(out, str) else None
+    return explain_dpu.rewrite(sql)
 
 
 def _opens_block(stmt: Statement) -> bool:

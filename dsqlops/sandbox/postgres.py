@@ -83,6 +83,9 @@ class PostgresServer:
     ``ssl_cert``/``ssl_key``: enable TLS with these files (copied into the data folder).
     ``settings``: extra ``postgresql.conf`` lines. ``hba``: the ``pg_hba.conf`` body
     (default: trust on loopback and the local socket, for a throwaway server).
+    ``tcp=False``: no TCP listener at all (``listen_addresses=''``): only the Unix socket in
+    ``unix_dir`` (a 0700 folder), so only its owner (and root) can connect. ``port`` then only
+    names the socket file (``.s.PGSQL.<port>``).
     """
 
     datadir: Path
@@ -94,6 +97,8 @@ class PostgresServer:
     settings: dict[str, str] = field(default_factory=dict)
     hba: str | None = None
     log_file: Path | None = None
+    tcp: bool = True
+    unix_dir: Path | None = None
     _user: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -123,18 +128,25 @@ class PostgresServer:
     def socket_dir(self) -> Path:
         """Beside the data folder, or, when that path is too long for a Unix socket (sun_path holds
         ~107 bytes, and the socket file adds ``/.s.PGSQL.<port>``), a short folder in $TMPDIR
-        named after the data folder."""
+        named after the data folder. ``unix_dir`` when given."""
+        if self.unix_dir is not None:
+            return Path(self.unix_dir)
         beside = self.datadir.parent / f"{self.datadir.name}.sock"
         if len(str(beside)) + len("/.s.PGSQL.65535") < 100:
             return beside
         digest = hashlib.sha1(str(self.datadir.resolve()).encode()).hexdigest()[:12]  # noqa: S324 - a name
         return Path(tempfile.gettempdir()) / f"dsqlops-pg-{digest}"
 
+    @property
+    def connect_host(self) -> str:
+        """What a client passes as ``host``: the TCP address, or the socket folder when there is no TCP."""
+        return self.host if self.tcp else str(self.socket_dir)
+
     def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
-        return f"host={self.host} port={self.port} dbname={dbname} user={user or self.superuser}"
+        return f"host={self.connect_host} port={self.port} dbname={dbname} user={user or self.superuser}"
 
     def conninfo(self, dbname: str = "postgres", user: str | None = None) -> dict[str, object]:
-        return {"host": self.host, "port": self.port, "dbname": dbname, "user": user or self.superuser}
+        return {"host": self.connect_host, "port": self.port, "dbname": dbname, "user": user or self.superuser}
 
     # -- life cycle -------------------------------------------------------------------------
     def initialized(self) -> bool:
@@ -156,9 +168,11 @@ class PostgresServer:
                         os.chmod(parent, st.st_mode | 0o011)  # noqa: S103 - traverse only, no read
             self._run([str(find_pg_bin("initdb")), "-D", str(self.datadir), "-U", self.superuser,
                        "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"], "initdb")
-        self.socket_dir.mkdir(exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True, mode=0o700)
+        if not self.tcp:
+            os.chmod(self.socket_dir, 0o700)  # the socket is the only way in: its folder admits only the owner
         conf = {
-            "listen_addresses": f"'{self.host}'",
+            "listen_addresses": f"'{self.host}'" if self.tcp else "''",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
             "max_connections": "300",
@@ -205,11 +219,17 @@ class PostgresServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection((self.host, self.port), timeout=1):
-                    return
+                if self.tcp:
+                    with socket.create_connection((self.host, self.port), timeout=1):
+                        return
+                else:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.settimeout(1)
+                        s.connect(str(self.socket_dir / f".s.PGSQL.{self.port}"))
+                        return
             except OSError:
                 time.sleep(0.1)
-        raise ServiceError(f"PostgreSQL did not accept connections on {self.host}:{self.port} within "
+        raise ServiceError(f"PostgreSQL did not accept connections on {self.connect_host}:{self.port} within "
                            f"{timeout:.0f}s; see {self.log_file}")
 
     def running(self) -> bool:

@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from dsqlops.errors import ConflictError, ServiceError
-from dsqlops.sandbox import control
+from dsqlops.sandbox import control, metering, sysschema
+from dsqlops.sandbox.dialect import DsqlDialect
 from dsqlops.sandbox.hooks import Dialect, PassThrough
+from dsqlops.sandbox.jobs import JobRunner
 from dsqlops.sandbox.postgres import PostgresServer, free_port
 from dsqlops.sandbox.state import REGIONS, ClusterRecord, SandboxDir
 
 log = logging.getLogger("dsqlops.sandbox")
 
-#: postgresql.conf for each cluster's PostgreSQL: small, fast, loopback only.
+#: postgresql.conf for each cluster's PostgreSQL: small, fast, on its Unix socket only.
 PG_SETTINGS = {
     "shared_buffers": "16MB",
     "max_connections": "200",
@@ -42,10 +44,16 @@ PG_SETTINGS = {
     "log_min_messages": "warning",
     "log_line_prefix": "'%m [%p] %u '",
 }
-#: Only the front (and the sandbox itself) connect, over loopback; the front has already checked
-#: the IAM token, so the backend trusts loopback connections.
-PG_HBA = "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+#: Only the front (and the sandbox itself) connect, over the Unix socket in a 0700 folder that only
+#: the sandbox's user (and root) can enter; the front has already checked the IAM token, so the
+#: backend trusts the socket. There is no TCP listener (listen_addresses=''): a trusted loopback
+#: port would let anyone on the machine in as a superuser, around the IAM check.
+PG_HBA = "local all all trust\n"
 SUPERUSER = "postgres"
+#: The least-privileged role the front checks IAM role mappings as (created by sql/sys.sql).
+LOGIN_CHECK_ROLE = "dsqlops_login_check"
+#: Roles no client may log in as through the front, whatever the mappings say.
+RESERVED_ROLES = frozenset({SUPERUSER, LOGIN_CHECK_ROLE})
 
 #: Run once in the template: DSQL's ``admin`` is not a superuser; it owns the ``postgres``
 #: database (so, in PostgreSQL 15, the ``public`` schema) and may create roles.
@@ -56,39 +64,18 @@ TEMPLATE_SQL = [
     "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
 ]
 
-#: Used only while S2's sysschema is not importable: just enough for the non-admin login check.
-FALLBACK_SYS_SQL = [
-    "CREATE SCHEMA IF NOT EXISTS sys",
-    "CREATE TABLE IF NOT EXISTS sys.iam_pg_role_mappings (iam_oid bigint, arn text NOT NULL, "
-    "pg_role_oid oid, pg_role_name text NOT NULL, grantor_pg_role_oid oid, grantor_pg_role_name text)",
-    "GRANT USAGE ON SCHEMA sys TO PUBLIC",
-    "GRANT SELECT ON sys.iam_pg_role_mappings TO PUBLIC",
-]
-
-
 def load_dialect() -> Dialect:
-    """S2's DsqlDialect when it is installed, else PassThrough (plain PostgreSQL behind TLS + IAM).
+    """DSQL's dialect, wrapped by the wire counters of :mod:`dsqlops.sandbox.metering`.
 
-    ``DSQLOPS_SANDBOX_DIALECT=postgres`` forces PassThrough (to measure or debug the relay alone).
+    ``DSQLOPS_SANDBOX_DIALECT=postgres`` gives plain PostgreSQL behind TLS + IAM (to measure or
+    debug the relay alone).
     """
+    inner: Dialect
     if os.environ.get("DSQLOPS_SANDBOX_DIALECT", "").lower() in ("postgres", "passthrough", "none"):
-        return PassThrough()
-    try:
-        from dsqlops.sandbox.dialect import DsqlDialect  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        log.warning("dsqlops.sandbox.dialect not available: running without the DSQL dialect")
-        return PassThrough()
-    return DsqlDialect()  # type: ignore[no-any-return,unused-ignore]
-
-
-def install_sys_schema(conn: Any) -> None:
-    try:
-        from dsqlops.sandbox import sysschema  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        for stmt in FALLBACK_SYS_SQL:
-            conn.execute(stmt)
-        return
-    sysschema.install(conn)
+        inner = PassThrough()
+    else:
+        inner = DsqlDialect()
+    return metering.wrap_dialect(inner)
 
 
 class ClusterDB:
@@ -104,13 +91,12 @@ class ClusterDB:
         # The front reaches the backend over a Unix socket (cheaper than loopback TCP); its folder is
         # short and outside DIR, since a socket path under a deep DIR would pass the 107-byte limit.
         self.socket_dir = registry.sdir.socket_dir(rec.identifier)
-        settings = {**PG_SETTINGS, "unix_socket_directories": f"'{self.socket_dir}'"}
-        # TLS on the backend too (optional for its clients): only for measuring the front against a
-        # direct TLS connection (benchmarks/sandbox_overhead.py); the front uses the Unix socket.
-        tls = registry.tls
-        self.pg = PostgresServer(d / "pgdata", port=free_port(), settings=settings, hba=PG_HBA,
-                                 log_file=d / "postgres.log", superuser=SUPERUSER,
-                                 ssl_cert=tls.server_cert if tls else None, ssl_key=tls.server_key if tls else None)
+        # The port only names the socket file (.s.PGSQL.<port>): there is no TCP listener.
+        self.pg = PostgresServer(d / "pgdata", port=free_port(), settings=dict(PG_SETTINGS), hba=PG_HBA,
+                                 log_file=d / "postgres.log", superuser=SUPERUSER, tcp=False,
+                                 unix_dir=self.socket_dir)
+        self._check_conn: Any = None
+        self._check_lock: asyncio.Lock | None = None
         self.ready = threading.Event()
         self.error: str | None = None
         self.state = "creating"
@@ -133,7 +119,6 @@ class ClusterDB:
                 self.pg.stop(mode="immediate")
             self.registry.sdir.ensure_traversable()
             self.pg.init()
-            self._make_socket_dir()
             self.pg.start(timeout=120)
             self.superuser_setup()
             self.state = "ready"
@@ -150,23 +135,14 @@ class ClusterDB:
             self.ready.set()
         self.registry.write_runtime()
 
-    def _make_socket_dir(self) -> None:
-        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.socket_dir, 0o700)
-        if os.geteuid() == 0:
-            import pwd
-
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.socket_dir, pw.pw_uid, pw.pw_gid)
-
     def superuser_setup(self) -> None:
         import psycopg
 
         with psycopg.connect(**self.superuser_conninfo(), autocommit=True) as conn:  # type: ignore[arg-type]
-            install_sys_schema(conn)
+            sysschema.install(conn)
 
     def superuser_conninfo(self) -> dict[str, object]:
-        return {"host": self.pg.host, "port": self.pg.port, "dbname": "postgres", "user": SUPERUSER}
+        return {"host": str(self.socket_dir), "port": self.pg.port, "dbname": "postgres", "user": SUPERUSER}
 
     # the front's view -------------------------------------------------------------------------
     async def backend_address(self) -> tuple[str, int]:
@@ -177,14 +153,33 @@ class ClusterDB:
         return str(self.socket_dir), self.pg.port
 
     async def role_is_mapped(self, role: str, arn: str) -> bool:
+        """Whether ``role`` is mapped to ``arn``: asked over one connection per cluster, kept open and
+        reused by every login, as a role that can read the mappings and nothing else."""
         import psycopg
 
-        await self.backend_address()
-        async with await psycopg.AsyncConnection.connect(**self.superuser_conninfo(),  # type: ignore[arg-type]
-                                                         autocommit=True) as conn:
-            cur = await conn.execute("SELECT 1 FROM sys.iam_pg_role_mappings WHERE pg_role_name=%s AND arn=%s",
-                                     (role, arn))
-            return (await cur.fetchone()) is not None
+        if role in RESERVED_ROLES:
+            return False
+        host, port = await self.backend_address()
+        if self._check_lock is None:
+            self._check_lock = asyncio.Lock()
+        async with self._check_lock:
+            for attempt in (1, 2):
+                if self._check_conn is None or self._check_conn.closed:
+                    self._check_conn = await psycopg.AsyncConnection.connect(
+                        host=host, port=port, dbname="postgres", user=LOGIN_CHECK_ROLE, autocommit=True,
+                        application_name="dsqlops login check")
+                try:
+                    cur = await self._check_conn.execute(
+                        "SELECT 1 FROM sys.iam_pg_role_mappings WHERE pg_role_name = %s AND arn = %s", (role, arn))
+                    return (await cur.fetchone()) is not None
+                except psycopg.OperationalError:
+                    # the backend restarted under the kept connection: reconnect once
+                    with contextlib.suppress(Exception):
+                        await self._check_conn.close()
+                    self._check_conn = None
+                    if attempt == 2:
+                        raise
+        return False
 
     def stop(self) -> None:
         self.pg.stop(mode="fast", timeout=30)
@@ -225,15 +220,14 @@ class Registry:
                 tdir.parent.mkdir(parents=True, exist_ok=True)
                 os.chmod(tdir.parent, 0o755)  # noqa: S103 - the postgres user must traverse it
                 pg = PostgresServer(tdir, settings=dict(PG_SETTINGS), hba=PG_HBA, superuser=SUPERUSER,
-                                    log_file=tdir.parent / "postgres.log")
+                                    log_file=tdir.parent / "postgres.log", tcp=False)
                 self.sdir.ensure_traversable()
                 pg.init()
                 pg.start(timeout=120)
                 try:
                     import psycopg
 
-                    with psycopg.connect(host=pg.host, port=pg.port, dbname="postgres", user=SUPERUSER,
-                                         autocommit=True) as conn:
+                    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:  # type: ignore[arg-type]
                         for stmt in TEMPLATE_SQL:
                             conn.execute(stmt)  # type: ignore[arg-type,unused-ignore]
                 finally:
@@ -318,38 +312,17 @@ class Registry:
         with self.lock:
             self.runtime["clusters"] = {
                 db.identifier: {"region": db.region, "endpoint": db.endpoint, "state": db.state,
-                                "error": db.error, "pg_port": db.pg.port} for db in self.dbs.values()}
+                                "error": db.error, "pg_port": db.pg.port,
+                                "pg_socket_dir": str(db.socket_dir)} for db in self.dbs.values()}
             data = dict(self.runtime)
         self.sdir.save_runtime(data)
 
 
-def _start_optional(registry: Registry) -> list[Any]:
-    """S2's job runner and E's metering, when they exist. Each must have stop()."""
-    started: list[Any] = []
-    try:
-        from dsqlops.sandbox.jobs import JobRunner  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        log.warning("dsqlops.sandbox.jobs not available: no background jobs")
-    else:
-        try:
-            runner = JobRunner(registry.conninfo_for, clusters=lambda: [db.identifier for db in
-                                                                        registry.ready_clusters()])
-            runner.start()
-            started.append(runner)
-        except Exception:
-            log.exception("job runner failed to start")
-    try:
-        from dsqlops.sandbox import metering
-    except ImportError:
-        return started
-    if hasattr(metering, "start"):
-        try:
-            m = metering.start(registry)
-            if m is not None:
-                started.append(m)
-        except Exception:
-            log.exception("metering failed to start")
-    return started
+def _start_components(registry: Registry) -> list[Any]:
+    """The job runner (CREATE INDEX ASYNC & co.) and the meter. Each has stop()."""
+    runner = JobRunner(registry.conninfo_for, clusters=lambda: [db.identifier for db in registry.ready_clusters()])
+    runner.start()
+    return [runner, metering.start(registry)]
 
 
 async def _exit_with(pid: int, stop: asyncio.Event) -> None:
@@ -419,13 +392,7 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
     stop_watch = threading.Event()
     control.watch(registry.sync, stop_watch)
     dialect = load_dialect()
-    try:
-        from dsqlops.sandbox.metering import wrap_dialect  # E's wire counters (transactions, OCC)
-    except ImportError:
-        pass
-    else:
-        dialect = wrap_dialect(dialect)
-    optional = _start_optional(registry)
+    optional = _start_components(registry)
     runtime["dialect"] = type(getattr(dialect, "inner", dialect)).__name__
 
     from dsqlops.sandbox.front import Front

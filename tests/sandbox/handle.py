@@ -165,8 +165,9 @@ class SandboxHandle:
         """Straight to the cluster's PostgreSQL as its superuser (bypassing the front)."""
         import psycopg
 
-        port = self.runtime()["clusters"][cid]["pg_port"]
-        return psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", **kw)
+        c = self.runtime()["clusters"][cid]
+        # the cluster's PostgreSQL listens on its Unix socket only
+        return psycopg.connect(host=c["pg_socket_dir"], port=c["pg_port"], user="postgres", dbname="postgres", **kw)
 
     def map_role(self, cid: str, role: str, arn: str) -> None:
         """CREATE ROLE + AWS IAM GRANT through the front (the dialect); without a working dialect

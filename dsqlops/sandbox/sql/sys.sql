@@ -319,6 +319,15 @@ CREATE OR REPLACE VIEW sys.iam_pg_role_mappings AS
   LEFT JOIN pg_roles g ON g.oid = m.grantor_oid;
 GRANT SELECT ON sys.iam_pg_role_mappings TO PUBLIC;
 
+-- The front checks a non-admin login's mapping over one reused connection as this role: it may
+-- log in and read the mappings view (granted to PUBLIC) and nothing else; the front refuses it
+-- as a login name.
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dsqlops_login_check') THEN
+    CREATE ROLE dsqlops_login_check LOGIN NOINHERIT CONNECTION LIMIT 4;
+  END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION sys._check_iam_arn(arn text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
