@@ -163,4 +163,25 @@ def verify(token: str, *, user: str, host: str, region: str,
         raise AuthFailure(f"token is for host {tok.host}, not {host}")
     if tok.region != region:
         raise AuthFailure(f"token is for region {tok.region}, not {region}")
+    if arn_partition(ident.arn) != partition_of(region):
+        raise AuthFailure(f"identity {ident.arn} is in another partition than the cluster's ({partition_of(region)})")
     return Verified(arn=ident.arn, access_key_id=tok.access_key_id, action=tok.action)
+
+
+def partition_of(region: str) -> str:
+    """The AWS partition of a region name: ``aws-cn`` for cn-*, ``aws-us-gov`` for us-gov-*, else ``aws``."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    if region.startswith("us-iso-"):
+        return "aws-iso"
+    if region.startswith("us-isob-"):
+        return "aws-iso-b"
+    return "aws"
+
+
+def arn_partition(arn: str) -> str:
+    """``arn:<partition>:…`` → the partition ('' when ``arn`` is not an ARN)."""
+    parts = arn.split(":", 2)
+    return parts[1] if len(parts) > 2 and parts[0] == "arn" else ""

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from dsqlops.sandbox import explain_dpu
+from dsqlops.sandbox.auth import arn_partition, partition_of
 from dsqlops.sandbox.hooks import Action, Fail, Forward, Session, SqlError
 from dsqlops.sandbox.sqlclass import (
     DDL,
@@ -42,6 +43,7 @@ from dsqlops.sandbox.sqlclass import (
 OC000 = "change conflicts with another transaction (OC000)"
 OC001 = "schema has been updated by another transaction (OC001)"
 TXN_AGE_LIMIT_S = 300.0
+FUNCTION_CALL_REFUSED = "unsupported frontend message: FunctionCall"
 SERVER_VERSION = "16.15"
 SERVER_VERSION_NUM = "160015"
 
@@ -289,6 +291,10 @@ class DsqlDialect:
             return out
         return error
 
+    def function_call(self, session: Session) -> Fail | None:
+        """DSQL has no fast-path interface (it is how libpq reaches large objects, which DSQL lacks)."""
+        return Fail(_err(FUNCTION_CALL_REFUSED))
+
     def ready(self, session: Session, status: str) -> None:
         session.txn_status = status
         st = self._state(session)
@@ -346,7 +352,7 @@ class DsqlDialect:
             if rewritten.error is not None:
                 return rewritten
         elif v0 == "AWS":
-            rewritten = _aws_iam(stmt)
+            rewritten = _aws_iam(stmt, session.region)
             if rewritten.error is not None:
                 return rewritten
         elif v0 == "CALL" and _is_wait_for_job(stmt) and sim.in_block:
@@ -1012,8 +1018,9 @@ def _alter_table_async(stmt: Statement) -> _Plan:
 _ARN = re.compile(r"^arn:aws(-[a-z]+)*:(iam|sts)::\d{12}:(role|user|assumed-role)/[A-Za-z0-9+=,.@_/-]{1,512}$")
 
 
-def _aws_iam(stmt: Statement) -> _Plan:
-    """AWS IAM GRANT role TO 'arn' / AWS IAM REVOKE role FROM 'arn'."""
+def _aws_iam(stmt: Statement, region: str) -> _Plan:
+    """AWS IAM GRANT role TO 'arn' / AWS IAM REVOKE role FROM 'arn'. The ARN must be of the
+    cluster's own partition (no aws-cn identity for a cluster in an ``aws`` region)."""
     toks = stmt.tokens
     if not (stmt.starts("AWS", "IAM") and stmt.kw(2) in ("GRANT", "REVOKE")) or len(toks) != 6:
         return _Plan(stmt.text, error=_err("syntax error at or near \"AWS\"", "42601"))
@@ -1022,7 +1029,7 @@ def _aws_iam(stmt: Statement) -> _Plan:
     if role.kind not in (WORD, QIDENT) or prep != ("TO" if grant else "FROM") or arn.kind != STRING:
         return _Plan(stmt.text, error=_err(f'syntax error at or near "{toks[4].text}"', "42601"))
     value = arn.string_value
-    if not _ARN.match(value):
+    if not _ARN.match(value) or arn_partition(value) != partition_of(region):
         return _Plan(stmt.text, error=_err(f"invalid IAM ARN: {value}", "22023"))
     proc = "sys._iam_grant" if grant else "sys._iam_revoke"
     return _Plan(f"CALL {proc}({quote_literal(role.ident)}, {quote_literal(value)})",

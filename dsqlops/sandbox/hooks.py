@@ -100,6 +100,10 @@ class Dialect(Protocol):
 
     def ready(self, session: Session, status: str) -> None: ...
 
+    def function_call(self, session: Session) -> Fail | None:
+        """A FunctionCall ('F', the fast-path interface): None relays it, a Fail refuses it."""
+        ...
+
 
 class PassThrough:
     """A dialect that changes nothing (plain PostgreSQL behind TLS and IAM auth)."""
@@ -115,3 +119,6 @@ class PassThrough:
 
     def ready(self, session: Session, status: str) -> None:
         session.txn_status = status
+
+    def function_call(self, session: Session) -> Fail | None:
+        return None

@@ -59,7 +59,7 @@ class Conn:
 
 _FRONTEND_TYPES = frozenset(b"QPBEDCHSFXdcfp")
 #: Frontend messages the front inspects; everything else is relayed without a look inside.
-_CLIENT_INSPECT = frozenset(b"QPBESC")
+_CLIENT_INSPECT = frozenset(b"QPBESCF")
 #: Backend messages the front inspects: CommandComplete, ErrorResponse, ReadyForQuery,
 #: EmptyQueryResponse, PortalSuspended.
 _BACKEND_INSPECT = frozenset(b"CEZIs")
@@ -174,6 +174,9 @@ class Relay:
         try:
             out = self._parse_client(data)
         except P.ProtocolViolation as e:
+            # one line, no traceback: a client can send any bytes it likes
+            log.warning("session of %r on %s closed: protocol violation: %s", self.c.session.user,
+                        self.c.session.cluster_id, e)
             self._finish(P.fatal("08P01", str(e)), terminate_backend=True)
             return
         except Exception:
@@ -218,7 +221,10 @@ class Relay:
                 if end > n:
                     need = end - pos
                     break
-                new = self._client_message(kind, data, pos, end, self.c)
+                try:
+                    new = self._client_message(kind, data, pos, end, self.c)
+                except (ValueError, IndexError, UnicodeError) as e:  # a body that does not parse
+                    raise P.ProtocolViolation(f"invalid message format ({chr(kind)} message)") from e
                 if new is not None:
                     if pos > run:
                         out.append(data[run:pos])
@@ -348,6 +354,14 @@ class Relay:
             c.open_segment = None
             c.segments.append(seg)
             return None
+        if kind == 70:  # FunctionCall: the dialect decides, like a statement
+            refusal = self.dialect.function_call(c.session)
+            if refusal is None:
+                return None
+            seg = Segment()
+            seg.units.append(Unit(fail=refusal.error))
+            c.segments.append(seg)
+            return P.encode_query(raise_sql(refusal.error))  # the backend's transaction state follows
         if kind == 67:  # Close: forget what we know about that statement/portal
             what = body[:1]
             name = P.parse_name(body[1:]) if len(body) > 1 else ""

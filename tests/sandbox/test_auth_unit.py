@@ -89,3 +89,14 @@ def test_week_long_token_is_allowed() -> None:
 def test_garbage_is_refused(garbage: str) -> None:
     with pytest.raises(auth.AuthFailure):
         _verify(garbage)
+
+
+def test_identity_of_another_partition_is_refused() -> None:
+    """An aws-cn identity cannot log in to a cluster in an ``aws`` region, however well it signs."""
+    def lookup(key: str) -> auth.Identity | None:
+        return auth.Identity(key, SECRET, "arn:aws-cn:iam::123456789012:user/u")
+
+    with pytest.raises(auth.AuthFailure) as e:
+        auth.verify(_token(), user="admin", host=HOST, region="us-east-1", lookup=lookup)
+    assert "partition" in e.value.reason
+    assert auth.partition_of("cn-north-1") == "aws-cn" and auth.partition_of("us-east-1") == "aws"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -175,6 +172,14 @@ def test_aws_iam_grant_and_revoke() -> None:
     assert isinstance(r, Forward) and r.sql == f"CALL sys._iam_revoke('App_Role', '{arn}')"
 
 
+def test_aws_iam_grant_refuses_an_arn_of_another_partition() -> None:
+    cn = "arn:aws-cn:iam::123456789012:role/app"
+    err = failure(f"AWS IAM GRANT app TO '{cn}'")  # the session's cluster is in us-east-1 (aws)
+    assert (err.sqlstate, err.message) == ("22023", f"invalid IAM ARN: {cn}")
+    china = Session(cluster_id="c", region="cn-north-1", database="postgres", user="admin", iam_arn=None)
+    assert isinstance(run(f"AWS IAM GRANT app TO '{cn}'", china), Forward)
+
+
 def test_server_version_and_settings_report_dsql_values() -> None:
     show = run("SHOW server_version")
     assert isinstance(show, Forward) and show.tags == ["SHOW"] and "'16.15'" in show.sql
@@ -210,9 +215,9 @@ def test_drop_index_also_cancels_async_builds() -> None:
 
 
 def test_explain_analyze_verbose_goes_through_the_dpu_hook(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("dsqlops.sandbox.explain_dpu")
-    fake.rewrite = lambda sql: "SELECT 'rewritten'"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "dsqlops.sandbox.explain_dpu", fake)
+    from dsqlops.sandbox import explain_dpu
+
+    monkeypatch.setattr(explain_dpu, "rewrite", lambda sql: "SELECT 'rewritten'")
     action = run("EXPLAIN (ANALYZE, VERBOSE) SELECT 1")
     assert isinstance(action, Forward) and action.sql == "SELECT 'rewritten'"
     plain = run("EXPLAIN SELECT 1")

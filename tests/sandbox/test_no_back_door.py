@@ -131,7 +131,7 @@ def test_login_check_is_one_reused_least_privileged_connection(sandbox, cluster)
             assert conn.execute("SELECT current_user").fetchone() == (name,)
         seen.append(check_backends())
     assert len(seen[0]) == 1, seen  # one connection answers the mapping checks
-    pid, user, superuser = seen[0][0]
+    _pid, user, superuser = seen[0][0]
     assert user == "dsqlops_login_check" and not superuser
     assert seen[1] == seen[2] == seen[0]  # the same backend answered every login
 

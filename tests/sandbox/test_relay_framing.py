@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,5 +151,50 @@ def test_large_bind_in_small_chunks_arrives_whole() -> None:
         for i in range(0, len(data), 4096):
             relay.from_client(data[i:i + 4096])
         assert bytes(backend.data) == data
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("kind, body", [
+    (b"P", b"stmt-without-terminator"),           # statement name never ends
+    (b"P", b"s1\0SELECT 1"),                       # query text never ends
+    (b"B", b"portal\0"),                           # no statement name
+    (b"E", b"no-terminator"),                      # Execute's portal name never ends
+])
+def test_malformed_extended_message_is_08P01_with_one_log_line(kind: bytes, body: bytes,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    relay, _client, backend, loop = _relay()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="dsqlops.sandbox"):
+            relay.from_client(_msg(kind, body))
+        assert relay.done.done()
+        err = P.parse_error_response(bytes(relay.final or b"")[5:])
+        assert (err.severity, err.sqlstate) == ("FATAL", "08P01") and "invalid message format" in err.message
+        records = [r for r in caplog.records if r.name.startswith("dsqlops")]
+        assert len(records) == 1 and records[0].exc_info is None and "\n" not in records[0].getMessage()
+        assert bytes(backend.data) == b""  # nothing of it reached the backend
+    finally:
+        loop.close()
+
+
+def test_function_call_goes_through_the_dialect() -> None:
+    from dsqlops.sandbox.dialect import FUNCTION_CALL_REFUSED, DsqlDialect
+
+    fcall = _msg(b"F", struct.pack("!iHHiHi", 764, 0, 1, 4, 0, 0))  # lo_open-like: oid, formats, one arg
+    relay, client, backend, loop = _relay(DsqlDialect())
+    try:
+        relay.from_client(fcall)
+        assert bytes(backend.data)[:1] == b"Q"  # a statement raising the refusal, not the call
+        relay.from_backend(_msg(b"E", b"SERROR\0C0A000\0Mwhatever the backend said\0\0") + _msg(b"Z", b"I"))
+        out = bytes(client.data)
+        assert out[:1] == b"E" and out.endswith(_msg(b"Z", b"I"))
+        err = P.parse_error_response(out[5:1 + struct.unpack("!i", out[1:5])[0]])
+        assert (err.sqlstate, err.message) == ("0A000", FUNCTION_CALL_REFUSED)
+    finally:
+        loop.close()
+    relay, client, backend, loop = _relay()  # a dialect that allows it: relayed as is
+    try:
+        relay.from_client(fcall)
+        assert bytes(backend.data) == fcall
     finally:
         loop.close()
