@@ -180,9 +180,11 @@ class _Plan:
 class DsqlDialect:
     """Aurora DSQL's SQL surface over PostgreSQL 15+ (see the module docstring)."""
 
-    def __init__(self, *, defer_conflicts: bool = True, clock: object = time.monotonic) -> None:
+    def __init__(self, *, defer_conflicts: bool = True, clock: object = time.monotonic,
+                 txn_age_limit: float = TXN_AGE_LIMIT_S) -> None:
         self.defer_conflicts = defer_conflicts
         self._clock = clock
+        self.txn_age_limit = txn_age_limit
 
     # -- hooks.Dialect ----------------------------------------------------------------------------
     def statement(self, session: Session, sql: str, *, extended: bool) -> Action:
@@ -191,7 +193,7 @@ class DsqlDialect:
             return fast
         explain = _explain_rewrite(sql)
         if explain is not None:
-            return Forward(explain)
+            return Forward(explain, tags=["EXPLAIN"])
         try:
             stmts = split_statements(sql)
         except SqlSyntaxError:
@@ -237,7 +239,7 @@ class DsqlDialect:
             word = _FAST_TXN.get(" ".join(sql.rstrip().rstrip(";").split()).upper())
             if word is not None:
                 st = self._state(session)
-                if word == "COMMIT" and (st.doomed or (st.started and self._now() - st.started > TXN_AGE_LIMIT_S)):
+                if word == "COMMIT" and (st.doomed or (st.started and self._now() - st.started > self.txn_age_limit)):
                     return None
                 st.reset()
                 if word == "BEGIN":
@@ -291,6 +293,10 @@ class DsqlDialect:
             return out
         return error
 
+    def parameter_status(self, name: str, value: str) -> str:
+        """DSQL's server_version at login too, as ``SHOW server_version`` and ``version()`` report it."""
+        return SERVER_VERSION if name == "server_version" else value
+
     def function_call(self, session: Session) -> Fail | None:
         """DSQL has no fast-path interface (it is how libpq reaches large objects, which DSQL lacks)."""
         return Fail(_err(FUNCTION_CALL_REFUSED))
@@ -337,6 +343,8 @@ class DsqlDialect:
         refusal = self._refusal(stmt)
         if refusal is not None:
             return _Plan(stmt.text, error=refusal)
+        if v0 in ("CREATE", "ALTER"):
+            stmt = _numeric_default(stmt)
 
         rewritten: _Plan | None = None
         if v0 == "SET":
@@ -400,9 +408,9 @@ class DsqlDialect:
             if sim.doomed:
                 sim.reset()
                 return _Plan(stmt.text, error=_err(OC000, "40001"), backend_sql="ROLLBACK")
-            if sim.in_block and sim.started and self._now() - sim.started > TXN_AGE_LIMIT_S:
+            if sim.in_block and sim.started and self._now() - sim.started > self.txn_age_limit:
                 sim.reset()
-                return _Plan(stmt.text, error=_err(f"transaction age limit of {int(TXN_AGE_LIMIT_S)}s exceeded",
+                return _Plan(stmt.text, error=_err(f"transaction age limit of {self.txn_age_limit:g}s exceeded",
                                                    "54000"), backend_sql="ROLLBACK")
             sim.reset()
             return _Plan(stmt.text)
@@ -444,7 +452,7 @@ class DsqlDialect:
 
 def _explain_rewrite(sql: str) -> str | None:
     head = sql.lstrip()[:64].upper()
-    if not head.startswith("EXPLAIN") or "ANALYZE" not in head or "VERBOSE" not in head:
+    if not head.startswith("EXPLAIN") or ("ANALYZE" not in head and "ANALYSE" not in head):
         return None
     return explain_dpu.rewrite(sql)
 
@@ -663,6 +671,59 @@ def _create_refusal(stmt: Statement) -> SqlError | None:
             return _err("unsupported statement: CreateTableAs")
         return _table_columns_refusal(stmt)
     return None
+
+
+#: DSQL's precision and scale for a ``numeric`` column declared without them (CREATE TABLE and
+#: ALTER TABLE ADD COLUMN): https://docs.aws.amazon.com/aurora-dsql/latest/userguide/working-with-postgresql-compatibility-supported-data-types.html
+NUMERIC_DEFAULT = "(18,6)"
+_NUMERIC_NAMES = ("numeric", "decimal", "dec")
+
+
+def _numeric_default(stmt: Statement) -> Statement:
+    """``stmt`` with DSQL's default ``numeric(18,6)`` written out for each column declared plain
+    ``numeric``/``decimal``/``dec`` (PostgreSQL would make it unbounded)."""
+    toks = stmt.tokens
+    types: list[int] = []  # token index of each column's type
+    if stmt.kw(1) == "TABLE" or (stmt.kw(1) == "UNLOGGED" and stmt.kw(2) == "TABLE"):
+        if stmt.kw(0) != "CREATE" or _ctas(stmt):
+            pass
+        else:
+            open_i = next((k for k, t in enumerate(toks) if t.text == "("), -1)
+            if open_i >= 0:
+                close_i = _matching_paren(toks, open_i)
+                k = open_i + 1
+                for elem in _split_top(toks[open_i + 1:close_i]):
+                    if len(elem) > 1 and not (elem[0].kind == WORD and elem[0].upper in _TABLE_ELEMENT_WORDS):
+                        types.append(k + 1)
+                    k += len(elem) + 1  # the element and its comma
+        if stmt.kw(0) == "ALTER":
+            depth = 0
+            for k, t in enumerate(toks):
+                if t.text == "(":
+                    depth += 1
+                elif t.text == ")":
+                    depth -= 1
+                elif depth == 0 and t.kind == WORD and t.upper == "ADD":
+                    j = k + 1
+                    if stmt.kw(j) in ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN", "EXCLUDE"):
+                        continue
+                    if stmt.kw(j) == "COLUMN":
+                        j += 1
+                    if stmt.kw(j) == "IF" and stmt.kw(j + 1) == "NOT" and stmt.kw(j + 2) == "EXISTS":
+                        j += 3
+                    types.append(j + 1)
+    edits = [toks[k].end for k in types
+             if k < len(toks) and toks[k].kind == WORD and toks[k].text.lower() in _NUMERIC_NAMES
+             and (k + 1 >= len(toks) or toks[k + 1].text not in ("(", "."))]
+    if not edits:
+        return stmt
+    text = stmt.text
+    for end in reversed(edits):
+        text = text[:end] + NUMERIC_DEFAULT + text[end:]
+    return split_statements(text)[0]
+
+
+_TABLE_ELEMENT_WORDS = frozenset({"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN", "EXCLUDE", "LIKE"})
 
 
 def _ctas(stmt: Statement) -> bool:

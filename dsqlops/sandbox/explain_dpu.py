@@ -31,6 +31,9 @@ from typing import Any
 from dsqlops.sandbox import dpu
 
 FUNCTION = "sys.dsqlops_explain_dpu"
+PLAIN_FUNCTION = "sys.dsqlops_explain"
+#: EXPLAIN ANALYZE lines of the sandbox's own triggers (sql/sys.sql), which DSQL does not have.
+SANDBOX_TRIGGER_LINE = "^Trigger (for constraint )?dsql_"
 
 _PAREN = re.compile(r"^\s*EXPLAIN\s*\((?P<opts>[^()]*)\)\s*(?P<stmt>.*?)\s*;?\s*$", re.I | re.S)
 _LEGACY = re.compile(r"^\s*EXPLAIN\s+(?P<words>(?:(?:ANALYZE|ANALYSE|VERBOSE)\s+)+)(?P<stmt>.*?)\s*;?\s*$",
@@ -72,14 +75,15 @@ def rewrite(sql: str) -> str | None:
     stmt = m.group("stmt")
     if opts.get("analyze") not in _TRUE or "analyze" not in opts:
         return None
-    if opts.get("verbose") not in _TRUE or "verbose" not in opts:
-        return None
     if opts.get("format", "text") != "text":
         return None
     if not stmt or _PARAM.search(_strip_strings(stmt)) or "\x00" in stmt:
         return None
     options = ", ".join(f"{k.upper()} {v.upper()}".strip() for k, v in opts.items())
-    return f"SELECT * FROM {FUNCTION}({_literal(stmt)}, {_literal(options)})"
+    verbose = "verbose" in opts and opts["verbose"] in _TRUE
+    # without VERBOSE DSQL prints no DPU block; the plan still goes through a function, which
+    # leaves out the sandbox's own triggers (EXPLAIN ANALYZE lists every trigger that fired)
+    return f"SELECT * FROM {FUNCTION if verbose else PLAIN_FUNCTION}({_literal(stmt)}, {_literal(options)})"
 
 
 def _literal(text: str) -> str:
@@ -108,7 +112,9 @@ DECLARE
   wr float8;
 BEGIN
   FOR l IN EXECUTE 'EXPLAIN (' || opts || ') ' || q LOOP
-    plan_lines := plan_lines || l;
+    IF l !~ '{SANDBOX_TRIGGER_LINE}' THEN
+      plan_lines := plan_lines || l;
+    END IF;
   END LOOP;
   FOREACH l IN ARRAY plan_lines LOOP
     "QUERY PLAN" := l;
@@ -162,6 +168,18 @@ BEGIN
 END
 $fn$;
 GRANT EXECUTE ON FUNCTION {FUNCTION}(text, text) TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION {PLAIN_FUNCTION}(q text, opts text)
+RETURNS TABLE("QUERY PLAN" text) LANGUAGE plpgsql AS $fn$
+BEGIN
+  FOR "QUERY PLAN" IN EXECUTE 'EXPLAIN (' || opts || ') ' || q LOOP
+    IF "QUERY PLAN" !~ '{SANDBOX_TRIGGER_LINE}' THEN
+      RETURN NEXT;
+    END IF;
+  END LOOP;
+END
+$fn$;
+GRANT EXECUTE ON FUNCTION {PLAIN_FUNCTION}(text, text) TO PUBLIC;
 """
 
 

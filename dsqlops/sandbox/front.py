@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from dsqlops.sandbox import protocol as P
 from dsqlops.sandbox.auth import ACCESS_DENIED, AuthFailure, Identity, verify
 from dsqlops.sandbox.hooks import Dialect, Session
+from dsqlops.sandbox.limits import Limits
 from dsqlops.sandbox.relay import Conn, Relay, _drain_buffer, _Side
 
 log = logging.getLogger("dsqlops.sandbox.front")
@@ -59,8 +60,16 @@ Resolver = Callable[[str], "ClusterTarget | None"]
 
 class Front:
     def __init__(self, *, resolve: Resolver, lookup: Callable[[str], Identity | None], dialect: Dialect,
-                 cert_file: str, key_file: str, default_region: str = "us-east-1") -> None:
+                 cert_file: str, key_file: str, default_region: str = "us-east-1",
+                 limits: Limits | None = None, max_connections: int | None = None) -> None:
         self.resolve = resolve
+        self.limits = limits or Limits()
+        #: connections per cluster: DSQL's quota, or fewer when the backend has fewer client slots
+        self.max_connections = min(self.limits.connections, max_connections or self.limits.connections)
+        #: per cluster: (tokens, monotonic time of the last refill) of the new-connection bucket
+        self._buckets: dict[str, tuple[float, float]] = {}
+        #: per cluster: logged-in sessions
+        self.per_cluster: dict[str, int] = {}
         self.lookup = lookup
         self.dialect = dialect
         self.default_region = default_region
@@ -133,6 +142,7 @@ class Front:
         writer: Any = None
         bwriter: Any = None
         relayed = False
+        slot: list[str] = []  # the cluster whose connection slot this connection holds
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             first = await asyncio.wait_for(_peek(conn), STARTUP_TIMEOUT)
@@ -143,7 +153,7 @@ class Front:
             reader, writer = await _streams(conn, self.direct_ctx if direct else None)
             if direct and _alpn(writer.get_extra_info("ssl_object")) != "postgresql":
                 return  # libpq requires ALPN for direct TLS; so do we
-            result = await asyncio.wait_for(self._startup(reader, writer), STARTUP_TIMEOUT)
+            result = await asyncio.wait_for(self._startup(reader, writer, slot), STARTUP_TIMEOUT)
             if result is None:
                 return
             reader, writer, breader, bwriter, c = result
@@ -168,6 +178,8 @@ class Front:
                 await _send_close(writer, P.fatal("XX000", "internal error in the sandbox front"))
         finally:
             self.active -= 1
+            for cid in slot:
+                self.per_cluster[cid] -= 1
             for w in (bwriter, writer):
                 if w is not None and relayed:
                     w.transport.close()
@@ -178,7 +190,7 @@ class Front:
             if writer is None:
                 conn.close()
 
-    async def _startup(self, reader: Any, writer: Any) -> Any:
+    async def _startup(self, reader: Any, writer: Any, slot: list[str]) -> Any:
         tls = writer.get_extra_info("ssl_object") is not None
         while True:
             head = await reader.readexactly(4)
@@ -222,6 +234,16 @@ class Front:
         if target is None:
             await _send_close(writer, P.fatal("08004", f"unable to accept connection, cluster not found: {sni}"))
             return None
+        if not self._admit(target.identifier):
+            await _send_close(writer, P.fatal("53400", "unable to accept connection, connection rate exceeded",
+                                              hint="retry after a short, jittered back-off"))
+            return None
+        if self.per_cluster.get(target.identifier, 0) >= self.max_connections:
+            await _send_close(writer, P.fatal("53300", "unable to accept connection, too many connections"))
+            return None
+        # the slot is held from here until the connection ends (released by _handle)
+        self.per_cluster[target.identifier] = self.per_cluster.get(target.identifier, 0) + 1
+        slot.append(target.identifier)
         dbname = st.params.get("database", user) or user
         if dbname != "postgres":
             await _send_close(writer, P.fatal("3D000", f'database "{dbname}" does not exist'))
@@ -271,6 +293,12 @@ class Front:
                 raise RuntimeError("backend asked for authentication; the sandbox backend must trust the front")
             if kind == b"Z":
                 break
+            if kind == b"S":
+                name, pos = P.read_cstr(body, 0)
+                value = P.read_cstr(body, pos)[0]
+                shown = self.dialect.parameter_status(name, value)
+                if shown != value:
+                    body = P.cstr(name) + P.cstr(shown)
             out.append(P.message(kind, body))
         key = secrets.randbits(31)
         self.cancel_keys[(bpid, key)] = (host, port, bpid, bkey)
@@ -279,6 +307,19 @@ class Front:
         writer.write(b"".join(out) + P.backend_key_data(bpid, key) + P.message(b"Z", body))
         await writer.drain()
         return reader, writer, breader, bwriter, Conn(session=session, backend_pid=bpid, backend_key=bkey, key=key)
+
+    def _admit(self, cluster_id: str) -> bool:
+        """DSQL's new-connection quota per cluster: a token bucket of ``connection_burst`` tokens
+        refilled at ``new_connections_per_second``."""
+        now = asyncio.get_running_loop().time()
+        burst = float(self.limits.connection_burst)
+        tokens, last = self._buckets.get(cluster_id, (burst, now))
+        tokens = min(burst, tokens + (now - last) * self.limits.new_connections_per_second)
+        if tokens < 1.0:
+            self._buckets[cluster_id] = (tokens, now)
+            return False
+        self._buckets[cluster_id] = (tokens - 1.0, now)
+        return True
 
     async def _cancel(self, pid: int, key: int) -> None:
         entry = self.cancel_keys.get((pid, key))
@@ -297,6 +338,8 @@ class Front:
     async def _relay(self, reader: Any, writer: Any, breader: Any, bwriter: Any, c: Conn) -> None:
         """Switch both connections from streams to plain protocols (no task or future per chunk)."""
         relay = Relay(self.dialect, c, writer.transport, bwriter.transport)
+        aging = asyncio.get_running_loop().call_later(self.limits.connection_age_seconds, relay.age_reached,
+                                                      self.limits.txn_age_seconds)
         leftover_client = _drain_buffer(reader)
         leftover_backend = _drain_buffer(breader)
         writer.transport.set_protocol(_Side(relay, client=True))
@@ -312,6 +355,7 @@ class Front:
         try:
             await relay.done
         finally:
+            aging.cancel()
             await relay.flush_and_close()
 
 def _alpn(sslobj: Any) -> str | None:

@@ -104,6 +104,10 @@ class Dialect(Protocol):
         """A FunctionCall ('F', the fast-path interface): None relays it, a Fail refuses it."""
         ...
 
+    def parameter_status(self, name: str, value: str) -> str:
+        """The value the client sees for a ParameterStatus the backend reports at login."""
+        ...
+
 
 class PassThrough:
     """A dialect that changes nothing (plain PostgreSQL behind TLS and IAM auth)."""
@@ -122,3 +126,6 @@ class PassThrough:
 
     def function_call(self, session: Session) -> Fail | None:
         return None
+
+    def parameter_status(self, name: str, value: str) -> str:
+        return value

@@ -146,7 +146,11 @@ class PostgresServer:
         return f"host={self.connect_host} port={self.port} dbname={dbname} user={user or self.superuser}"
 
     def conninfo(self, dbname: str = "postgres", user: str | None = None) -> dict[str, object]:
-        return {"host": self.connect_host, "port": self.port, "dbname": dbname, "user": user or self.superuser}
+        info: dict[str, object] = {"host": self.connect_host, "port": self.port, "dbname": dbname,
+                                   "user": user or self.superuser}
+        if not self.tcp:
+            info["hostaddr"] = ""  # a PGHOSTADDR in the environment would send libpq to TCP instead
+        return info
 
     # -- life cycle -------------------------------------------------------------------------
     def initialized(self) -> bool:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +131,24 @@ class Relay:
         self._bbuf = b""
         self._bskip = 0
         self._bdrop = False
+        self._close_when_idle = False
+
+    # -- connection age ---------------------------------------------------------------------------
+    def age_reached(self, grace: float) -> None:
+        """The connection reached its maximum age: close it now when idle; otherwise once its
+        transaction ends, or after ``grace`` seconds (the transaction age limit) at the latest.
+        Like DSQL, no error: the session is just closed."""
+        if self.done.done():
+            return
+        if self._idle():
+            self._finish(terminate_backend=True)
+            return
+        self._close_when_idle = True
+        self.done.get_loop().call_later(grace, lambda: self._finish(terminate_backend=True))
+
+    def _idle(self) -> bool:
+        c = self.c
+        return c.session.txn_status == "I" and not c.segments and c.open_segment is None
 
     # -- end of session ---------------------------------------------------------------------------
     def _finish(self, final: bytes | None = None, *, terminate_backend: bool = False) -> None:
@@ -260,6 +280,8 @@ class Relay:
             return
         if out:
             self.client.write(out[0] if len(out) == 1 else b"".join(out))
+        if self._close_when_idle and self._idle():
+            self._finish(terminate_backend=True)
 
     def _parse_backend(self, data: bytes) -> list[bytes]:
         if self._bbuf:
@@ -422,7 +444,7 @@ class Relay:
         err = P.parse_error_response(body)
         if err.severity in ("NOTICE", "WARNING", "INFO", "DEBUG", "LOG"):
             return None
-        new = self.dialect.backend_error(c.session, err)
+        new = hide_machinery(self.dialect.backend_error(c.session, err))
         conceal_tag = getattr(new, "conceal_tag", None)
         if conceal_tag and seg is not None and last_unit:
             # DSQL never blocks a writer: answer as if it ran; the dialect fails the COMMIT.
@@ -431,6 +453,25 @@ class Relay:
         if new is err:
             return None
         return P.error_response(new)
+
+
+#: Error context lines that name the sandbox's own machinery (DO blocks the front or the dialect
+#: sends, functions and triggers of the ``sys`` schema) rather than anything of the client's.
+_MACHINERY = re.compile(r"inline_code_block|PL/pgSQL function sys\.|\bsys\._|\bdsql_|dsqlops|\$dsql\$")
+
+
+def hide_machinery(err: SqlError) -> SqlError:
+    """``err`` without the context (CONTEXT, internal query, source location) that would show the
+    sandbox's machinery; ``err`` itself when there is none (so the relay forwards it unchanged)."""
+    where = err.fields.get("W")
+    internal = err.fields.get("q")
+    if not (where and _MACHINERY.search(where)) and not (internal and _MACHINERY.search(internal)):
+        return err
+    fields = {k: v for k, v in err.fields.items() if k not in ("W", "q", "p", "F", "L", "R")}
+    kept = [line for line in (where or "").split("\n") if line and not _MACHINERY.search(line)]
+    if kept:
+        fields["W"] = "\n".join(kept)
+    return dataclasses.replace(err, fields=fields)
 
 
 def raise_sql(err: SqlError) -> str:

@@ -31,6 +31,7 @@ from dsqlops.sandbox import control, metering, sysschema
 from dsqlops.sandbox.dialect import DsqlDialect
 from dsqlops.sandbox.hooks import Dialect, PassThrough
 from dsqlops.sandbox.jobs import JobRunner
+from dsqlops.sandbox.limits import Limits
 from dsqlops.sandbox.postgres import PostgresServer, free_port
 from dsqlops.sandbox.state import REGIONS, ClusterRecord, SandboxDir
 
@@ -39,7 +40,9 @@ log = logging.getLogger("dsqlops.sandbox")
 #: postgresql.conf for each cluster's PostgreSQL: small, fast, on its Unix socket only.
 PG_SETTINGS = {
     "shared_buffers": "16MB",
-    "max_connections": "200",
+    # above DSQL's 1,000-connection burst, so a connection storm meets DSQL's limits at the front
+    # (53400/53300), not PostgreSQL's "remaining connection slots are reserved"
+    "max_connections": "1100",
     "max_wal_size": "256MB",
     "log_min_messages": "warning",
     "log_line_prefix": "'%m [%p] %u '",
@@ -50,6 +53,9 @@ PG_SETTINGS = {
 #: port would let anyone on the machine in as a superuser, around the IAM check.
 PG_HBA = "local all all trust\n"
 SUPERUSER = "postgres"
+#: Client sessions the front lets into one cluster's PostgreSQL; the rest of max_connections is
+#: for the sandbox's own connections (job runner, meter, login check, superuser slots).
+CLIENT_SLOTS = 1024
 #: The least-privileged role the front checks IAM role mappings as (created by sql/sys.sql).
 LOGIN_CHECK_ROLE = "dsqlops_login_check"
 #: Roles no client may log in as through the front, whatever the mappings say.
@@ -64,7 +70,7 @@ TEMPLATE_SQL = [
     "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
 ]
 
-def load_dialect() -> Dialect:
+def load_dialect(limits: Limits | None = None) -> Dialect:
     """DSQL's dialect, wrapped by the wire counters of :mod:`dsqlops.sandbox.metering`.
 
     ``DSQLOPS_SANDBOX_DIALECT=postgres`` gives plain PostgreSQL behind TLS + IAM (to measure or
@@ -74,7 +80,7 @@ def load_dialect() -> Dialect:
     if os.environ.get("DSQLOPS_SANDBOX_DIALECT", "").lower() in ("postgres", "passthrough", "none"):
         inner = PassThrough()
     else:
-        inner = DsqlDialect()
+        inner = DsqlDialect(txn_age_limit=(limits or Limits()).txn_age_seconds)
     return metering.wrap_dialect(inner)
 
 
@@ -137,12 +143,16 @@ class ClusterDB:
 
     def superuser_setup(self) -> None:
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(**self.superuser_conninfo(), autocommit=True) as conn:  # type: ignore[arg-type]
             sysschema.install(conn)
+            for name, value in self.registry.limits.database_settings().items():  # read by sys.sql's checks
+                conn.execute(sql.SQL("ALTER DATABASE postgres SET {} = {}").format(sql.Identifier(name),
+                                                                                  sql.Literal(value)))
 
     def superuser_conninfo(self) -> dict[str, object]:
-        return {"host": str(self.socket_dir), "port": self.pg.port, "dbname": "postgres", "user": SUPERUSER}
+        return self.pg.conninfo()
 
     # the front's view -------------------------------------------------------------------------
     async def backend_address(self) -> tuple[str, int]:
@@ -166,7 +176,7 @@ class ClusterDB:
             for attempt in (1, 2):
                 if self._check_conn is None or self._check_conn.closed:
                     self._check_conn = await psycopg.AsyncConnection.connect(
-                        host=host, port=port, dbname="postgres", user=LOGIN_CHECK_ROLE, autocommit=True,
+                        host=host, hostaddr="", port=port, dbname="postgres", user=LOGIN_CHECK_ROLE, autocommit=True,
                         application_name="dsqlops login check")
                 try:
                     cur = await self._check_conn.execute(
@@ -198,8 +208,10 @@ class ClusterDB:
 class Registry:
     """All clusters' databases, kept in step with moto's DSQL backend by a watcher thread."""
 
-    def __init__(self, sdir: SandboxDir, runtime: dict[str, Any], tls: Any = None) -> None:
+    def __init__(self, sdir: SandboxDir, runtime: dict[str, Any], tls: Any = None,
+                 limits: Limits | None = None) -> None:
         self.sdir = sdir
+        self.limits = limits or Limits()
         self.runtime = runtime
         self.tls = tls
         self.dbs: dict[str, ClusterDB] = {}
@@ -385,20 +397,22 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
         "api_endpoint": cp.endpoint, "ca_file": str(tls.ca_cert), "region": "us-east-1",
         "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "ready": False,
     }
-    registry = Registry(sdir, runtime, tls)
+    limits = Limits.from_env()
+    registry = Registry(sdir, runtime, tls, limits)
     template = threading.Thread(target=registry.build_template, name="template", daemon=True)
     template.start()
     registry.sync()
     stop_watch = threading.Event()
     control.watch(registry.sync, stop_watch)
-    dialect = load_dialect()
+    dialect = load_dialect(limits)
     optional = _start_components(registry)
     runtime["dialect"] = type(getattr(dialect, "inner", dialect)).__name__
 
     from dsqlops.sandbox.front import Front
 
     front = Front(resolve=registry.resolve, lookup=control.lookup_identity, dialect=dialect,
-                  cert_file=str(tls.server_cert), key_file=str(tls.server_key))
+                  cert_file=str(tls.server_cert), key_file=str(tls.server_key), limits=limits,
+                  max_connections=CLIENT_SLOTS)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -167,7 +167,9 @@ class SandboxHandle:
 
         c = self.runtime()["clusters"][cid]
         # the cluster's PostgreSQL listens on its Unix socket only
-        return psycopg.connect(host=c["pg_socket_dir"], port=c["pg_port"], user="postgres", dbname="postgres", **kw)
+        # hostaddr="" so that a PGHOSTADDR in the environment (`sandbox env` sets one) does not win
+        return psycopg.connect(host=c["pg_socket_dir"], hostaddr="", port=c["pg_port"], user="postgres",
+                               dbname="postgres", **kw)
 
     def map_role(self, cid: str, role: str, arn: str) -> None:
         """CREATE ROLE + AWS IAM GRANT through the front (the dialect); without a working dialect

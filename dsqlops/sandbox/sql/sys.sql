@@ -109,6 +109,16 @@ BEGIN
   IF name IS NOT NULL THEN
     RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = format('datatype %s is not supported in a key', name);
   END IF;
+  -- DSQL's index limit per table (dsql.index_limit, DSQL: 24) counts the primary key and the
+  -- builds not started yet (a started build is already in pg_index).
+  IF (SELECT count(*) FROM pg_index i WHERE i.indrelid = rel)
+     + (SELECT count(*) FROM sys._jobs j WHERE j.job_type = 'INDEX_BUILD' AND j.object_id = rel
+          AND j.status IN ('submitted', 'processing')
+          AND to_regclass(quote_ident(j.schema_name) || '.' || quote_ident(split_part(j.object_name, '.', 2))) IS NULL)
+     >= coalesce(nullif(current_setting('dsql.index_limit', true), '')::int, 24) THEN
+    RAISE EXCEPTION USING ERRCODE = '54000', MESSAGE = format('index limit of %s per table exceeded',
+      coalesce(nullif(current_setting('dsql.index_limit', true), '')::int, 24));
+  END IF;
   name := index_name;
   IF auto_named THEN
     WHILE EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = name AND c.relnamespace = nsp::regnamespace)
@@ -242,27 +252,59 @@ DROP EVENT TRIGGER IF EXISTS dsql_sql_drop;
 CREATE EVENT TRIGGER dsql_sql_drop ON sql_drop EXECUTE FUNCTION sys._on_sql_drop();
 
 -- ---------------------------------------------------------------------------------------------
--- The 3,000-row transaction limit (54000), counted by statement triggers on every user table.
-CREATE OR REPLACE FUNCTION sys._count_rows(n bigint) RETURNS void
+-- The per-transaction write limits (54000), counted by statement triggers on every user table:
+-- rows (dsql.txn_row_limit, DSQL: 3,000), checked live: the statement that passes it fails; and
+-- bytes (dsql.txn_byte_limit, DSQL: 10 MiB), checked at COMMIT, as DSQL does: passing it queues a
+-- deferred trigger on sys._txn_oversize that fails the COMMIT. The limits are per-database
+-- settings (dsqlops.sandbox.limits); the running totals live in transaction-local settings.
+DROP FUNCTION IF EXISTS sys._count_rows(bigint);
+CREATE TABLE IF NOT EXISTS sys._txn_oversize (marker int);
+REVOKE ALL ON sys._txn_oversize FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION sys._txn_too_big() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE lim bigint := coalesce(nullif(current_setting('dsql.txn_byte_limit', true), '')::bigint, 10485760);
+BEGIN
+  RAISE EXCEPTION USING ERRCODE = '54000', MESSAGE = format('transaction size limit %s exceeded',
+    CASE WHEN lim % 1048576 = 0 THEN (lim / 1048576)::text || 'mb' ELSE lim::text || ' bytes' END);
+END $$;
+DROP TRIGGER IF EXISTS dsql_txn_too_big ON sys._txn_oversize;
+CREATE CONSTRAINT TRIGGER dsql_txn_too_big AFTER INSERT ON sys._txn_oversize
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sys._txn_too_big();
+
+CREATE OR REPLACE FUNCTION sys._flag_txn_too_big() RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+  INSERT INTO sys._txn_oversize VALUES (1);
+$$;
+
+CREATE OR REPLACE FUNCTION sys._count_rows(n bigint, nbytes bigint) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE total bigint;
+DECLARE
+  total bigint;
+  total_bytes bigint;
 BEGIN
   total := coalesce(nullif(current_setting('dsql.txn_rows', true), '')::bigint, 0) + n;
-  IF total > 3000 THEN
+  IF total > coalesce(nullif(current_setting('dsql.txn_row_limit', true), '')::bigint, 3000) THEN
     RAISE EXCEPTION USING ERRCODE = '54000', MESSAGE = 'transaction row limit exceeded';
   END IF;
   PERFORM set_config('dsql.txn_rows', total::text, true);
+  total_bytes := coalesce(nullif(current_setting('dsql.txn_bytes', true), '')::bigint, 0) + nbytes;
+  PERFORM set_config('dsql.txn_bytes', total_bytes::text, true);
+  IF total_bytes > coalesce(nullif(current_setting('dsql.txn_byte_limit', true), '')::bigint, 10485760)
+     AND coalesce(current_setting('dsql.txn_too_big', true), '') <> 'on' THEN
+    PERFORM set_config('dsql.txn_too_big', 'on', true);
+    PERFORM sys._flag_txn_too_big();
+  END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION sys._row_limit_new() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM sys._count_rows((SELECT count(*) FROM dsql_new_rows));
+  PERFORM sys._count_rows(count(*), coalesce(sum(pg_column_size(r.*)), 0)) FROM dsql_new_rows r;
   RETURN NULL;
 END $$;
 
 CREATE OR REPLACE FUNCTION sys._row_limit_old() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM sys._count_rows((SELECT count(*) FROM dsql_old_rows));
+  PERFORM sys._count_rows(count(*), coalesce(sum(pg_column_size(r.*)), 0)) FROM dsql_old_rows r;
   RETURN NULL;
 END $$;
 
@@ -394,7 +436,9 @@ $$;
 CREATE OR REPLACE FUNCTION sys.cluster_size_limit() RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
   SELECT 10::bigint * 1024 * 1024 * 1024 * 1024
 $$;
-CREATE OR REPLACE FUNCTION sys.version() RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT 'PostgreSQL 16' $$;
+-- The same version everywhere: version(), SHOW server_version, current_setting() and the
+-- server_version the front reports at login (dialect.SERVER_VERSION).
+CREATE OR REPLACE FUNCTION sys.version() RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT 'PostgreSQL 16.15' $$;
 CREATE OR REPLACE FUNCTION sys.current_database() RETURNS name LANGUAGE sql IMMUTABLE AS $$
   SELECT 'postgres'::name
 $$;
