@@ -457,7 +457,8 @@ class Relay:
 
 #: Error context lines that name the sandbox's own machinery (DO blocks the front or the dialect
 #: sends, functions and triggers of the ``sys`` schema) rather than anything of the client's.
-_MACHINERY = re.compile(r"inline_code_block|PL/pgSQL function sys\.|\bsys\._|\bdsql_|dsqlops|\$dsql\$")
+_MACHINERY = re.compile(r"inline_code_block|PL/pgSQL function sys\.|\bsys\._|dsqlops|\$dsql\$"
+                        r"|\bdsql_(?:row_limit_\w+|txn_too_big|sql_drop|ddl_end)\b")
 
 
 def hide_machinery(err: SqlError) -> SqlError:
