@@ -17,6 +17,10 @@ One asyncio task per client connection:
 
 A session that breaks the protocol, or whose backend dies, is closed alone with a FATAL
 ``08P01``/``57P01``; other sessions go on.
+
+DSQL's connection quotas (:mod:`dsqlops.sandbox.limits`) are kept here: new connections per
+second per cluster (a token bucket; FATAL ``53400``), connections per cluster (``53300``) and the
+connection age (the session is closed once idle, see :meth:`Relay.age_reached`).
 """
 
 from __future__ import annotations
