@@ -198,3 +198,39 @@ def test_function_call_goes_through_the_dialect() -> None:
         assert bytes(backend.data) == fcall
     finally:
         loop.close()
+
+
+def test_age_reached_closes_an_idle_session_at_once() -> None:
+    relay, _client, _backend, loop = _relay()
+    try:
+        relay.age_reached(grace=300)
+        assert relay.done.done() and relay.terminate_backend and relay.final is None  # closed, no error
+    finally:
+        loop.close()
+
+
+def test_age_reached_lets_the_open_transaction_end_first() -> None:
+    relay, client, _backend, loop = _relay()
+    try:
+        relay.from_client(_msg(b"Q", b"BEGIN\0"))
+        relay.from_backend(_msg(b"C", b"BEGIN\0") + _msg(b"Z", b"T"))
+        relay.age_reached(grace=300)
+        assert not relay.done.done()  # inside a transaction: not yet
+        relay.from_client(_msg(b"Q", b"COMMIT\0"))
+        relay.from_backend(_msg(b"C", b"COMMIT\0") + _msg(b"Z", b"I"))
+        assert bytes(client.data).endswith(_msg(b"Z", b"I"))  # the client got the COMMIT's answer...
+        assert relay.done.done() and relay.final is None  # ...then the session closed
+    finally:
+        loop.close()
+
+
+def test_hide_machinery_keeps_the_clients_own_context() -> None:
+    from dsqlops.sandbox.relay import hide_machinery
+
+    plain = SqlError("23505", "duplicate key", fields={"W": 'SQL function "f" statement 1'})
+    assert hide_machinery(plain) is plain
+    mixed = SqlError("42703", 'column "nope" does not exist', fields={
+        "W": 'SQL function "f" statement 1\nPL/pgSQL function inline_code_block line 1 at EXECUTE',
+        "q": "ALTER TABLE t DROP COLUMN nope", "R": "exec_stmt_dynexecute", "F": "pl_exec.c", "L": "1"})
+    out = hide_machinery(mixed)
+    assert out.fields == {"W": 'SQL function "f" statement 1'} and out.message == mixed.message
