@@ -55,6 +55,9 @@ def start_background(sdir: SandboxDir, *, api_port: int | None = None, port: int
 
     ``owner_pid``: the sandbox stops by itself when that process is gone (used by the tests).
     """
+    from dsqlops.sandbox.limits import Limits
+
+    Limits.from_env()  # a bad DSQLOPS_SANDBOX_LIMIT_* is a configuration error here, not a failed start
     sdir.ensure()
     pid = sdir.pid()
     rt = sdir.load_runtime()

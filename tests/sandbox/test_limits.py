@@ -79,6 +79,18 @@ def test_limits_from_env_validate() -> None:
         Limits.from_env({ENV_PREFIX + "CONNECTION_AGE_SECONDS": "0"})
 
 
+def test_bad_limit_is_a_configuration_error_before_anything_starts(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, ENV_PREFIX + "TXN_ROWS": "abc"}
+    p = subprocess.run([sys.executable, "-m", "dsqlops", "sandbox", "start", "--dir", str(tmp_path / "sb")],
+                       env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 253, p.stderr
+    assert p.stderr.strip().splitlines()[0] == f"error: {ENV_PREFIX}TXN_ROWS='abc' is not a number"
+    assert not (tmp_path / "sb" / "sandbox.pid").exists()
+
+
 def test_f16_connection_age_limit_closes_an_idle_session(limited, cluster) -> None:  # type: ignore[no-untyped-def]
     conn = limited.connect(cluster, autocommit=True)
     try:
