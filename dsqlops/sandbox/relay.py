@@ -63,8 +63,8 @@ _FRONTEND_TYPES = frozenset(b"QPBEDCHSFXdcfp")
 #: Frontend messages the front inspects; everything else is relayed without a look inside.
 _CLIENT_INSPECT = frozenset(b"QPBESCF")
 #: Backend messages the front inspects: CommandComplete, ErrorResponse, ReadyForQuery,
-#: EmptyQueryResponse, PortalSuspended.
-_BACKEND_INSPECT = frozenset(b"CEZIs")
+#: EmptyQueryResponse, PortalSuspended, NoticeResponse.
+_BACKEND_INSPECT = frozenset(b"CEZIsN")
 _TERMINATE = ord("X")
 
 
@@ -434,6 +434,10 @@ class Relay:
             if seg is not None and seg.units:
                 seg.units.popleft()
             return None
+        if kind == 78:  # NoticeResponse: e.g. "does not exist, skipping" from inside a DO block
+            notice = P.parse_error_response(body)
+            shown = hide_machinery(notice)
+            return None if shown is notice else b"N" + P.error_response(shown)[1:]
         # ErrorResponse
         unit = seg.units[0] if seg is not None and seg.units else None
         last_unit = seg is None or len(seg.units) <= 1

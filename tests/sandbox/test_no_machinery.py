@@ -60,6 +60,15 @@ def test_errors_show_no_sandbox_machinery(sandbox, cluster, steps: list[str]) ->
         assert not _shows_machinery(e.value), e.value.diag.context
 
 
+def test_notices_show_no_sandbox_machinery(sandbox, cluster) -> None:  # type: ignore[no-untyped-def]
+    notices: list[tuple[str, str]] = []  # a Diagnostic is valid only inside the handler
+    with sandbox.connect(cluster, autocommit=True) as conn:
+        conn.add_notice_handler(lambda d: notices.append((d.message_primary or "", d.context or "")))
+        conn.execute("DROP INDEX IF EXISTS no_such_index")  # sent as a DO block that cancels async builds
+    assert notices and "does not exist, skipping" in notices[0][0]
+    assert not any(m in context for _msg, context in notices for m in MACHINERY), notices
+
+
 @pytest.mark.parametrize("explain", ["EXPLAIN ANALYZE", "EXPLAIN (ANALYZE, VERBOSE)", "EXPLAIN (ANALYZE, COSTS OFF)"])
 def test_explain_analyze_lists_no_sandbox_triggers(sandbox, cluster, explain: str) -> None:  # type: ignore[no-untyped-def]
     table = f"x_{uuid.uuid4().hex[:8]}"
