@@ -156,6 +156,7 @@ class TxnState:
     ddl: int = 0                    # DDL statements planned in this transaction
     dml: bool = False               # DML planned in this transaction
     doomed: bool = False            # a concealed conflict: COMMIT must fail with 40001
+    conflict: str = ""              # its message when not OC000 (OC001: displaced by DDL)
     last_kind: str = ""             # classification of the last planned statement
     last_sql: str | None = None     # that statement's text when it is a read/write that may meet a row lock
 
@@ -165,6 +166,7 @@ class TxnState:
         self.ddl = 0
         self.dml = False
         self.doomed = False
+        self.conflict = ""
 
 
 @dataclass
@@ -273,7 +275,7 @@ class DsqlDialect:
         st = self._state(session)
         code = error.sqlstate
         if st.doomed and code == "25P02":
-            return _err(OC000, "40001")
+            return _err(st.conflict or OC000, "40001")
         # XX000 "tuple concurrently updated": two sessions changed the same catalog row (e.g. GRANTs on
         # one table's ACL); DSQL answers that with OC001 (FACTS §3.3/§3.5). Added by D (data plane).
         if code in ("55P03", "40P01") or (code == "40001" and "OC00" not in error.message) or (
@@ -282,12 +284,24 @@ class DsqlDialect:
             out = SqlError(sqlstate="40001", message=OC001 if schema else OC000, detail=error.detail,
                            fields={k: v for k, v in error.fields.items() if k in ("W",)})
             in_txn = st.in_block or session.txn_status == "T"
-            tag = _conceal_tag_of(st.last_sql) if (self.defer_conflicts and in_txn and not schema) else None
+            sql = session.current_sql or st.last_sql
+            tag = _conceal_tag_of(sql) if (self.defer_conflicts and in_txn and not schema) else None
             if tag:
                 st.doomed = True
                 out.conceal_tag = tag
             return out
         return error
+
+    def doom(self, session: Session, *, schema: bool) -> None:
+        """The front found this transaction lost a conflict (occ.py): it fails at COMMIT with 40001,
+        OC000 for a row another transaction committed first, OC001 when DDL changed a table it read
+        (then its writes fail too)."""
+        st = self._state(session)
+        st.doomed = True
+        if schema:
+            st.conflict = OC001
+        elif not st.conflict:
+            st.conflict = OC000
 
     def ready(self, session: Session, status: str) -> None:
         session.txn_status = status
@@ -323,10 +337,12 @@ class DsqlDialect:
 
         if kind == TXN:
             return self._txn(stmt, sim)
-        if sim.doomed:
-            return _Plan(stmt.text)  # the backend answers 25P02, rewritten to 40001 in backend_error
         if session.txn_status == "E":
-            return _Plan(stmt.text)  # an aborted transaction answers 25P02 before any DSQL rule
+            # an aborted transaction answers 25P02 before any DSQL rule (a doomed one: 40001, in
+            # backend_error)
+            return _Plan(stmt.text)
+        if sim.conflict == OC001 and (kind == DML or _conceal_tag(stmt) is not None):
+            return _Plan(stmt.text, error=_err(OC001, "40001"))
 
         refusal = self._refusal(stmt)
         if refusal is not None:
@@ -392,8 +408,9 @@ class DsqlDialect:
             return _Plan(stmt.text, error=_err(_UNSUPPORTED_STATEMENT[(v0, stmt.kw(1))]))
         if v0 in ("COMMIT", "END"):
             if sim.doomed:
+                message = sim.conflict or OC000
                 sim.reset()
-                return _Plan(stmt.text, error=_err(OC000, "40001"), backend_sql="ROLLBACK")
+                return _Plan(stmt.text, error=_err(message, "40001"), backend_sql="ROLLBACK")
             if sim.in_block and sim.started and self._now() - sim.started > TXN_AGE_LIMIT_S:
                 sim.reset()
                 return _Plan(stmt.text, error=_err(f"transaction age limit of {int(TXN_AGE_LIMIT_S)}s exceeded",

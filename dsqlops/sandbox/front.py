@@ -31,7 +31,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from dsqlops.sandbox import native
+from dsqlops.sandbox import native, occ
 from dsqlops.sandbox import protocol as P
 from dsqlops.sandbox.auth import ACCESS_DENIED, AuthFailure, Identity, verify
 from dsqlops.sandbox.hooks import Dialect, Session
@@ -77,6 +77,8 @@ class Front:
         self.cancel_keys: dict[tuple[int, int], tuple[str, int, int, int]] = {}
         self.sessions: set[asyncio.Task[Any]] = set()
         self.active = 0
+        #: displaces idle lock holders so that nobody waits on a row or table lock (occ.py)
+        self.occ = occ.Coordinator()
         self._server_sock: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
 
@@ -118,6 +120,7 @@ class Front:
             t.cancel()
         if self.sessions:
             await asyncio.gather(*self.sessions, return_exceptions=True)
+        await self.occ.close()
 
     async def _accept_loop(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -323,6 +326,9 @@ class Front:
             await native.NativeSession(self.dialect, c, writer, bwriter).run()
             return
         relay = Relay(self.dialect, c, writer.transport, bwriter.transport)
+        entry = self.cancel_keys.get((c.backend_pid, c.key))
+        if entry is not None:
+            self.occ.register(relay, (entry[0], entry[1]))
         leftover_client = _drain_buffer(reader)
         leftover_backend = _drain_buffer(breader)
         writer.transport.set_protocol(_Side(relay, client=True))
@@ -338,6 +344,7 @@ class Front:
         try:
             await relay.done
         finally:
+            self.occ.unregister(relay)
             await relay.flush_and_close()
 
 def _alpn(sslobj: Any) -> str | None:

@@ -71,6 +71,9 @@ class Session:
     iam_arn: str | None     # the caller's IAM identity (an assumed-role session counts as its role ARN)
     backend_pid: int | None = None
     txn_status: str = "I"   # from the last ReadyForQuery: I, T or E
+    #: The statement text the backend's current answer belongs to (set before ``backend_error``;
+    #: with prepared statements the last Parse is not necessarily what ran).
+    current_sql: str | None = None
     #: Scratch space owned by the dialect (transaction bookkeeping, OCC state…).
     state: dict[str, Any] = field(default_factory=dict)
 
