@@ -1,16 +1,18 @@
 """The Aurora DSQL dialect on top of PostgreSQL: what the wire front does with each statement.
 
 :class:`DsqlDialect` implements :class:`dsqlops.sandbox.hooks.Dialect`. Per statement it either
-forwards the client's text, forwards a rewrite (``CREATE INDEX ASYNC`` → a call that records a
-job; ``AWS IAM GRANT`` → a call that records a mapping; ``SHOW server_version`` → DSQL's value), or
+forwards the client's text, forwards a rewrite (``CREATE INDEX ASYNC`` → a call that records a job;
+``AWS IAM GRANT`` → a call that records a mapping; ``SHOW server_version`` → DSQL's value), or
 fails it with DSQL's SQLSTATE and wording (the refusals recorded from a real cluster, see
 ``docs/sandbox-dialect.md``). It tracks each session's transaction: one DDL per transaction, no DDL
-and DML mixed, and optimistic concurrency: a write that PostgreSQL would make wait for another
-transaction's row fails fast in the backend (``lock_timeout``, set by :mod:`sysschema`); the
-dialect hides that error from the client (``SqlError.conceal_tag``), marks the transaction doomed
-and fails its COMMIT with ``40001 change conflicts with another transaction (OC000)``, so the first
-committer wins and nobody waits. The 3,000-row limit is enforced in the backend (statement
-triggers, see ``sql/sys.sql``).
+and DML mixed, and optimistic concurrency. Writers never wait: the front releases the locks of idle
+transactions and replays their writes (``occ.py``), and tells the dialect when a transaction lost
+(:meth:`DsqlDialect.doom`); a write PostgreSQL refuses because another transaction changed or holds
+its row (40001, or the lock-wait backstop's 55P03) is hidden from the client
+(``SqlError.conceal_tag``) and dooms the transaction. A doomed transaction's COMMIT fails with
+``40001 change conflicts with another transaction (OC000)`` (``OC001`` when DDL displaced it, whose
+writes fail too), so the first committer wins. The 3,000-row limit is enforced in the backend
+(statement triggers, see ``sql/sys.sql``).
 """
 
 from __future__ import annotations

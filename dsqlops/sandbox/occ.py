@@ -51,6 +51,9 @@ class Coordinator:
         self._clusters: dict[Address, dict[int, Relay]] = {}
         self._monitors: dict[Address, _Monitor] = {}
         self._scheduled: set[Address] = set()
+        #: per cluster, the sessions inside a transaction that has our savepoint (displaceable
+        #: when idle): without one, no wait can be resolved and nothing is checked
+        self._open: dict[Address, set[Relay]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.displacements = 0
 
@@ -64,15 +67,24 @@ class Coordinator:
         cluster = self._clusters.get(addr) if addr is not None else None
         if cluster is not None and cluster.get(relay.c.backend_pid) is relay:
             del cluster[relay.c.backend_pid]
+        self.track(relay, False)
+
+    def track(self, relay: Relay, open_txn: bool) -> None:
+        """``relay`` opened (True) or ended (False) a transaction that has our savepoint."""
+        addr = relay.occ_addr
+        if addr is None:
+            return
+        if open_txn:
+            self._open.setdefault(addr, set()).add(relay)
+        else:
+            self._open.get(addr, set()).discard(relay)
 
     def poke(self, relay: Relay) -> None:
         """Something changed in ``relay`` (it started work, or went idle in a transaction): look for
-        waits soon, if a wait on an idle transaction is possible at all in that cluster."""
+        waits soon, if a wait on an idle transaction is possible at all in that cluster. Cheap when
+        no session of the cluster is inside such a transaction (autocommit traffic)."""
         addr = relay.occ_addr
-        if addr is None or addr in self._scheduled:
-            return
-        cluster = self._clusters.get(addr, {})
-        if not any(r.busy() for r in cluster.values()) or not any(r.displaceable() for r in cluster.values()):
+        if addr is None or addr in self._scheduled or not self._open.get(addr):
             return
         self._schedule(addr, CHECK_AFTER_S)
 
@@ -90,8 +102,10 @@ class Coordinator:
         again = False
         try:
             cluster = self._clusters.get(addr, {})
+            if not any(r.displaceable() for r in self._open.get(addr, ())):
+                return
             waiting = [r for r in cluster.values() if r.busy()]
-            if not waiting or not any(r.displaceable() for r in cluster.values()):
+            if not waiting:
                 return
             monitor = self._monitors.get(addr)
             if monitor is None:

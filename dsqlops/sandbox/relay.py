@@ -104,8 +104,9 @@ _REPLAY_STMT = b"dsqlops_occ_replay\0"
 _WRITE = re.compile(r"^\s*(?:insert|update|delete|merge)\b|\bfor\s+(?:no\s+key\s+update|update|key\s+share|share)\b"
                     r"|^\s*with\b[\s\S]*\b(?:insert|update|delete)\b", re.IGNORECASE)
 #: Statements a transaction cannot be replayed past (DDL, and the rewrites the dialect makes of it).
+#: (EXECUTE and COPY write without the journal seeing their text.)
 _PINS = re.compile(r"^\s*(?:create|alter|drop|comment|grant|revoke|call|do|security|reassign|refresh|cluster"
-                   r"|select\s+sys\._)\b", re.IGNORECASE)
+                   r"|execute|copy|select\s+sys\._)\b", re.IGNORECASE)
 #: Statements that may come before the savepoint (SET TRANSACTION must precede any subtransaction).
 _BEFORE_SAVEPOINT = re.compile(r"^\s*(?:set|show|begin|start|commit|end|rollback|abort|reset|discard|deallocate"
                                r"|savepoint|release|prepare\s+transaction)\b", re.IGNORECASE)
@@ -192,6 +193,10 @@ class Relay:
         #: sessions displaced for this one's sake, with their transaction numbers: if this
         #: transaction commits, those lose (it wrote, or locked FOR UPDATE, a row they had written)
         self.displaced_others: list[tuple[Relay, int]] = []
+        #: the sessions that displaced this one, with their transaction numbers
+        self.displaced_by: list[tuple[Relay, int]] = []
+        #: sessions whose next statement waits for this one's current exchange (see _displacer_busy)
+        self.watchers: list[Relay] = []
 
     # -- end of session ---------------------------------------------------------------------------
     def _finish(self, final: bytes | None = None, *, terminate_backend: bool = False) -> None:
@@ -236,7 +241,7 @@ class Relay:
     def from_client(self, data: bytes) -> None:
         if self.done.done():
             return
-        if self._held is not None or self._injecting:
+        if self._held is not None or self._injecting or (self.displaced_by and self._displacer_busy()):
             self._hold(data)
             return
         if self.displaced:
@@ -420,7 +425,7 @@ class Relay:
                 write = bool(_WRITE.search(action.sql))
                 multi = ";" in action.sql.strip().rstrip(";")
                 replay = P.encode_query(action.sql) if write and not multi else None
-                pins = bool(_PINS.match(action.sql)) or (write and multi)
+                pins = multi or bool(_PINS.match(action.sql))
                 if action.tags:
                     seg.units.extend(Unit(tag=t, sql=action.sql, pins=pins) for t in action.tags)
                     seg.units[-1].replay = replay
@@ -562,6 +567,10 @@ class Relay:
             self.dialect.ready(c.session, status)
             if self.occ is not None:
                 self._txn_status(seg, prev, status)
+                if self.watchers:
+                    watchers, self.watchers = self.watchers, []
+                    for w in watchers:
+                        w._resume()
             if seg is not None and seg is self._gate:
                 self._gate = None
                 if seg.conceal and self.savepoint:
@@ -638,6 +647,9 @@ class Relay:
                     if other.txn_no == txn_no and not other.done.done():
                         other._doom(schema=False)
             self.displaced_others.clear()
+            self.displaced_by.clear()
+            if self.savepoint:
+                self.occ.track(self, False)
             self.savepoint = self._fresh = self.pinned = self.displaced = False
             self.journal.clear()
             self._skip_to_sync = False
@@ -654,11 +666,13 @@ class Relay:
             return b""
         self._fresh = False
         self.savepoint = True
+        self.occ.track(self, True)
         seg = Segment(suppress=True)
 
         def done(s: Segment) -> None:
             if s.errors:
                 self.savepoint = False
+                self.occ.track(self, False)
                 log.warning("could not take the OCC savepoint: %s", s.errors[0].message)
 
         seg.injected = done
@@ -743,6 +757,18 @@ class Relay:
 
         self._inject(parts, done)
 
+    def _displacer_busy(self) -> bool:
+        """A session that displaced this one is in the middle of an exchange (maybe its COMMIT):
+        this one's next statement waits for its outcome, which may doom this transaction. (The
+        backend releases the winner's locks before the front sees its COMMIT answer, so this one's
+        replay could otherwise finish first.)"""
+        for other, txn_no in self.displaced_by:
+            if other.txn_no == txn_no and not other.done.done() and other.busy():
+                if self not in other.watchers:
+                    other.watchers.append(self)
+                return True
+        return False
+
     def busy(self) -> bool:
         """The backend has work of this session in hand (it may be waiting on a lock)."""
         c = self.c
@@ -767,6 +793,7 @@ class Relay:
         if not self.displaceable():
             return
         waiter.displaced_others.append((self, self.txn_no))
+        self.displaced_by.append((waiter, waiter.txn_no))
         parts = [P.encode_query(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")]
         aborted = self.c.session.txn_status == "E"
         if aborted:  # it stays aborted for its client
