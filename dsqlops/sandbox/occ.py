@@ -110,13 +110,15 @@ class Coordinator:
             monitor = self._monitors.get(addr)
             if monitor is None:
                 monitor = self._monitors[addr] = _Monitor(addr, waiting[0].c.session.user)
+            # a statement may start waiting only after a while (a DO block, a long UPDATE): look
+            # again, less and less often, for as long as sessions are busy
+            again = True
             blocked = await monitor.blocking([r.c.backend_pid for r in waiting])
             cluster = self._clusters.get(addr, {})
             for pid, holders in blocked.items():
                 waiter = cluster.get(pid)
                 if waiter is None or not holders:
                     continue
-                again = True
                 for h in holders:
                     holder = cluster.get(h)
                     if holder is not None and holder is not waiter and holder.displaceable():
