@@ -22,6 +22,14 @@ PATHS = ["simple", "unnamed", "named"]
 
 
 @pytest.fixture(scope="module")
+def sandbox(sandbox: Any, request: pytest.FixtureRequest) -> Any:
+    """The Python relay (the C data path does not coordinate sessions)."""
+    if sandbox.runtime().get("relay") == "native":
+        return request.getfixturevalue("sandbox_python")
+    return sandbox
+
+
+@pytest.fixture(scope="module")
 def cluster(sandbox: Any) -> str:
     return str(sandbox.create_cluster())
 
