@@ -275,6 +275,9 @@ class Front:
             await _send_close(writer, P.fatal("08006", "unable to accept connection, cluster unavailable"))
             return None
         params = {k: v for k, v in st.params.items() if k not in ("user", "database", "replication")}
+        if not isinstance(writer, native.SockStream):
+            # This relay displaces idle lock holders (occ.py): a wait past this is a backstop.
+            params["options"] = f"-c lock_timeout={occ.LOCK_WAIT} {params.get('options', '')}".rstrip()
         bwriter.write(P.startup_packet({"user": user, "database": "postgres", **params}))
         await bwriter.drain()
         session = Session(cluster_id=target.identifier, region=target.region, database="postgres",

@@ -40,6 +40,9 @@ log = logging.getLogger("dsqlops.sandbox.occ")
 CHECK_AFTER_S = 0.01
 #: Longest pause between two checks while sessions keep waiting.
 CHECK_MAX_S = 0.2
+#: The lock wait of the front's sessions (the cluster database's default, 50 ms, is for sessions
+#: nobody coordinates): past it a waiter gives up (55P03) and the dialect hides that as a conflict.
+LOCK_WAIT = "2s"
 
 Address = tuple[str, int]
 

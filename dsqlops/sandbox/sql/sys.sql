@@ -403,13 +403,13 @@ LANGUAGE sql STABLE AS $$
            ELSE pg_catalog.current_setting(setting_name, missing_ok) END
 $$;
 
--- Database-wide defaults DSQL fixes: REPEATABLE READ, UTC, and a bounded lock wait. The front
--- releases locks held by idle transactions within milliseconds (occ.py), so a wait this long only
--- happens behind a transaction it cannot displace; the dialect then turns the lock timeout into
--- DSQL's commit-time 40001 OC000.
+-- Database-wide defaults DSQL fixes: REPEATABLE READ, UTC, and a short lock wait (a write that
+-- would wait for another transaction's row fails fast; the dialect turns that into DSQL's
+-- commit-time 40001 OC000). The front's sessions wait longer (occ.LOCK_WAIT): the front releases
+-- locks held by idle transactions within milliseconds, so they seldom wait at all.
 DO $$
 BEGIN
   EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation = %L', current_database(), 'repeatable read');
   EXECUTE format('ALTER DATABASE %I SET timezone = %L', current_database(), 'UTC');
-  EXECUTE format('ALTER DATABASE %I SET lock_timeout = %L', current_database(), '2s');
+  EXECUTE format('ALTER DATABASE %I SET lock_timeout = %L', current_database(), '50ms');
 END $$;
