@@ -176,6 +176,7 @@ class Relay:
         self._bskip = 0
         self._bdrop = False
         self._cdrop = False
+        self._backend_full = False
         # -- OCC (occ.py): set by Coordinator.register
         self.occ: Any = None
         self.occ_addr: tuple[str, int] | None = None
@@ -231,10 +232,14 @@ class Relay:
 
     def pause(self, *, client: bool) -> None:
         # the transport that filled up is `client` (or the backend): stop reading the other one
+        if not client:
+            self._backend_full = True
         (self.backend if client else self.client).pause_reading()
 
     def resume(self, *, client: bool) -> None:
-        if not self.done.done():
+        if not client:
+            self._backend_full = False
+        if not self.done.done() and (client or self._held is None):
             (self.backend if client else self.client).resume_reading()
 
     # -- client → backend -------------------------------------------------------------------------
@@ -711,8 +716,9 @@ class Relay:
         if self.done.done() or self._held is None or self._injecting or self._gate is not None:
             return
         held, self._held = self._held, None
-        with contextlib.suppress(Exception):
-            self.client.resume_reading()
+        if not self._backend_full:
+            with contextlib.suppress(Exception):
+                self.client.resume_reading()
         for chunk in held:
             self.from_client(chunk)
 
