@@ -7,6 +7,12 @@ After login (``front.py``) both connections run on plain asyncio protocols drive
 ReadyForQuery are reported to the dialect. Statements, portals, Executes and Syncs are tracked so
 that each response is matched to its statement (``Fail``, tag overrides, concealed errors:
 see ``hooks.py``).
+
+The relay also carries the session's side of optimistic concurrency (``occ.py``): the savepoint
+each transaction starts with, the journal of its writes, displacement (rollback to the savepoint)
+and replay. For those it sends exchanges of its own to the backend (``Segment.injected``: nothing
+of them reaches the client) and holds the client's bytes while they run, or while the outcome of a
+write inside a transaction is pending (so a hidden conflict is undone before the next statement).
 """
 
 from __future__ import annotations
