@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import re
 from collections import deque
@@ -90,8 +91,16 @@ class StmtInfo:
     client_sql: str          # the client's text (the dialect sees it again at each Execute of a named one)
     sql: str                 # the text the backend prepared
     parse_rest: bytes        # the Parse message's parameter type part
-    write: bool              # may take row locks (INSERT/UPDATE/DELETE, SELECT … FOR UPDATE/SHARE)
-    pins: bool               # DDL and other statements a transaction cannot be replayed past
+
+    @functools.cached_property
+    def write(self) -> bool:
+        """May take row locks (INSERT/UPDATE/DELETE, SELECT … FOR UPDATE/SHARE)."""
+        return bool(_WRITE.search(self.sql))
+
+    @functools.cached_property
+    def pins(self) -> bool:
+        """DDL and other statements a transaction cannot be replayed past."""
+        return bool(_PINS.match(self.sql))
 
 
 _FRONTEND_TYPES = frozenset(b"QPBEDCHSFXdcfp")
@@ -433,10 +442,13 @@ class Relay:
             seg = Segment()
             c.segments.append(seg)
             if isinstance(action, Forward):
-                write = bool(_WRITE.search(action.sql))
-                multi = ";" in action.sql.strip().rstrip(";")
-                replay = P.encode_query(action.sql) if write and not multi else None
-                pins = multi or bool(_PINS.match(action.sql))
+                replay: bytes | None = None
+                pins = False
+                if self.savepoint:  # (outside such a transaction nothing is journaled)
+                    multi = ";" in action.sql.strip().rstrip(";")
+                    if not multi and _WRITE.search(action.sql):
+                        replay = P.encode_query(action.sql)
+                    pins = multi or bool(_PINS.match(action.sql))
                 if action.tags:
                     seg.units.extend(Unit(tag=t, sql=action.sql, pins=pins) for t in action.tags)
                     seg.units[-1].replay = replay
@@ -464,8 +476,7 @@ class Relay:
             if isinstance(action, Forward):
                 c.statements[msg.name] = None
                 c.stmt_tags[msg.name] = action.tags[0] if action.tags else None
-                c.stmt_info[msg.name] = StmtInfo(msg.sql, action.sql, msg.rest, bool(_WRITE.search(action.sql)),
-                                                 bool(_PINS.match(action.sql)))
+                c.stmt_info[msg.name] = StmtInfo(msg.sql, action.sql, msg.rest)
                 if action.sql == msg.sql:
                     return None if not pre else pre + buf[pos:end]
                 msg.sql = action.sql
@@ -486,7 +497,8 @@ class Relay:
             if info is not None:
                 # the parameter part of the Bind, kept to run the statement again (occ.py)
                 rest_at = body.index(b"\0", body.index(b"\0") + 1) + 1
-                c.portal_info[portal] = (info, body[rest_at:] if info.write else b"", stmt)
+                keep = (self.savepoint or self._fresh) and info.write
+                c.portal_info[portal] = (info, body[rest_at:] if keep else b"", stmt)
             else:
                 c.portal_info[portal] = None
             return (pre + buf[pos:end]) if pre else None
@@ -496,12 +508,14 @@ class Relay:
             entry = c.portal_info.get(portal)
             info = entry[0] if entry else None
             unit = Unit(fail=c.portals.get(portal), tag=c.portal_tags.get(portal),
-                        sql=info.sql if info else None, pins=bool(info and info.pins))
+                        sql=info.sql if info else None, pins=bool(self.savepoint and info and info.pins))
             seg.units.append(unit)
             replaced: bytes | None = None
             if entry is not None and entry[2] != "":
                 replaced = self._recheck(c, entry[0], unit)
-            if entry is not None and info is not None and info.write and unit.fail is None:
+            if self.savepoint and entry is not None and info is not None and info.write and not entry[1]:
+                unit.pins = True  # bound before the transaction began: its parameters were not kept
+            elif self.savepoint and entry is not None and info is not None and info.write and unit.fail is None:
                 unit.replay = (P.message(b"C", b"S" + _REPLAY_STMT)
                                + P.message(b"P", _REPLAY_STMT + P.cstr_se(info.sql) + info.parse_rest)
                                + P.message(b"B", b"\0" + _REPLAY_STMT + entry[1])
