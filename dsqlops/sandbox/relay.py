@@ -220,6 +220,9 @@ class Relay:
             return
         if self.occ is not None:
             self.occ.unregister(self)
+            watchers, self.watchers = self.watchers, []
+            for w in watchers:  # nothing to wait for any more
+                w._resume()
         self.final = final
         self.terminate_backend = terminate_backend
         self.client.pause_reading()
@@ -756,6 +759,8 @@ class Relay:
             seg.injected = last if i == len(parts) - 1 else (lambda _s: None)
             self.c.segments.append(seg)
         self.backend.write(b"".join(parts))
+        if self.occ is not None:
+            self.occ.poke(self)  # a replay may wait on another idle transaction
 
     def _doom(self, *, schema: bool) -> None:
         doom = getattr(self.dialect, "doom", None)
@@ -789,11 +794,17 @@ class Relay:
         backend releases the winner's locks before the front sees its COMMIT answer, so this one's
         replay could otherwise finish first.)"""
         for other, txn_no in self.displaced_by:
-            if other.txn_no == txn_no and not other.done.done() and other.busy():
+            if other.txn_no == txn_no and not other.done.done() and other.client_busy():
                 if self not in other.watchers:
                     other.watchers.append(self)
                 return True
         return False
+
+    def client_busy(self) -> bool:
+        """The backend has work of this session's client in hand (not only the front's own)."""
+        c = self.c
+        return (any(seg.injected is None for seg in c.segments)
+                or (c.open_segment is not None and bool(c.open_segment.units)))
 
     def busy(self) -> bool:
         """The backend has work of this session in hand (it may be waiting on a lock)."""
