@@ -10,6 +10,11 @@ outcome, SQLSTATE, command tag, columns and rows (a message difference is adviso
 ``ignore_rows`` waives rows and a ``SELECT n`` count; ``known_gap`` never fails; for
 ``conflict_race`` only the number of failed last steps and their SQLSTATEs count).
 
+Each case can be replayed over three client paths (``PATHS``): ``unnamed`` (the extended protocol
+with the unnamed statement, as the record was made), ``simple`` (each step as a simple Query, as
+psycopg's ClientCursor sends it) and ``named`` (a named prepared statement per step, Parse then
+Bind/Execute, as pgx, JDBC and asyncpg do). DSQL answers the same on every path.
+
 Targets are connection factories (``Callable[[], psycopg.Connection]``): a cluster through the
 wire front (B's ``dsqlops.data.connection``), or, for tests of the dialect alone, a plain
 PostgreSQL wrapped in :class:`ShimConn` which plays the front's part in-process.
@@ -272,19 +277,42 @@ def _collect(pgconn: Any, timeout: float) -> list[Any]:
 _OK = (1, 2)  # COMMAND_OK, TUPLES_OK
 
 
+#: The client paths a case is replayed over (see the module docstring).
+PATHS = ("unnamed", "simple", "named")
+
+
 class PgConn:
     """A target connection (e.g. through the sandbox's wire front): psycopg's libpq layer, so each
-    step is exactly one protocol exchange (extended: Parse/Bind/Describe/Execute/Sync)."""
+    step is exactly one protocol exchange (extended: Parse/Bind/Describe/Execute/Sync). ``path``
+    chooses how an ordinary step is sent (``PATHS``)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, path: str = "unnamed") -> None:
+        if path not in PATHS:
+            raise ValueError(f"unknown client path {path!r} (expected one of {', '.join(PATHS)})")
         conn.autocommit = True
         self.conn = conn
         self.pgconn = conn.pgconn
+        self.path = path
+        self._prepared = 0
 
     def extended(self, sql: str, timeout: float = STEP_TIMEOUT_S) -> dict[str, Any]:
-        self.pgconn.send_query_params(sql.encode(), None)
+        """One ordinary step over this connection's client path."""
+        pg = self.pgconn
         try:
-            results = _collect(self.pgconn, timeout)
+            if self.path == "simple":
+                pg.send_query(sql.encode())
+                results = [r for r in _collect(pg, timeout) if r.status != 0]  # not EMPTY_QUERY
+            elif self.path == "named":
+                self._prepared += 1
+                name = f"dsqlops_conf_{self._prepared}".encode()
+                pg.send_prepare(name, sql.encode())
+                results = _collect(pg, timeout)
+                if all(r.status in _OK for r in results):
+                    pg.send_query_prepared(name, None)
+                    results = _collect(pg, timeout)
+            else:
+                pg.send_query_params(sql.encode(), None)
+                results = _collect(pg, timeout)
         except TimeoutError:
             return _error_obs("57014", "step timed out")
         for res in results:
@@ -603,9 +631,20 @@ def run_case(conn: PgConn, connect: Connector, case: Case) -> Any:
 
 
 def run_suite(suite: Suite, connect: Connector, *, on_case: Callable[[CaseResult], None] | None = None,
-              record: dict[str, Any] | None = None) -> Report:
+              record: dict[str, Any] | None = None, path: str | None = None) -> Report:
     """Replay ``suite`` on connections from ``connect``. With ``record`` (a dict), the observations
-    are stored there by case name (for :func:`write_record`)."""
+    are stored there by case name (for :func:`write_record`). ``path`` sends every ordinary step
+    over that client path (``PATHS``) instead of the connections' own."""
+    if path is not None:
+        if path not in PATHS:
+            raise ValueError(f"unknown client path {path!r} (expected one of {', '.join(PATHS)})")
+        own = connect
+
+        def connect() -> PgConn:
+            c = own()
+            c.path = path
+            return c
+
     conn = connect()
     setup_errors: list[str] = []
     results: list[CaseResult] = []

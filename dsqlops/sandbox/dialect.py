@@ -1,16 +1,18 @@
 """The Aurora DSQL dialect on top of PostgreSQL: what the wire front does with each statement.
 
 :class:`DsqlDialect` implements :class:`dsqlops.sandbox.hooks.Dialect`. Per statement it either
-forwards the client's text, forwards a rewrite (``CREATE INDEX ASYNC`` → a call that records a
-job; ``AWS IAM GRANT`` → a call that records a mapping; ``SHOW server_version`` → DSQL's value), or
+forwards the client's text, forwards a rewrite (``CREATE INDEX ASYNC`` → a call that records a job;
+``AWS IAM GRANT`` → a call that records a mapping; ``SHOW server_version`` → DSQL's value), or
 fails it with DSQL's SQLSTATE and wording (the refusals recorded from a real cluster, see
 ``docs/sandbox-dialect.md``). It tracks each session's transaction: one DDL per transaction, no DDL
-and DML mixed, and optimistic concurrency: a write that PostgreSQL would make wait for another
-transaction's row fails fast in the backend (``lock_timeout``, set by :mod:`sysschema`); the
-dialect hides that error from the client (``SqlError.conceal_tag``), marks the transaction doomed
-and fails its COMMIT with ``40001 change conflicts with another transaction (OC000)``, so the first
-committer wins and nobody waits. The 3,000-row limit is enforced in the backend (statement
-triggers, see ``sql/sys.sql``).
+and DML mixed, and optimistic concurrency. Writers never wait: the front releases the locks of idle
+transactions and replays their writes (``occ.py``), and tells the dialect when a transaction lost
+(:meth:`DsqlDialect.doom`); a write PostgreSQL refuses because another transaction changed or holds
+its row (40001, or the lock-wait backstop's 55P03) is hidden from the client
+(``SqlError.conceal_tag``) and dooms the transaction. A doomed transaction's COMMIT fails with
+``40001 change conflicts with another transaction (OC000)`` (``OC001`` when DDL displaced it, whose
+writes fail too), so the first committer wins. The 3,000-row limit is enforced in the backend
+(statement triggers, see ``sql/sys.sql``).
 """
 
 from __future__ import annotations
@@ -158,6 +160,7 @@ class TxnState:
     ddl: int = 0                    # DDL statements planned in this transaction
     dml: bool = False               # DML planned in this transaction
     doomed: bool = False            # a concealed conflict: COMMIT must fail with 40001
+    conflict: str = ""              # its message when not OC000 (OC001: displaced by DDL)
     last_kind: str = ""             # classification of the last planned statement
     last_sql: str | None = None     # that statement's text when it is a read/write that may meet a row lock
 
@@ -167,6 +170,7 @@ class TxnState:
         self.ddl = 0
         self.dml = False
         self.doomed = False
+        self.conflict = ""
 
 
 @dataclass
@@ -277,7 +281,7 @@ class DsqlDialect:
         st = self._state(session)
         code = error.sqlstate
         if st.doomed and code == "25P02":
-            return _err(OC000, "40001")
+            return _err(st.conflict or OC000, "40001")
         # XX000 "tuple concurrently updated": two sessions changed the same catalog row (e.g. GRANTs on
         # one table's ACL); DSQL answers that with OC001 (FACTS §3.3/§3.5). Added by D (data plane).
         if code in ("55P03", "40P01") or (code == "40001" and "OC00" not in error.message) or (
@@ -286,7 +290,8 @@ class DsqlDialect:
             out = SqlError(sqlstate="40001", message=OC001 if schema else OC000, detail=error.detail,
                            fields={k: v for k, v in error.fields.items() if k in ("W",)})
             in_txn = st.in_block or session.txn_status == "T"
-            tag = _conceal_tag_of(st.last_sql) if (self.defer_conflicts and in_txn and not schema) else None
+            sql = session.current_sql or st.last_sql
+            tag = _conceal_tag_of(sql) if (self.defer_conflicts and in_txn and not schema) else None
             if tag:
                 st.doomed = True
                 out.conceal_tag = tag
@@ -300,6 +305,17 @@ class DsqlDialect:
     def function_call(self, session: Session) -> Fail | None:
         """DSQL has no fast-path interface (it is how libpq reaches large objects, which DSQL lacks)."""
         return Fail(_err(FUNCTION_CALL_REFUSED))
+
+    def doom(self, session: Session, *, schema: bool) -> None:
+        """The front found this transaction lost a conflict (occ.py): it fails at COMMIT with 40001,
+        OC000 for a row another transaction committed first, OC001 when DDL changed a table it read
+        (then its writes fail too)."""
+        st = self._state(session)
+        st.doomed = True
+        if schema:
+            st.conflict = OC001
+        elif not st.conflict:
+            st.conflict = OC000
 
     def ready(self, session: Session, status: str) -> None:
         session.txn_status = status
@@ -335,10 +351,12 @@ class DsqlDialect:
 
         if kind == TXN:
             return self._txn(stmt, sim)
-        if sim.doomed:
-            return _Plan(stmt.text)  # the backend answers 25P02, rewritten to 40001 in backend_error
         if session.txn_status == "E":
-            return _Plan(stmt.text)  # an aborted transaction answers 25P02 before any DSQL rule
+            # an aborted transaction answers 25P02 before any DSQL rule (a doomed one: 40001, in
+            # backend_error)
+            return _Plan(stmt.text)
+        if sim.conflict == OC001 and (kind == DML or _conceal_tag(stmt) is not None):
+            return _Plan(stmt.text, error=_err(OC001, "40001"))
 
         refusal = self._refusal(stmt)
         if refusal is not None:
@@ -406,8 +424,9 @@ class DsqlDialect:
             return _Plan(stmt.text, error=_err(_UNSUPPORTED_STATEMENT[(v0, stmt.kw(1))]))
         if v0 in ("COMMIT", "END"):
             if sim.doomed:
+                message = sim.conflict or OC000
                 sim.reset()
-                return _Plan(stmt.text, error=_err(OC000, "40001"), backend_sql="ROLLBACK")
+                return _Plan(stmt.text, error=_err(message, "40001"), backend_sql="ROLLBACK")
             if sim.in_block and sim.started and self._now() - sim.started > self.txn_age_limit:
                 sim.reset()
                 return _Plan(stmt.text, error=_err(f"transaction age limit of {self.txn_age_limit:g}s exceeded",

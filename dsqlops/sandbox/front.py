@@ -35,6 +35,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from dsqlops.sandbox import occ
 from dsqlops.sandbox import protocol as P
 from dsqlops.sandbox.auth import ACCESS_DENIED, AuthFailure, Identity, verify
 from dsqlops.sandbox.hooks import Dialect, Session
@@ -84,6 +85,8 @@ class Front:
         self.cancel_keys: dict[tuple[int, int], tuple[str, int, int, int]] = {}
         self.sessions: set[asyncio.Task[Any]] = set()
         self.active = 0
+        #: displaces idle lock holders so that nobody waits on a row or table lock (occ.py)
+        self.occ = occ.Coordinator()
         self._server_sock: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
 
@@ -125,6 +128,7 @@ class Front:
             t.cancel()
         if self.sessions:
             await asyncio.gather(*self.sessions, return_exceptions=True)
+        await self.occ.close()
 
     async def _accept_loop(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -277,6 +281,8 @@ class Front:
             await _send_close(writer, P.fatal("08006", "unable to accept connection, cluster unavailable"))
             return None
         params = {k: v for k, v in st.params.items() if k not in ("user", "database", "replication")}
+        # The relay displaces idle lock holders (occ.py): a wait past this is a backstop.
+        params["options"] = f"-c lock_timeout={occ.LOCK_WAIT} {params.get('options', '')}".rstrip()
         bwriter.write(P.startup_packet({"user": user, "database": "postgres", **params}))
         await bwriter.drain()
         session = Session(cluster_id=target.identifier, region=target.region, database="postgres",
@@ -344,6 +350,9 @@ class Front:
         relay = Relay(self.dialect, c, writer.transport, bwriter.transport)
         aging = asyncio.get_running_loop().call_later(self.limits.connection_age_seconds, relay.age_reached,
                                                       self.limits.txn_age_seconds)
+        entry = self.cancel_keys.get((c.backend_pid, c.key))
+        if entry is not None:
+            self.occ.register(relay, (entry[0], entry[1]))
         leftover_client = _drain_buffer(reader)
         leftover_backend = _drain_buffer(breader)
         writer.transport.set_protocol(_Side(relay, client=True))
@@ -360,6 +369,7 @@ class Front:
             await relay.done
         finally:
             aging.cancel()
+            self.occ.unregister(relay)
             await relay.flush_and_close()
 
 def _alpn(sslobj: Any) -> str | None:

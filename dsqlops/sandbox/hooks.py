@@ -34,14 +34,23 @@ them still works, only less faithfully):
   single entry applies to every Execute of that prepared statement). ``None`` keeps the tag.
   Rows and RowDescription pass through untouched.
 * ``SqlError.conceal_tag`` — set by :meth:`Dialect.backend_error` for a write that PostgreSQL
-  refused because another open transaction holds the row (lock_timeout, 55P03) or changed it
-  (40001). DSQL never blocks a writer: the statement succeeds and the transaction fails at
-  COMMIT. When ``conceal_tag`` is set the front does NOT relay this ErrorResponse: it sends the
+  refused because another transaction changed its row (40001) or held it past the lock-wait
+  backstop (55P03). DSQL never blocks a writer: the statement succeeds and the transaction fails
+  at COMMIT. When ``conceal_tag`` is set the front does NOT relay this ErrorResponse: it sends the
   client ``CommandComplete(conceal_tag)`` instead, and turns the ``E`` of the ReadyForQuery that
-  ends this exchange into ``T`` (the dialect still gets ``ready(session, "E")``). The dialect has
-  marked the transaction doomed and answers its COMMIT with ``Fail(40001…, backend_sql="ROLLBACK")``.
-  A front that cannot conceal (e.g. the client pipelined more statements before its Sync) relays
-  the error as given (already rewritten to 40001 OC000), which is the honest fallback.
+  ends this exchange into ``T`` (the dialect still gets ``ready(session, "E")``); inside a
+  transaction with the front's savepoint it also restores the backend's transaction (``occ.py``)
+  before the client's next statement. The dialect has marked the transaction doomed and answers
+  its COMMIT with ``Fail(40001…, backend_sql="ROLLBACK")``. A front that cannot conceal (e.g. the
+  client pipelined more statements before its Sync outside a transaction block) relays the error
+  as given (already rewritten to 40001 OC000), which is the honest fallback.
+* ``Session.current_sql`` — the statement text the backend's answer belongs to, set by the front
+  before ``backend_error`` (the last Parse is not necessarily what a prepared statement ran).
+* ``doom(session, *, schema)`` (optional) — the front tells the dialect that the transaction lost a
+  conflict (``occ.py``): its COMMIT fails with OC000, or OC001 when DDL displaced it.
+* A named prepared statement goes through :meth:`Dialect.statement` at Parse (its text only: the
+  front restores ``Session.state`` afterwards) and again at each Execute, when the transaction's
+  state is what counts; a ``Fail`` then replaces that Execute.
 """
 
 from __future__ import annotations
@@ -75,6 +84,9 @@ class Session:
     iam_arn: str | None     # the caller's IAM identity (an assumed-role session counts as its role ARN)
     backend_pid: int | None = None
     txn_status: str = "I"   # from the last ReadyForQuery: I, T or E
+    #: The statement text the backend's current answer belongs to (set before ``backend_error``;
+    #: with prepared statements the last Parse is not necessarily what ran).
+    current_sql: str | None = None
     #: Scratch space owned by the dialect (transaction bookkeeping, OCC state…).
     state: dict[str, Any] = field(default_factory=dict)
 

@@ -1,15 +1,17 @@
 """The sandbox's asynchronous job runner: DSQL's ``sys.jobs`` made real.
 
 ``CREATE INDEX ASYNC`` (and ``ALTER TABLE ASYNC … VALIDATE CONSTRAINT``) only *record* a job in
-the cluster database (``sys._jobs``, see ``sql/sys.sql``). :class:`JobRunner` runs them: one worker
-thread per cluster, on its own superuser connection, takes the oldest ``submitted`` job, marks it
-``processing``, runs it as the role that submitted it (``CREATE INDEX CONCURRENTLY``, so writers
-are never blocked), and marks it ``completed`` or ``failed`` with the engine's error in ``details``
-(a failed UNIQUE build leaves its invalid index behind, like DSQL). DROP jobs (recorded by an
-event trigger) are completed; tables whose rows changed a lot get an ``ANALYZE`` job (DSQL's
-auto-analyze); terminal rows are pruned after 30 minutes. All state lives in the cluster
-database, so jobs survive a sandbox restart: a job found ``processing`` at start-up was
-interrupted, and is re-run (its half-built index dropped first) up to 3 attempts, then failed.
+the cluster database (``sys._jobs``, see ``sql/sys.sql``). :class:`JobRunner` runs them: one
+worker thread per cluster, on its own superuser connection, takes the oldest ``submitted`` job,
+marks it ``processing``, runs it as the role that submitted it (a plain ``CREATE INDEX`` when the
+table's writers let it start within 50 ms, so idle readers never stall it; else ``CREATE INDEX
+CONCURRENTLY``, so writers are never blocked for long), and marks it ``completed`` or ``failed``
+with the engine's error in ``details`` (a failed UNIQUE build leaves its invalid index behind,
+like DSQL). DROP jobs (recorded by an event trigger) are completed; tables whose rows changed a
+lot get an ``ANALYZE`` job (DSQL's auto-analyze); terminal rows are pruned after 30 minutes. All
+state lives in the cluster database, so jobs survive a sandbox restart: a job found ``processing``
+at start-up was interrupted, and is re-run (its half-built index dropped first) up to 3 attempts,
+then failed.
 """
 
 from __future__ import annotations
@@ -106,6 +108,34 @@ def _error_text(exc: Exception) -> str:
     return f"{primary}: {detail}" if detail else primary
 
 
+#: How long a build may wait for the table's writers before it falls back to a concurrent build.
+PLAIN_BUILD_LOCK_WAIT = "50ms"
+
+
+def _try_plain_build(conn: Any, statement: str) -> bool:
+    """Build the index in one go (``CREATE INDEX`` without ``CONCURRENTLY``), which readers never
+    delay: a concurrent build waits for every transaction holding an older snapshot, so one idle
+    reader would stall it, and DSQL's builds do not wait for readers. The plain build must not
+    queue behind writers (the writers after it would queue behind it), so it waits at most
+    PLAIN_BUILD_LOCK_WAIT for them. False when it did not run: the caller then builds
+    concurrently, as before (which also leaves a failed UNIQUE build's invalid index behind)."""
+    import psycopg
+
+    head = "INDEX CONCURRENTLY "
+    at = statement.find(head)
+    if at < 0 or not statement.startswith("CREATE "):
+        return False
+    plain = statement[:at] + "INDEX " + statement[at + len(head):]
+    conn.execute(f"SET lock_timeout = '{PLAIN_BUILD_LOCK_WAIT}'")
+    try:
+        conn.execute(plain)
+        return True
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.UniqueViolation):
+        return False
+    finally:
+        conn.execute("SET lock_timeout = 0")
+
+
 def execute(conn: Any, job: Job, *, stopping: Callable[[], bool] | None = None) -> tuple[str, str | None]:
     """Run one claimed job; returns (status, details) and records them. When ``stopping()`` is
     true after an error (the runner cancelled the build to shut down), the job stays
@@ -120,7 +150,8 @@ def execute(conn: Any, job: Job, *, stopping: Callable[[], bool] | None = None) 
             if role:
                 conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(job.submitted_by)))
             try:
-                conn.execute(job.statement)  # recorded by sys._create_index_async
+                if not (job.job_type == "INDEX_BUILD" and _try_plain_build(conn, job.statement)):
+                    conn.execute(job.statement)  # recorded by sys._create_index_async
             finally:
                 conn.execute("RESET ROLE")
         except psycopg.Error as exc:

@@ -151,6 +151,14 @@ class MeteredDialect:
             session.state["_meter_occ"] = True
         return out
 
+    def doom(self, session: Session, *, schema: bool) -> None:
+        """The front found the transaction lost a conflict (sandbox/occ.py): one 40001, counted
+        when it ends."""
+        session.state["_meter_occ"] = True
+        doom = getattr(self.inner, "doom", None)
+        if doom is not None:
+            doom(session, schema=schema)
+
     def ready(self, session: Session, status: str) -> None:
         st = session.state
         if status == "I" and st.pop("_meter_occ", False):

@@ -74,6 +74,24 @@ def test_metered_dialect_counts_transactions_and_conflicts() -> None:
     assert tap.drain("c1").transactions == 0
 
 
+def test_metered_dialect_counts_a_conflict_the_front_found() -> None:
+    """The front dooms a transaction without an error from the backend (sandbox/occ.py)."""
+    from dsqlops.sandbox.dialect import DsqlDialect
+
+    tap = metering.Tap()
+    d = metering.MeteredDialect(DsqlDialect(), tap)
+    s = Session(cluster_id="c1", region="us-east-1", database="postgres", user="admin", iam_arn=None)
+    for sql, tag, status in (("BEGIN", "BEGIN", "T"), ("UPDATE t SET x=1", "UPDATE 1", "T")):
+        d.statement(s, sql, extended=False)
+        d.completed(s, tag)
+        d.ready(s, status)
+    d.doom(s, schema=False)
+    assert d.statement(s, "COMMIT", extended=False).error.sqlstate == "40001"  # type: ignore[union-attr]
+    d.completed(s, "ROLLBACK")
+    d.ready(s, "I")
+    assert tap.drain("c1").occ_conflicts == 1
+
+
 @pytest.mark.postgres
 def test_meter_publishes_to_cloudwatch_and_cost_fetch_reads_it(bench_db: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from moto import mock_aws

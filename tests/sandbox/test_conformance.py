@@ -1,5 +1,6 @@
 """Replay the recorded real-DSQL conformance suite against the sandbox and assert the issue's targets:
-≥95% of all cases, ≥90% of every file, 100% of index, transaction and occ_conflict.
+≥95% of all cases, ≥90% of every file, 100% of index, transaction and occ_conflict, on each of the
+three client paths (simple query, unnamed extended, named prepared statements).
 
 The record (MIT, see its LICENSE and SOURCE.txt) lives in ``tests/fixtures/conformance``. The replay
 goes through the real wire front (TLS, IAM token, the DSQL dialect) on a fresh sandbox cluster,
@@ -23,8 +24,8 @@ def _suite_dir() -> Path:
     return SUITE_DIR
 
 
-@pytest.fixture(scope="module")
-def replay(sandbox):
+@pytest.fixture(scope="module", params=["simple", "unnamed", "named"], ids=lambda p: f"path={p}")
+def replay(sandbox, request):
     from dsqlops.sandbox import conformance as conf
 
     suite = conf.load_suite(_suite_dir())
@@ -33,7 +34,7 @@ def replay(sandbox):
     def connect() -> conf.PgConn:
         return conf.PgConn(sandbox.connect(cid, autocommit=True))
 
-    return conf.run_suite(suite, connect)
+    return conf.run_suite(suite, connect, path=request.param)
 
 
 def test_conformance_meets_targets(replay) -> None:

@@ -287,7 +287,12 @@ def test_drop_index_cancels_a_queued_or_running_build(db: dict[str, Any], shim: 
     assert su.execute("SELECT status, details FROM sys.jobs WHERE job_id = %s", (queued,)).fetchone() == (
         "cancelled", "cancelled by DROP INDEX")
     assert c.extended("DROP INDEX jt_cancel_q")["sqlstate"] == "42704"  # nothing left to drop
-    # Running: an open snapshot makes the build wait; DROP INDEX cancels it and drops its invalid index.
+    # Running: an open write to the table makes the build concurrent (its index is in the catalog,
+    # invalid), and an open snapshot then keeps it waiting; DROP INDEX cancels it and drops its
+    # invalid index.
+    writer = shim()
+    writer.extended("BEGIN")
+    writer.extended("INSERT INTO jt_cancel VALUES (1, 'h')")
     holder.extended("BEGIN")
     holder.extended("SELECT count(*) FROM jt_other")
     running = _job_id(c.extended("CREATE INDEX ASYNC jt_cancel_r ON jt_cancel (v)"))
@@ -298,6 +303,7 @@ def test_drop_index_cancels_a_queued_or_running_build(db: dict[str, Any], shim: 
         while su.execute("SELECT to_regclass('jt_cancel_r')").fetchone() == (None,):
             assert time.monotonic() < deadline, "the build never started"
             time.sleep(0.05)
+        writer.extended("COMMIT")
         assert c.extended("DROP INDEX jt_cancel_r") == {"outcome": "ok", "command_tag": "DROP INDEX"}
         assert su.execute("SELECT to_regclass('jt_cancel_r')").fetchone() == (None,)
         holder.extended("COMMIT")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsqlops.sandbox import sqlclass
-from dsqlops.sandbox.dialect import OC000, DsqlDialect
+from dsqlops.sandbox.dialect import OC000, OC001, DsqlDialect
 from dsqlops.sandbox.hooks import Fail, Forward, Session, SqlError
 
 
@@ -286,6 +286,43 @@ def test_conflict_outside_a_transaction_is_reported_at_the_statement() -> None:
     assert d.backend_error(s, SqlError("55P03", "lock timeout")).message.endswith("(OC001)")
     unrelated = SqlError("23505", "duplicate key")
     assert d.backend_error(s, unrelated) is unrelated
+
+
+def test_a_transaction_doomed_by_ddl_still_reads_but_fails_writes_and_commit_with_oc001() -> None:
+    d, s = DsqlDialect(), session()
+    d.statement(s, "BEGIN", extended=True)
+    d.ready(s, "T")
+    d.statement(s, "SELECT v FROM t", extended=True)
+    d.doom(s, schema=True)
+    assert isinstance(d.statement(s, "SELECT v FROM t WHERE id = 1", extended=True), Forward)
+    for write in ("UPDATE t SET v = 1", "SELECT v FROM t FOR UPDATE"):
+        out = d.statement(s, write, extended=True)
+        assert isinstance(out, Fail) and (out.error.sqlstate, out.error.message) == ("40001", OC001), write
+    commit = d.statement(s, "COMMIT", extended=True)
+    assert isinstance(commit, Fail) and commit.backend_sql == "ROLLBACK"
+    assert (commit.error.sqlstate, commit.error.message) == ("40001", OC001)
+    d.ready(s, "I")
+    assert isinstance(d.statement(s, "UPDATE t SET v = 1", extended=True), Forward)  # a new transaction
+
+
+def test_a_doomed_transaction_still_gets_dsql_refusals_while_its_backend_is_usable() -> None:
+    d, s = DsqlDialect(), session()
+    d.statement(s, "BEGIN", extended=True)
+    d.ready(s, "T")
+    d.doom(s, schema=False)
+    assert isinstance(d.statement(s, "TRUNCATE t", extended=True), Fail)
+    assert isinstance(d.statement(s, "UPDATE t SET v = 1", extended=True), Forward)
+    commit = d.statement(s, "COMMIT", extended=True)
+    assert isinstance(commit, Fail) and commit.error.message == OC000
+
+
+def test_conceal_tag_follows_the_statement_that_ran_not_the_last_parse() -> None:
+    d, s = DsqlDialect(), session()
+    d.statement(s, "BEGIN", extended=True)
+    d.ready(s, "T")
+    d.statement(s, "SELECT 1", extended=True)  # last Parse; a prepared DELETE is what ran
+    s.current_sql = "DELETE FROM t WHERE id = $1"
+    assert d.backend_error(s, SqlError("40001", "could not serialize access")).conceal_tag == "DELETE 1"
 
 
 def test_insert_conceal_tag_counts_values_rows() -> None:

@@ -458,7 +458,8 @@ $$;
 
 -- Database-wide defaults DSQL fixes: REPEATABLE READ, UTC, and a short lock wait (a write that
 -- would wait for another transaction's row fails fast; the dialect turns that into DSQL's
--- commit-time 40001 OC000).
+-- commit-time 40001 OC000). The front's sessions wait longer (occ.LOCK_WAIT): the front releases
+-- locks held by idle transactions within milliseconds, so they seldom wait at all.
 DO $$
 BEGIN
   EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation = %L', current_database(), 'repeatable read');
