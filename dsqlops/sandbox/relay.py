@@ -192,24 +192,6 @@ class Relay:
         self._bskip = 0
         self._bdrop = False
         self._close_when_idle = False
-
-    # -- connection age ---------------------------------------------------------------------------
-    def age_reached(self, grace: float) -> None:
-        """The connection reached its maximum age: close it now when idle; otherwise once its
-        transaction ends, or after ``grace`` seconds (the transaction age limit) at the latest.
-        Like DSQL, no error: the session is just closed."""
-        if self.done.done():
-            return
-        if self._idle():
-            self._finish(terminate_backend=True)
-            return
-        self._close_when_idle = True
-        self.done.get_loop().call_later(grace, lambda: self._finish(terminate_backend=True))
-
-    def _idle(self) -> bool:
-        c = self.c
-        return c.session.txn_status == "I" and not c.segments and c.open_segment is None
-        self._cdrop = False
         self._backend_full = False
         # -- OCC (occ.py): set by Coordinator.register
         self.occ: Any = None
@@ -232,6 +214,23 @@ class Relay:
         self.displaced_by: list[tuple[Relay, int]] = []
         #: sessions whose next statement waits for this one's current exchange (see _displacer_busy)
         self.watchers: list[Relay] = []
+
+    # -- connection age ---------------------------------------------------------------------------
+    def age_reached(self, grace: float) -> None:
+        """The connection reached its maximum age: close it now when idle; otherwise once its
+        transaction ends, or after ``grace`` seconds (the transaction age limit) at the latest.
+        Like DSQL, no error: the session is just closed."""
+        if self.done.done():
+            return
+        if self._idle():
+            self._finish(terminate_backend=True)
+            return
+        self._close_when_idle = True
+        self.done.get_loop().call_later(grace, lambda: self._finish(terminate_backend=True))
+
+    def _idle(self) -> bool:
+        c = self.c
+        return c.session.txn_status == "I" and not c.segments and c.open_segment is None
 
     # -- end of session ---------------------------------------------------------------------------
     def _finish(self, final: bytes | None = None, *, terminate_backend: bool = False) -> None:
