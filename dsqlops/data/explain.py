@@ -33,6 +33,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from dsqlops.cost import pricing as cost_pricing
 from dsqlops.errors import UsageError
 
 MILLION = Decimal(1_000_000)
@@ -399,53 +400,20 @@ def parse_explain(text: str, *, large_rows: int = DEFAULT_LARGE_ROWS) -> Explain
 
 
 # --------------------------------------------------------------------------------------------
-# Prices (engineer C owns the price table; use their loader when it exists)
+# Prices
 # --------------------------------------------------------------------------------------------
 
 def price_for(region: str, *, pricing_file: str | Path | None = None, settings: Any = None) -> Price | None:
-    """The DPU price for ``region`` from engineer C's price table (``dsqlops.cost.pricing``:
-    ``--pricing-file`` > config ``pricing_file`` > the shipped ``pricing/dsql.yaml``). Falls back to
-    a small reader of the same file format when that module is unavailable. None when the table
-    does not list the region (the report then carries no money, and says so)."""
-    try:
-        from dsqlops.cost import pricing as cost_pricing
-    except ImportError:  # pragma: no cover - the cost package ships with dsqlops
-        cost_pricing = None  # type: ignore[assignment]
-    if cost_pricing is not None:
-        from dsqlops.errors import ConfigError
-
-        table = cost_pricing.load_for(str(pricing_file) if pricing_file else None, settings)
-        try:
-            rp = table.get(region)
-        except ConfigError:
-            return None
-        return Price(rp.dpu_usd_per_million, region, f"{Path(table.path).name} as of {rp.as_of.isoformat()}",
-                     rp.currency)
-    path = Path(pricing_file) if pricing_file else Path(__file__).resolve().parents[2] / "pricing" / "dsql.yaml"
-    if not path.is_file():
+    """The DPU price for ``region`` from the price table (``--pricing-file`` > config ``pricing_file``
+    > the shipped ``pricing/dsql.yaml``, read by :mod:`dsqlops.cost.pricing`). None when the table
+    does not list the region (the report then carries no money, and says so); a table that cannot
+    be read is a :class:`~dsqlops.errors.ConfigError`."""
+    table = cost_pricing.load_for(str(pricing_file) if pricing_file else None, settings)
+    rp = table.regions.get(region)
+    if rp is None:
         return None
-    return _read_price_file(path, region)
-
-
-def _read_price_file(path: Path, region: str) -> Price | None:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UsageError(f"cannot read the price table {path}: {e}") from None
-    regions = data.get("regions") if isinstance(data, dict) else None
-    entry = regions.get(region) if isinstance(regions, dict) else None
-    if not isinstance(entry, dict):
-        return None
-    for key in ("dpu_usd_per_million", "dpu_per_million", "dpu"):
-        if key in entry:
-            value = Decimal(str(entry[key]))
-            if key == "dpu" and value < 1:
-                value *= MILLION  # a per-DPU price
-            return Price(value, region, f"{path.name} (as_of {data.get('as_of', '?')})",
-                         str(data.get("currency", "USD")))
-    return None
+    return Price(rp.dpu_usd_per_million, region, f"{Path(table.path).name} as of {rp.as_of.isoformat()}",
+                 rp.currency)
 
 
 def attach_price(report: ExplainReport, price: Price | None) -> ExplainReport:
