@@ -33,6 +33,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from dsqlops import sqllex
 from dsqlops.cost import pricing as cost_pricing
 from dsqlops.errors import UsageError
 
@@ -425,37 +426,46 @@ def attach_price(report: ExplainReport, price: Price | None) -> ExplainReport:
 # Running EXPLAIN
 # --------------------------------------------------------------------------------------------
 
-_WRITE_RE = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
-_EXPLAINABLE_RE = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|INSERT|UPDATE|DELETE|MERGE|VALUES|TABLE|EXECUTE)\b",
-                             re.IGNORECASE)
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+_EXPLAINABLE = frozenset({"SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE", "EXECUTE"})
+
+
+def _statements(text: str) -> list[sqllex.Piece]:
+    try:
+        return [p for p in sqllex.split(text) if p.tokens]
+    except sqllex.SqlSyntaxError as e:
+        raise UsageError(f"{e} at line {e.line_in(text)} of the statement") from None
 
 
 def strip_sql(text: str) -> str:
-    """One statement without trailing semicolons/whitespace; refuses several statements."""
-    s = text.strip()
-    while s.endswith(";"):
-        s = s[:-1].rstrip()
-    if not s:
+    """One statement without the comments around it and its trailing semicolons; refuses several
+    statements (a ``;`` inside quotes, comments or dollar bodies does not count)."""
+    pieces = _statements(text)
+    if not pieces:
         raise UsageError("no SQL statement given")
-    if ";" in _without_literals(s):
+    if len(pieces) > 1:
         raise UsageError("explain takes one statement; this text has several (a ';' inside it)")
-    if re.match(r"^\s*EXPLAIN\b", s, re.IGNORECASE):
+    piece = pieces[0]
+    first = next((t for t in piece.tokens if t.text != "("), piece.tokens[0])
+    if piece.tokens[0].upper == "EXPLAIN":
         raise UsageError("give the statement without EXPLAIN: dsqlops adds EXPLAIN (ANALYZE, VERBOSE) itself")
-    if not _EXPLAINABLE_RE.match(s):
+    if first.kind != sqllex.WORD or first.upper not in _EXPLAINABLE:
         raise UsageError("only SELECT, WITH, INSERT, UPDATE, DELETE, MERGE, VALUES or TABLE statements can be "
                          "explained")
-    return s
+    return text[piece.code_start:piece.code_end]
 
 
 def _without_literals(s: str) -> str:
-    s = re.sub(r"'(?:[^']|'')*'", "''", s)
-    s = re.sub(r'"(?:[^"]|"")*"', '""', s)
-    s = re.sub(r"--[^\n]*", "", s)
-    return re.sub(r"/\*.*?\*/", "", s, flags=re.DOTALL)
+    """``s`` with comments removed and literals emptied (:func:`dsqlops.sqllex.code_only`); an
+    unterminated quote or comment is a :class:`~dsqlops.errors.UsageError`."""
+    try:
+        return sqllex.code_only(s)
+    except sqllex.SqlSyntaxError as e:
+        raise UsageError(f"{e} at line {e.line_in(s)}") from None
 
 
 def is_write(statement: str) -> bool:
-    return bool(_WRITE_RE.search(_without_literals(statement)))
+    return any(t.kind == sqllex.WORD and t.upper in _WRITES for p in _statements(statement) for t in p.tokens)
 
 
 def run_explain(conn: Any, statement: str, *, params: list[Any] | None = None, analyze: bool = False,

@@ -157,12 +157,17 @@ def test_price_comes_from_the_one_price_table_reader(tmp_path):
     ("select 1;", "select 1"),
     ("  WITH x AS (select 1) select * from x ;; ", "WITH x AS (select 1) select * from x"),
     ("select ';' as semi", "select ';' as semi"),
+    # the shared lexer: comments around the statement, dollar quotes, a comment after the ';'
+    ("/* why */ select 1 -- done", "select 1"),
+    ("select $$;$$, $t$ ' $t$ as x", "select $$;$$, $t$ ' $t$ as x"),
+    ("select 1; -- that is all", "select 1"),
 ])
 def test_strip_sql(text, expected):
     assert strip_sql(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "select 1; select 2", "explain select 1", "drop table t", "vacuum"])
+@pytest.mark.parametrize("text", ["", "select 1; select 2", "explain select 1", "drop table t", "vacuum",
+                                  "-- only a comment", "select 'open", "select 1 /* open", "(drop table t)"])
 def test_strip_sql_refuses(text):
     with pytest.raises(UsageError):
         strip_sql(text)
@@ -172,3 +177,4 @@ def test_is_write():
     assert is_write("INSERT INTO t VALUES (1)")
     assert is_write("with d as (delete from t returning *) select * from d")
     assert not is_write("select 'insert' from t")
+    assert not is_write('select "update", $$delete$$ from t -- insert')
