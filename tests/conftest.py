@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+# Server markers come from the fixtures a test uses and are checked when a server starts;
+# botocore parses its models once per test process.
+pytest_plugins = ["tests.markers", "tests.awsmodels"]
+
 # Never let a test reach a real AWS account: fake credentials, a pinned moto region.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

@@ -44,6 +44,7 @@ def sbdir(tmp_root: Path):  # type: ignore[no-untyped-def]
         _cli("sandbox", "stop", "--dir", str(d))
 
 
+@pytest.mark.sandbox
 def test_stop_start_keeps_clusters_and_data(sbdir: Path) -> None:
     api, port = free_port(), free_port()
     p = _cli("-o", "json", "sandbox", "start", "--dir", str(sbdir), "--api-port", str(api), "--port", str(port))
@@ -102,6 +103,7 @@ def test_stop_start_keeps_clusters_and_data(sbdir: Path) -> None:
     assert _processes_under(sbdir) == []
 
 
+@pytest.mark.sandbox
 def test_start_refuses_a_busy_port(sbdir: Path) -> None:
     import socket
 
@@ -138,6 +140,7 @@ def test_write_profile(sandbox, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert json.loads(p.stdout) == [{"one": 1}]
 
 
+@pytest.mark.sandbox
 def test_killed_sandbox_is_cleaned_up_and_restarts(sbdir: Path) -> None:
     import signal
 
@@ -171,6 +174,7 @@ def test_killed_sandbox_is_cleaned_up_and_restarts(sbdir: Path) -> None:
     assert _processes_under(sbdir) == []
 
 
+@pytest.mark.sandbox
 def test_foreground_start_on_a_busy_port_fails_fast(sbdir: Path) -> None:
     import socket
 
@@ -183,6 +187,7 @@ def test_foreground_start_on_a_busy_port_fails_fast(sbdir: Path) -> None:
     assert p.returncode != 0 and "cannot listen" in p.stderr
 
 
+@pytest.mark.sandbox
 def test_sandbox_stops_when_its_owner_dies(sbdir: Path) -> None:
     from dsqlops.sandbox import lifecycle
     from dsqlops.sandbox.state import SandboxDir
