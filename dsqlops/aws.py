@@ -2,7 +2,7 @@
 
 Region, AWS profile and endpoint URL come from :class:`dsqlops.config.Settings`; the standard
 ``AWS_*`` variables keep working because boto3 reads them. The retry mode is set explicitly
-(``standard``, 5 attempts): botocore's default changed across versions (RELIABILITY §1.1).
+(``standard``, 5 attempts): botocore's default changed across versions (docs/dsql-facts.md §R1.1).
 
 ``--debug`` never turns on botocore's wire logging: it prints the session token.
 """
@@ -25,7 +25,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 #: awsQueryCompatible and answers ``Throttling``; DSQL answers ``ThrottlingException``).
 THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "TooManyRequestsException",
                               "RequestLimitExceeded", "RequestThrottled", "RequestThrottledException"})
-#: The Price List API exists only in these regions (FACTS §5.4).
+#: The Price List API exists only in these regions (docs/dsql-facts.md §5.4).
 PRICING_REGIONS = ("us-east-1", "eu-central-1", "ap-south-1")
 
 

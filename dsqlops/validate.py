@@ -3,7 +3,7 @@
 Every pattern is anchored (``fullmatch``), so a lookalike such as
 ``x.dsql.us-east-1.on.aws.evil.com`` is refused. Identifiers are validated **before** any SQL is
 composed: psycopg's ``sql.Identifier`` silently truncates at a NUL byte and PostgreSQL cuts names
-to 63 bytes (RELIABILITY §0.7), so an unchecked name can act on the wrong role.
+to 63 bytes (docs/dsql-facts.md §R0.7), so an unchecked name can act on the wrong role.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def flush_sandbox(sandbox_dir: Path | None, timeout: float = 30.0) -> dt.datetim
 
 def window_usage(cw: Any, region: str, cluster_id: str, start: dt.datetime, end: dt.datetime, *,
                  period: int) -> dict[str, float]:
-    """Sum each DPU metric over [start, end) with C's batched fetch."""
+    """Sum each DPU metric over [start, end) with the cost package's batched fetch."""
     from dsqlops.cost.metrics import SeriesKey, fetch
     from dsqlops.cost.timewin import Window, ceil_to, floor_to
 

@@ -3,7 +3,7 @@
 Every function takes a boto3 ``dsql`` client for the cluster's region and returns dataclasses.
 
 **Endpoint normalisation.** The real service returns ``{id}.dsql.{region}.on.aws``; moto 5.2.5
-returns ``{id}.{region}.on.aws`` (FACTS §1.6.2), which would break TLS host checks and token
+returns ``{id}.{region}.on.aws`` (docs/dsql-facts.md §1.6.2), which would break TLS host checks and token
 signing. Whenever the returned endpoint lacks ``.dsql`` (or is missing) we derive it as
 ``{id}.dsql.{region}.on.aws``; a well-formed endpoint (including ``dsql-fips`` variants) is kept.
 
@@ -36,7 +36,7 @@ from dsqlops.validate import CLUSTER_ARN_RE, CLUSTER_ID_RE, validate_region, val
 
 log = logging.getLogger(__name__)
 
-#: The status enum of GetCluster (FACTS §1.3).
+#: The status enum of GetCluster (docs/dsql-facts.md §1.3).
 STATUSES = ("CREATING", "ACTIVE", "IDLE", "INACTIVE", "UPDATING", "DELETING", "DELETED", "FAILED",
             "PENDING_SETUP", "PENDING_DELETE")
 AWS_OWNED_KMS_KEY = "AWS_OWNED_KMS_KEY"
@@ -447,7 +447,7 @@ def show_cluster(client: Any, cluster_id: str, region: str) -> ClusterDetail:
     if v is not None:
         detail.vpc_endpoint_service_name = v.get("serviceName")
         ep = v.get("clusterVpcEndpoint")
-        if ep and ".dsql" not in ep:  # moto's malformed endpoint (FACTS §1.6.9)
+        if ep and ".dsql" not in ep:  # moto's malformed endpoint (docs/dsql-facts.md §1.6.9)
             ep = cluster.endpoint
         detail.vpc_endpoint = ep
     streams = _optional("streams", detail.unavailable, lambda: list_streams(client, cluster_id))

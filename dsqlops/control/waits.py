@@ -1,5 +1,5 @@
 """Our own cluster poller (botocore's ``cluster_active`` waiter times out on FAILED and never
-succeeds on IDLE/INACTIVE; FACTS §1.4).
+succeeds on IDLE/INACTIVE; docs/dsql-facts.md §1.4).
 
 What each status means to ``wait_for`` (``target="active"``):
 

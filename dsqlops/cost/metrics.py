@@ -1,8 +1,8 @@
 """DSQL CloudWatch metrics: which ones, with which statistic, fetched in as few calls as possible.
 
 * Namespace ``AWS/AuroraDSQL``, dimension ``ClusterId``; ``StreamDPU`` also has ``StreamId`` and
-  is discovered per stream with ListMetrics (FACTS §4.1).
-* GetMetricData with at most 500 queries and 100,800 datapoints per call (RELIABILITY §1.2): the
+  is discovered per stream with ListMetrics (docs/dsql-facts.md §4.1).
+* GetMetricData with at most 500 queries and 100,800 datapoints per call (docs/dsql-facts.md §R1.2): the
   queries of many clusters share calls; a series longer than 100,800 points is split by time.
 * ``NextToken`` pages are merged per query without duplicate timestamps; ``PartialData`` without a
   further page and ``InternalError`` become warnings on the series.
@@ -41,7 +41,7 @@ class MetricSpec:
     per_stream: bool = False
 
 
-#: Every DSQL metric dsqlops reads and the statistic that is right for it (FACTS §4.1 table).
+#: Every DSQL metric dsqlops reads and the statistic that is right for it (docs/dsql-facts.md §4.1 table).
 METRICS: dict[str, MetricSpec] = {m.name: m for m in (
     MetricSpec("TotalDPU", "Sum", "DPU", dpu=True),
     MetricSpec("ReadDPU", "Sum", "DPU", dpu=True),

@@ -23,7 +23,7 @@ STORAGE_UNITS = ("GB", "GiB")
 CONFIDENCE = ("high", "medium", "low")
 REQUIRED = ("dpu_usd_per_million", "storage_usd_per_gb_month", "storage_unit", "free_tier_dpu",
             "free_tier_storage_gb_month", "currency", "as_of", "source", "confidence")
-#: The Price List API service code and usage-type markers (FACTS §5.4).
+#: The Price List API service code and usage-type markers (docs/dsql-facts.md §5.4).
 SERVICE_CODE = "AuroraDSQL"
 DPU_USAGETYPE = "DistributedProcessingUnits"
 STORAGE_USAGETYPE = "Storage"

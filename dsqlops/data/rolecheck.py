@@ -1,6 +1,6 @@
 """``role check``: log in as a role with the caller's IAM identity, and explain a failure.
 
-What an auth troubleshooter would look at, in order (FACTS §2.1, §3.3; RELIABILITY §2.1):
+What an auth troubleshooter would look at, in order (docs/dsql-facts.md §2.1, §3.3; docs/dsql-facts.md §R2.1):
 
 1. **Who am I?** ``sts:GetCallerIdentity``. An assumed-role session
    (``arn:aws:sts::ACCT:assumed-role/NAME/SESSION``) is matched by DSQL as its role ARN

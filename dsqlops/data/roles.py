@@ -552,7 +552,7 @@ class ApplyError(OperationFailed):
 
 def apply_plan(conn_factory: Callable[[], Any], steps: Sequence[Step], *, policy: Any = None,
                on_step: Callable[[int, Step], None] | None = None) -> ApplyResult:
-    """Run each step in its own transaction with OCC retry (B's ``run_transaction``).
+    """Run each step in its own transaction with OCC retry (``data.retry.run_transaction``).
 
     ``conn_factory`` is what ``run_transaction`` accepts: one ``psycopg.Connection`` (reused, the
     usual case), a pool, or a callable returning a new connection. On the first failure raises

@@ -1,7 +1,7 @@
 """IAM authentication tokens for DSQL (the password of a connection).
 
 A token is a SigV4 *presigned URL* for ``https://<host>/?Action=DbConnect[Admin]`` made offline by
-botocore's ``generate_db_connect_auth_token`` / ``generate_db_connect_admin_auth_token`` (FACTS §2.1);
+botocore's ``generate_db_connect_auth_token`` / ``generate_db_connect_admin_auth_token`` (docs/dsql-facts.md §2.1);
 dsqlops never signs by hand. It is a bearer credential that embeds the access key id and the STS
 session token, so it is never logged, never put in an error message and never written to disk.
 

@@ -19,7 +19,7 @@ tag), :meth:`Dialect.backend_error` (each ErrorResponse, which the dialect may r
 SQLSTATE/wording, e.g. PostgreSQL's serialization failure into ``40001 … (OC000)``) and
 :meth:`Dialect.ready` (each ReadyForQuery status: ``I`` idle, ``T`` in a transaction, ``E`` failed).
 
-Additive extensions (S2, for the DSQL dialect; both default to "off", so a front that ignores
+Additive extensions for the DSQL dialect (both default to "off", so a front that ignores
 them still works, only less faithfully):
 
 * ``Forward.tags`` — CommandComplete tag overrides. DSQL answers ``CREATE INDEX ASYNC`` with a

@@ -29,7 +29,7 @@ class Unit:
     """One statement execution the client awaits a result for (a simple Query or an Execute)."""
 
     fail: SqlError | None = None
-    tag: str | None = None   # Forward.tags: the CommandComplete tag the client sees instead (S2)
+    tag: str | None = None   # Forward.tags: the CommandComplete tag the client sees instead
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Segment:
 
     units: deque[Unit] = field(default_factory=deque)
     suppress: bool = False   # an injected error ended the segment: drop backend output until Z
-    conceal: bool = False    # SqlError.conceal_tag answered an error: report 'T' instead of 'E' (S2)
+    conceal: bool = False    # SqlError.conceal_tag answered an error: report 'T' instead of 'E'
 
 
 @dataclass

@@ -420,7 +420,7 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
     control.watch(registry.sync, stop_watch)
     dialect = load_dialect()
     try:
-        from dsqlops.sandbox.metering import wrap_dialect  # E's wire counters (transactions, OCC)
+        from dsqlops.sandbox.metering import wrap_dialect  # wire counters (transactions, OCC)
     except ImportError:
         pass
     else:

@@ -1,4 +1,4 @@
-"""EXPLAIN ANALYZE VERBOSE rewrite: DSQL's Statement DPU Estimate block, parsed by D's explain parser."""
+"""EXPLAIN ANALYZE VERBOSE rewrite: DSQL's Statement DPU Estimate block, parsed by dsqlops.data.explain."""
 
 from __future__ import annotations
 
