@@ -441,7 +441,7 @@ def _explain_rewrite(sql: str) -> str | None:
     if not head.startswith("EXPLAIN") or "ANALYZE" not in head or "VERBOSE" not in head:
         return None
     try:
-        explain_dpu = importlib.import_module("dsqlops.sandbox.explain_dpu")  # E's module; optional
+        explain_dpu = importlib.import_module("dsqlops.sandbox.explain_dpu")
     except ImportError:
         return None
     rewrite = getattr(explain_dpu, "rewrite", None)

@@ -56,7 +56,7 @@ TEMPLATE_SQL = [
     "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
 ]
 
-#: Used only while S2's sysschema is not importable: just enough for the non-admin login check.
+#: Used only while the sysschema module is not importable: just enough for the non-admin login check.
 FALLBACK_SYS_SQL = [
     "CREATE SCHEMA IF NOT EXISTS sys",
     "CREATE TABLE IF NOT EXISTS sys.iam_pg_role_mappings (iam_oid bigint, arn text NOT NULL, "
@@ -67,7 +67,7 @@ FALLBACK_SYS_SQL = [
 
 
 def load_dialect() -> Dialect:
-    """S2's DsqlDialect when it is installed, else PassThrough (plain PostgreSQL behind TLS + IAM).
+    """The DsqlDialect when it is installed, else PassThrough (plain PostgreSQL behind TLS + IAM).
 
     ``DSQLOPS_SANDBOX_DIALECT=postgres`` forces PassThrough (to measure or debug the relay alone).
     """
@@ -324,7 +324,7 @@ class Registry:
 
 
 def _start_optional(registry: Registry) -> list[Any]:
-    """S2's job runner and E's metering, when they exist. Each must have stop()."""
+    """The job runner and the metering, when they exist. Each must have stop()."""
     started: list[Any] = []
     try:
         from dsqlops.sandbox.jobs import JobRunner  # type: ignore[import-not-found,unused-ignore]
