@@ -310,7 +310,7 @@ def check_cmd(env: CliEnv, cluster: str | None, role_name: str) -> int:
     validate_role_name(role_name, allow_reserved=True)
     target = env.connection_target(cluster, user=role_name)
     try:
-        sts = env.aws().client("sts", target.region or None)
+        sts = env.aws().sts(target.region or None)
     except Exception:  # noqa: BLE001 - the report says the identity check was skipped
         sts = None
     report = check_login(target, env.token_source(), sts_client=sts,

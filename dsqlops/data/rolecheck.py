@@ -18,7 +18,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_sts import STSClient
 
 #: Skew beyond this makes SigV4 signatures fail (AWS allows 5 minutes).
 MAX_SKEW_SECONDS = 300.0
@@ -70,7 +73,7 @@ def clock_skew(date_header: str | None, now: dt.datetime | None = None) -> float
     return (local - remote).total_seconds()
 
 
-def check_login(target: Any, tokens: Callable[[Any], str], *, sts_client: Any = None,
+def check_login(target: Any, tokens: Callable[[Any], str], *, sts_client: STSClient | None = None,
                 admin_connect: Callable[[], Any] | None = None,
                 connect: Callable[..., Any] | None = None) -> CheckReport:
     """Run the checks. ``target`` is the ConnectionTarget for the role (user = the role)."""
