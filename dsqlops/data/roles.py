@@ -270,21 +270,22 @@ def stmt_drop_role(name: str) -> Step:
 
 
 def stmt_iam_grant(name: str, arn: str) -> Step:
-    from psycopg import sql
-
-    validate_role_name(name)
-    validate_iam_arn(arn)
-    s = sql.SQL("AWS IAM GRANT {} TO {}").format(sql.Identifier(name), sql.Literal(arn))
-    return _step("iam_grant", name, s, arn)
+    return _iam_step(name, arn, grant=True)
 
 
 def stmt_iam_revoke(name: str, arn: str) -> Step:
+    # revoking from a reserved role (admin) cleans up a mapping; granting to one is refused
+    return _iam_step(name, arn, grant=False)
+
+
+def _iam_step(name: str, arn: str, *, grant: bool) -> Step:
     from psycopg import sql
 
-    validate_role_name(name, allow_reserved=True)
+    validate_role_name(name, allow_reserved=not grant)
     validate_iam_arn(arn)
-    s = sql.SQL("AWS IAM REVOKE {} FROM {}").format(sql.Identifier(name), sql.Literal(arn))
-    return _step("iam_revoke", name, s, arn)
+    verb = "AWS IAM GRANT {} TO {}" if grant else "AWS IAM REVOKE {} FROM {}"
+    return _step("iam_grant" if grant else "iam_revoke", name,
+                 sql.SQL(verb).format(sql.Identifier(name), sql.Literal(arn)), arn)
 
 
 def stmt_grant_membership(member: str, group: str) -> Step:

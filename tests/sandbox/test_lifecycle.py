@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,15 @@ def _processes_under(path: Path) -> list[int]:
         if str(path) in cmd and stat[2] != "Z":
             out.append(int(entry))
     return out
+
+
+@contextlib.contextmanager
+def _busy_port() -> Iterator[int]:
+    """A port something listens on for as long as the block runs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        yield s.getsockname()[1]
 
 
 @pytest.fixture()
@@ -105,12 +117,7 @@ def test_stop_start_keeps_clusters_and_data(sbdir: Path) -> None:
 
 @pytest.mark.sandbox
 def test_start_refuses_a_busy_port(sbdir: Path) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        busy = s.getsockname()[1]
+    with _busy_port() as busy:
         p = _cli("sandbox", "start", "--dir", str(sbdir), "--api-port", str(busy), "--port", str(free_port()))
     assert p.returncode != 0 and f"port {busy}" in p.stderr
     assert not (sbdir / "sandbox.pid").exists()
@@ -176,12 +183,7 @@ def test_killed_sandbox_is_cleaned_up_and_restarts(sbdir: Path) -> None:
 
 @pytest.mark.sandbox
 def test_foreground_start_on_a_busy_port_fails_fast(sbdir: Path) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        busy = s.getsockname()[1]
+    with _busy_port() as busy:
         p = _cli("sandbox", "start", "--foreground", "--dir", str(sbdir), "--api-port", str(busy),
                  "--port", str(free_port()))
     assert p.returncode != 0 and "cannot listen" in p.stderr
