@@ -77,6 +77,7 @@ def check_login(target: Any, tokens: Callable[[Any], str], *, sts_client: STSCli
                 admin_connect: Callable[[], Any] | None = None,
                 connect: Callable[..., Any] | None = None) -> CheckReport:
     """Run the checks. ``target`` is the ConnectionTarget for the role (user = the role)."""
+    from dsqlops.aws import error_code
     from dsqlops.data.tokens import action_for
     from dsqlops.errors import DsqlopsError
 
@@ -100,7 +101,7 @@ def check_login(target: Any, tokens: Callable[[Any], str], *, sts_client: STSCli
             rep.add("identity", "ok", detail)
             skew = clock_skew(resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date"))
         except Exception as e:  # noqa: BLE001 - any failure here is a finding, not a crash
-            code = _aws_code(e)
+            code = error_code(e)
             expired = code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired")
             rep.add("identity", "fail",
                     "your AWS session credentials have expired: refresh them (aws sso login, re-assume the role)"
@@ -201,10 +202,3 @@ def _diagnose_catalog(conn: Any, rep: CheckReport) -> list[str]:
         reasons.append(f"no mapping: run AWS IAM GRANT {rep.role} TO '{arn}' "
                        f"(dsqlops role grant-iam {rep.role} {arn})")
     return reasons
-
-
-def _aws_code(e: BaseException) -> str | None:
-    resp = getattr(e, "response", None)
-    if isinstance(resp, dict):
-        return resp.get("Error", {}).get("Code")
-    return None
