@@ -29,10 +29,15 @@ _current: list[pytest.Item] = []
 
 def server_started_by(argv: Sequence[str]) -> str | None:
     """The marker a process started with ``argv`` needs: ``postgres``, ``sandbox`` or None."""
-    words = [os.path.basename(str(a)) for a in argv]
-    if any(w in _PG_STARTERS for w in words) or (
-            "pg_ctl" in words and any(w in ("start", "restart") for w in words[words.index("pg_ctl"):])):
+    args = [str(a) for a in argv]
+    if not args:
+        return None
+    # the programs run: the first word, what follows a "--" (runuser -u postgres -- …), and paths
+    programs = {os.path.basename(a) for i, a in enumerate(args)
+                if i == 0 or os.sep in a or (i > 0 and args[i - 1] == "--")}
+    if programs & _PG_STARTERS or ("pg_ctl" in programs and ({"start", "restart"} & set(args))):
         return "postgres"
+    words = [os.path.basename(a) for a in args]
     if any(w == "dsqlops" or w.startswith("dsqlops.") for w in words):
         rest = words[next(i for i, w in enumerate(words) if w == "dsqlops" or w.startswith("dsqlops.")):]
         if "demo" in rest or ("sandbox" in rest and "start" in rest[rest.index("sandbox"):]):

@@ -13,6 +13,8 @@ from tests.markers import server_started_by
     (["/usr/lib/postgresql/16/bin/pg_ctl", "-D", "/d", "-l", "log", "-w", "start"], "postgres"),
     (["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/16/bin/initdb", "-D", "/d"], "postgres"),
     (["/usr/lib/postgresql/16/bin/pg_ctl", "-D", "/d", "-m", "fast", "stop"], None),
+    (["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/16/bin/pg_ctl", "-D", "/d", "stop"], None),
+    (["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/16/bin/pg_ctl", "-D", "/d", "start"], "postgres"),
     (["/venv/bin/python", "-m", "dsqlops", "-o", "json", "sandbox", "start", "--dir", "/d"], "sandbox"),
     (["/venv/bin/dsqlops", "demo"], "sandbox"),
     (["/venv/bin/python", "-m", "dsqlops", "sandbox", "status"], None),
@@ -26,12 +28,12 @@ def test_which_processes_are_servers(argv: list[str], need: str | None) -> None:
 def test_starting_a_server_without_the_marker_fails_the_test() -> None:
     # 'true' ignores its arguments: only the guard sees an initdb here
     with pytest.raises(pytest.fail.Exception, match=r"not marked: add @pytest.mark.postgres"):
-        subprocess.run(["true", "initdb"], check=True)
+        subprocess.run(["true", "--", "initdb"], check=True)
 
 
 @pytest.mark.postgres
 def test_starting_a_server_with_the_marker_is_allowed() -> None:
-    subprocess.run(["true", "initdb"], check=True)
+    subprocess.run(["true", "--", "initdb"], check=True)
 
 
 @pytest.fixture()
