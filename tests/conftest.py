@@ -22,9 +22,10 @@ from dsqlops.config import ENV_KEYS
 pytest_plugins = ["tests.markers", "tests.awsmodels"]
 
 # Never let a test reach a real AWS account: fake credentials, a pinned moto region.
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
+# (set, not defaulted: a developer's real keys in the shell must not be the ones tests sign with)
+os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+os.environ["AWS_SESSION_TOKEN"] = "testing"
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 # Nor let the developer's shell settings (a profile, `eval "$(dsqlops sandbox env)"`) steer dsqlops:
 # every setting dsqlops reads from the environment starts unset; tests set what they need.
