@@ -18,7 +18,7 @@ _BUILDING_WORDS = re.compile(
     r"\bengineers?\b|\badded by\b|(?-i:\bowned by [A-Z]\b)|(?-i:\b[A-H]'s) (?:module|table|loader|fetch|parser|code|"
     r"explain|batched|wire|metering|job|pricing|run_transaction|create_pool|OccRetries)|"
     r"(?-i:\bS[0-9]'s\b|\(S[0-9][,)])|\bthe issue\b|\bissue(?:'s)? (?:asks|target)|"
-    r"\.\./shared/|shared/dsql|\bFACTS §|\bRELIABILITY §",
+    r"\.\./shared/|shared/dsql|(?-i:\b(?:FACTS|RELIABILITY)(?:\.md)? §|\b(?:FACTS|RELIABILITY)\.md)",
     re.IGNORECASE)
 _FACT_REF = re.compile(r"dsql-facts\.md §(R?[0-9]+(?:\.[0-9]+)?)")
 
