@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install when the project's metadata (dependencies, entry points) changes.
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test lint demo bench clean
+.PHONY: test test-fast lint demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Everything that needs no PostgreSQL and no sandbox (tests/markers.py keeps the markers honest).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not postgres and not sandbox" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dsqlops tests benchmarks

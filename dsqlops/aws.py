@@ -2,7 +2,7 @@
 
 Region, AWS profile and endpoint URL come from :class:`dsqlops.config.Settings`; the standard
 ``AWS_*`` variables keep working because boto3 reads them. The retry mode is set explicitly
-(``standard``, 5 attempts): botocore's default changed across versions (RELIABILITY §1.1).
+(``standard``, 5 attempts): botocore's default changed across versions (docs/dsql-facts.md §R1.1).
 
 ``--debug`` never turns on botocore's wire logging: it prints the session token.
 """
@@ -17,15 +17,21 @@ from typing import TYPE_CHECKING, Any
 from dsqlops.errors import ConfigError, ConflictError, NotFoundError, ServiceError, UsageError
 
 if TYPE_CHECKING:
+    # The clients' types come from the boto3-stubs packages of the dev extra (type checking only).
     import boto3
     from botocore.config import Config
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_dsql import AuroraDSQLClient
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_pricing import PricingClient
+    from mypy_boto3_sts import STSClient
 
 DEFAULT_MAX_ATTEMPTS = 5
 #: Error codes that mean "throttled, try again later", across services and protocols (CloudWatch is
 #: awsQueryCompatible and answers ``Throttling``; DSQL answers ``ThrottlingException``).
 THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "TooManyRequestsException",
                               "RequestLimitExceeded", "RequestThrottled", "RequestThrottledException"})
-#: The Price List API exists only in these regions (FACTS §5.4).
+#: The Price List API exists only in these regions (docs/dsql-facts.md §5.4).
 PRICING_REGIONS = ("us-east-1", "eu-central-1", "ap-south-1")
 
 
@@ -76,11 +82,20 @@ class AwsContext:
             kwargs["endpoint_url"] = self.endpoint_url
         return self.session().client(service, **kwargs)  # type: ignore[call-overload]
 
-    def dsql(self, region: str | None = None) -> Any:
+    def dsql(self, region: str | None = None) -> AuroraDSQLClient:
         return self.client("dsql", region)
 
-    def cloudwatch(self, region: str | None = None) -> Any:
+    def cloudwatch(self, region: str | None = None) -> CloudWatchClient:
         return self.client("cloudwatch", region)
+
+    def pricing(self, region: str | None = None) -> PricingClient:
+        return self.client("pricing", region)
+
+    def sts(self, region: str | None = None) -> STSClient:
+        return self.client("sts", region)
+
+    def iam(self, region: str | None = None) -> IAMClient:
+        return self.client("iam", region)
 
     def credentials(self) -> Any:
         """Frozen credentials, or a ConfigError that says how to provide them."""

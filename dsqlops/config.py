@@ -55,7 +55,7 @@ ENV_KEYS: dict[str, str] = {
 }
 
 INT_KEYS = {"port", "connect_timeout", "token_expires_in"}
-#: Inclusive bounds of the integer keys (token lifetime: FACTS §2.1, at most one week).
+#: Inclusive bounds of the integer keys (token lifetime: docs/dsql-facts.md §2.1, at most one week).
 INT_RANGES: dict[str, tuple[int, int]] = {"port": (1, 65535), "connect_timeout": (1, 3600),
                                           "token_expires_in": (1, 604800)}
 SSLMODES = {"verify-full", "verify-ca", "require"}

@@ -3,7 +3,7 @@
 Every pattern is anchored (``fullmatch``), so a lookalike such as
 ``x.dsql.us-east-1.on.aws.evil.com`` is refused. Identifiers are validated **before** any SQL is
 composed: psycopg's ``sql.Identifier`` silently truncates at a NUL byte and PostgreSQL cuts names
-to 63 bytes (RELIABILITY §0.7), so an unchecked name can act on the wrong role.
+to 63 bytes (docs/dsql-facts.md §R0.7), so an unchecked name can act on the wrong role.
 """
 
 from __future__ import annotations
@@ -93,19 +93,7 @@ def validate_region(value: str) -> str:
 
 def validate_role_name(name: str, *, allow_reserved: bool = False) -> str:
     """A PostgreSQL role name that will be quoted with ``sql.Identifier``; never truncated."""
-    if not isinstance(name, str) or name == "":
-        raise UsageError("role name is empty")
-    if "\x00" in name:
-        raise UsageError(f"role name contains a NUL byte: {name!r}")
-    _printable(name, "role name")
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise UsageError(f"role name is not valid UTF-8: {name!r}") from None
-    if size > 63:
-        raise UsageError(
-            f"role name is {size} bytes long; PostgreSQL would silently cut it to 63: {name!r}"
-        )
+    validate_identifier(name, "role name")
     if name != name.strip():
         raise UsageError(f"role name has leading or trailing white space: {name!r}")
     if not allow_reserved and (name.lower() in RESERVED_ROLE_NAMES or name.lower().startswith("pg_")):
@@ -114,7 +102,8 @@ def validate_role_name(name: str, *, allow_reserved: bool = False) -> str:
 
 
 def validate_identifier(name: str, what: str = "identifier") -> str:
-    """Any other SQL identifier (table, column, index, schema): same byte rules as role names."""
+    """A SQL identifier (table, column, index, schema, role): non-empty, printable, valid UTF-8, and
+    at most 63 bytes, which PostgreSQL would otherwise cut silently."""
     if not isinstance(name, str) or name == "":
         raise UsageError(f"{what} is empty")
     if "\x00" in name:

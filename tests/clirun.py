@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import click
 
 
 @dataclass
@@ -57,3 +60,16 @@ def run_dsqlops(env: dict[str, str], *args: str, timeout: float = 300) -> Any:
 
     return subprocess.run([sys.executable, "-m", "dsqlops", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def walk_commands(cmd: click.Command, ctx: click.Context,
+                  path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Every command under ``cmd`` (groups included, ``cmd`` first) with its path of names."""
+    import click
+
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        for name in cmd.list_commands(ctx):
+            sub = cmd.get_command(ctx, name)
+            if sub is not None:
+                yield from walk_commands(sub, ctx, (*path, name))

@@ -15,15 +15,23 @@ from pathlib import Path
 
 import pytest
 
+from dsqlops.config import ENV_KEYS
+
+# Server markers come from the fixtures a test uses and are checked when a server starts;
+# botocore parses its models once per test process.
+pytest_plugins = ["tests.markers", "tests.awsmodels"]
+
 # Never let a test reach a real AWS account: fake credentials, a pinned moto region.
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
+# (set, not defaulted: a developer's real keys in the shell must not be the ones tests sign with)
+os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+os.environ["AWS_SESSION_TOKEN"] = "testing"
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ.pop("AWS_PROFILE", None)
-os.environ.pop("DSQLOPS_CONFIG", None)
-os.environ.pop("DSQLOPS_CLUSTER", None)
-os.environ.pop("DSQLOPS_PROFILE", None)
+# Nor let the developer's shell settings (a profile, `eval "$(dsqlops sandbox env)"`) steer dsqlops:
+# every setting dsqlops reads from the environment starts unset; tests set what they need.
+for _var in [*ENV_KEYS, "DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "DSQLOPS_OUTPUT", "DSQLOPS_DEBUG", "DSQLOPS_NO_PROGRESS",
+             "DSQLOPS_SANDBOX_DIR", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DSQL", "PGPASSWORD"]:
+    os.environ.pop(_var, None)
 
 
 @pytest.fixture(scope="session")

@@ -10,20 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from dsqlops.cli.main import COMMANDS, cli
-
-
-def _walk(cmd: click.Command, path: tuple[str, ...], ctx: click.Context):
-    yield path, cmd
-    if isinstance(cmd, click.Group):
-        for name in cmd.list_commands(ctx):
-            sub = cmd.get_command(ctx, name)
-            if sub is not None:
-                yield from _walk(sub, (*path, name), ctx)
+from tests.clirun import walk_commands
 
 
 def all_commands():
     ctx = click.Context(cli)
-    return [(p, c) for p, c in _walk(cli, (), ctx)]
+    return list(walk_commands(cli, ctx))
 
 
 @pytest.mark.parametrize("path,cmd", all_commands(), ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")

@@ -9,7 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
 
 DPU_METRICS = ("TotalDPU", "ComputeDPU", "ReadDPU", "WriteDPU", "TotalTransactions", "OccConflicts")
 
@@ -44,9 +47,9 @@ def flush_sandbox(sandbox_dir: Path | None, timeout: float = 30.0) -> dt.datetim
     return dt.datetime.fromisoformat(str(state["last_flush"]).replace("Z", "+00:00"))
 
 
-def window_usage(cw: Any, region: str, cluster_id: str, start: dt.datetime, end: dt.datetime, *,
+def window_usage(cw: CloudWatchClient, region: str, cluster_id: str, start: dt.datetime, end: dt.datetime, *,
                  period: int) -> dict[str, float]:
-    """Sum each DPU metric over [start, end) with C's batched fetch."""
+    """Sum each DPU metric over [start, end) with the cost package's batched fetch."""
     from dsqlops.cost.metrics import SeriesKey, fetch
     from dsqlops.cost.timewin import Window, ceil_to, floor_to
 

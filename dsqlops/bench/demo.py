@@ -189,12 +189,12 @@ class Demo:
         try:
             ctx = AwsContext(region=self.env.get("AWS_REGION") or "us-east-1",
                              endpoint_url=self.env.get("DSQLOPS_ENDPOINT_URL"))
-            iam = ctx.client("iam")
+            iam = ctx.iam()
             try:
                 arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=TRUST_POLICY)["Role"]["Arn"]
             except iam.exceptions.EntityAlreadyExistsException:
                 arn = iam.get_role(RoleName=name)["Role"]["Arn"]
-            c = ctx.client("sts").assume_role(RoleArn=arn, RoleSessionName=f"{name}-demo")["Credentials"]
+            c = ctx.sts().assume_role(RoleArn=arn, RoleSessionName=f"{name}-demo")["Credentials"]
         finally:
             for k, v in saved.items():
                 if v is None:

@@ -33,7 +33,7 @@ class Outcome:
 
 
 def _sqlstate(exc: BaseException) -> str | None:
-    # psycopg errors carry ``sqlstate``; dsqlops ServiceErrors (B's OccRetriesExhausted) carry ``code``.
+    # psycopg errors carry ``sqlstate``; dsqlops ServiceErrors (OccRetriesExhausted) carry ``code``.
     return getattr(exc, "sqlstate", None) or getattr(exc, "code", None)
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dsqlops.cli.common import CliEnv, dry_run_option, output_option, pass_env, timeout_option, yes_option
 from dsqlops.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dsql import AuroraDSQLClient
 
 STATUS_CHOICES = ("CREATING", "ACTIVE", "IDLE", "INACTIVE", "UPDATING", "DELETING", "DELETED", "FAILED",
                   "PENDING_SETUP", "PENDING_DELETE", "UNKNOWN")
@@ -62,7 +65,7 @@ def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _wait(env: CliEnv, client: Any, cluster_id: str, region: str, target: str, timeout: float,
+def _wait(env: CliEnv, client: AuroraDSQLClient, cluster_id: str, region: str, target: str, timeout: float,
           interval: float, accept_idle: bool = False) -> Any:
     from dsqlops.control.waits import wait_for
     from dsqlops.output import Progress

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -42,15 +42,20 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 class LazyGroup(click.Group):
+    """A group whose registered sub-commands (``lazy``: name → module, attribute, summary) are
+    imported on first use, so ``--help`` and every other command start fast."""
+
+    lazy: ClassVar[dict[str, tuple[str, str, str]]] = COMMANDS
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         # Every registered command is listed: a missing or broken module must fail loudly (the
         # help test imports each one), not vanish from the list.
-        return sorted(set(COMMANDS) | set(self.commands))
+        return sorted(set(self.lazy) | set(self.commands))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:
             return self.commands[cmd_name]
-        entry = COMMANDS.get(cmd_name)
+        entry = self.lazy.get(cmd_name)
         if entry is None:
             return None
         module = importlib.import_module(entry[0])
@@ -61,7 +66,7 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Use the registry's summaries: listing commands must not import their modules.
-        rows = [(n, COMMANDS[n][2] if n in COMMANDS else (self.commands[n].get_short_help_str()))
+        rows = [(n, self.lazy[n][2] if n in self.lazy else (self.commands[n].get_short_help_str()))
                 for n in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):

@@ -84,7 +84,7 @@ def refresh(env: CliEnv, out: str | None, regions: tuple[str, ...], api_region: 
     if not base_path.exists():
         base_path = P.shipped_path()
     old = P.load(base_path)
-    client = env.aws().client("pricing", api_region or "us-east-1")
+    client = env.aws().pricing(api_region or "us-east-1")
     new, changes = P.refresh(client, old, Path(str(target)), regions=list(regions) or None, write=not dry_run)
     env.render(changes, empty_message="no price changes")
     info(("would write" if dry_run else "wrote") + f" {new.path} (as_of {new.as_of}, {len(new.regions)} regions)")

@@ -164,38 +164,36 @@ def drop_cmd(env: CliEnv, name: str, cluster: str | None, dry_run: bool, yes: bo
         _run_steps(env, conn, steps, dry_run=dry_run, what=f"role {name}")
 
 
-@role.command("grant-iam")
-@click.argument("name")
-@click.argument("arns", nargs=-1, required=True, metavar="ARN...")
-@cluster_option
-@dry_run_option
-@output_option
-@pass_env
-def grant_iam_cmd(env: CliEnv, name: str, arns: tuple[str, ...], cluster: str | None, dry_run: bool) -> None:
-    """Map IAM roles/users to a PostgreSQL role (AWS IAM GRANT NAME TO 'ARN').
+def _iam_mapping_command(cmd_name: str, *, grant: bool, doc: str) -> click.Command:
+    """``grant-iam`` and ``revoke-iam``: the same arguments, opposite statements."""
+
+    @role.command(cmd_name, help=doc)
+    @click.argument("name")
+    @click.argument("arns", nargs=-1, required=True, metavar="ARN...")
+    @cluster_option
+    @dry_run_option
+    @output_option
+    @pass_env
+    def command(env: CliEnv, name: str, arns: tuple[str, ...], cluster: str | None, dry_run: bool) -> None:
+        _iam_mapping(env, name, arns, cluster, dry_run, grant=grant)
+
+    return command
+
+
+grant_iam_cmd = _iam_mapping_command("grant-iam", grant=True, doc="""
+    Map IAM roles/users to a PostgreSQL role (AWS IAM GRANT NAME TO 'ARN').
 
     \b
     Example:
       dsqlops role grant-iam app arn:aws:iam::123456789012:role/app
-    """
-    _iam_mapping(env, name, arns, cluster, dry_run, grant=True)
-
-
-@role.command("revoke-iam")
-@click.argument("name")
-@click.argument("arns", nargs=-1, required=True, metavar="ARN...")
-@cluster_option
-@dry_run_option
-@output_option
-@pass_env
-def revoke_iam_cmd(env: CliEnv, name: str, arns: tuple[str, ...], cluster: str | None, dry_run: bool) -> None:
-    """Remove IAM mappings from a role (AWS IAM REVOKE NAME FROM 'ARN').
+    """)
+revoke_iam_cmd = _iam_mapping_command("revoke-iam", grant=False, doc="""
+    Remove IAM mappings from a role (AWS IAM REVOKE NAME FROM 'ARN').
 
     \b
     Example:
       dsqlops role revoke-iam app arn:aws:iam::123456789012:role/app
-    """
-    _iam_mapping(env, name, arns, cluster, dry_run, grant=False)
+    """)
 
 
 def _iam_mapping(env: CliEnv, name: str, arns: tuple[str, ...], cluster: str | None, dry_run: bool, *,
@@ -310,7 +308,7 @@ def check_cmd(env: CliEnv, cluster: str | None, role_name: str) -> int:
     validate_role_name(role_name, allow_reserved=True)
     target = env.connection_target(cluster, user=role_name)
     try:
-        sts = env.aws().client("sts", target.region or None)
+        sts = env.aws().sts(target.region or None)
     except Exception:  # noqa: BLE001 - the report says the identity check was skipped
         sts = None
     report = check_login(target, env.token_source(), sts_client=sts,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import ClassVar
@@ -10,6 +9,7 @@ from typing import ClassVar
 import click
 
 from dsqlops.cli.common import CliEnv, output_option, pass_env
+from dsqlops.cli.main import LazyGroup
 from dsqlops.sandbox.state import SandboxDir
 
 dir_option = click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
@@ -22,28 +22,16 @@ def _sdir(directory: str | None) -> SandboxDir:
     return SandboxDir(directory)
 
 
-class SandboxGroup(click.Group):
-    """Also lists sub-commands contributed by other modules (conformance, flush-metrics) when present."""
+class SandboxGroup(LazyGroup):
+    """The sub-commands defined in their own modules load on use (``sandbox_metering`` imports
+    this module)."""
 
-    EXTRA: ClassVar[dict[str, tuple[str, str]]] = {"conformance": ("dsqlops.cli.sandbox_conformance", "conformance"),
-             "flush-metrics": ("dsqlops.cli.sandbox_metering", "flush_metrics")}
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        import importlib.util
-
-        extra = [n for n, (mod, _a) in self.EXTRA.items() if importlib.util.find_spec(mod) is not None]
-        return sorted(set(super().list_commands(ctx)) | set(extra))
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        cmd = super().get_command(ctx, cmd_name)
-        if cmd is not None or cmd_name not in self.EXTRA:
-            return cmd
-        mod, attr = self.EXTRA[cmd_name]
-        try:
-            found = getattr(importlib.import_module(mod), attr, None)
-        except ImportError:
-            return None
-        return found if isinstance(found, click.Command) else None
+    lazy: ClassVar[dict[str, tuple[str, str, str]]] = {
+        "conformance": ("dsqlops.cli.sandbox_conformance", "conformance",
+                        "Replay recorded DSQL probes against a cluster and compare."),
+        "flush-metrics": ("dsqlops.cli.sandbox_metering", "flush_metrics",
+                          "Publish the clusters' DPU metrics now."),
+    }
 
 
 @click.group(cls=SandboxGroup)

@@ -3,7 +3,7 @@
 Every function takes a boto3 ``dsql`` client for the cluster's region and returns dataclasses.
 
 **Endpoint normalisation.** The real service returns ``{id}.dsql.{region}.on.aws``; moto 5.2.5
-returns ``{id}.{region}.on.aws`` (FACTS §1.6.2), which would break TLS host checks and token
+returns ``{id}.{region}.on.aws`` (docs/dsql-facts.md §1.6.2), which would break TLS host checks and token
 signing. Whenever the returned endpoint lacks ``.dsql`` (or is missing) we derive it as
 ``{id}.dsql.{region}.on.aws``; a well-formed endpoint (including ``dsql-fips`` variants) is kept.
 
@@ -25,18 +25,21 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsqlops.aws import THROTTLING_CODES, aws_errors, error_code
 from dsqlops.errors import ConflictError, NotFoundError, ServiceError, UsageError
 from dsqlops.validate import CLUSTER_ARN_RE, CLUSTER_ID_RE, validate_region, validate_tag_key
 
+if TYPE_CHECKING:
+    from mypy_boto3_dsql import AuroraDSQLClient
+
 log = logging.getLogger(__name__)
 
-#: The status enum of GetCluster (FACTS §1.3).
+#: The status enum of GetCluster (docs/dsql-facts.md §1.3).
 STATUSES = ("CREATING", "ACTIVE", "IDLE", "INACTIVE", "UPDATING", "DELETING", "DELETED", "FAILED",
             "PENDING_SETUP", "PENDING_DELETE")
 AWS_OWNED_KMS_KEY = "AWS_OWNED_KMS_KEY"
@@ -137,7 +140,7 @@ def _region_of(arn: str | None, fallback: str) -> str:
     return m["region"] if m else fallback
 
 
-def cluster_from_api(resp: dict[str, Any], region: str) -> Cluster:
+def cluster_from_api(resp: Mapping[str, Any], region: str) -> Cluster:
     cid = resp["identifier"]
     reg = _region_of(resp.get("arn"), region)
     enc = resp.get("encryptionDetails") or {}
@@ -154,7 +157,7 @@ def cluster_from_api(resp: dict[str, Any], region: str) -> Cluster:
     )
 
 
-def stream_from_api(resp: dict[str, Any]) -> Stream:
+def stream_from_api(resp: Mapping[str, Any]) -> Stream:
     return Stream(
         id=resp["streamIdentifier"], cluster_id=resp["clusterIdentifier"], arn=resp.get("arn"),
         status=resp.get("status", "UNKNOWN"), creation_time=resp.get("creationTime"),
@@ -319,7 +322,7 @@ def create_params(req: CreateRequest) -> dict[str, Any]:
     return params
 
 
-def create_cluster(client: Any, req: CreateRequest) -> Cluster:
+def create_cluster(client: AuroraDSQLClient, req: CreateRequest) -> Cluster:
     """CreateCluster with the deterministic token; a re-run returns the same cluster."""
     params = create_params(req)
     log.debug("CreateCluster in %s with clientToken %s", req.region, params["clientToken"])
@@ -357,13 +360,13 @@ def create_cluster(client: Any, req: CreateRequest) -> Cluster:
 # --------------------------------------------------------------------------- read
 
 
-def get_cluster(client: Any, cluster_id: str, region: str) -> Cluster:
+def get_cluster(client: AuroraDSQLClient, cluster_id: str, region: str) -> Cluster:
     with aws_errors(f"GetCluster {cluster_id}"):
         resp = client.get_cluster(identifier=cluster_id)
     return cluster_from_api(resp, region)
 
 
-def list_cluster_ids(client: Any) -> list[tuple[str, str | None]]:
+def list_cluster_ids(client: AuroraDSQLClient) -> list[tuple[str, str | None]]:
     out: list[tuple[str, str | None]] = []
     with aws_errors("ListClusters"):
         for page in client.get_paginator("list_clusters").paginate():
@@ -372,7 +375,7 @@ def list_cluster_ids(client: Any) -> list[tuple[str, str | None]]:
     return out
 
 
-def list_clusters(client: Any, region: str, *, status: Iterable[str] | None = None,
+def list_clusters(client: AuroraDSQLClient, region: str, *, status: Iterable[str] | None = None,
                   workers: int = LIST_WORKERS, sleep: Callable[[float], None] = time.sleep) -> list[Cluster]:
     """ListClusters, then GetCluster per id on at most ``workers`` threads.
 
@@ -427,7 +430,7 @@ def _optional(part: str, unavailable: list[str], fn: Callable[[], Any]) -> Any:
         raise
 
 
-def show_cluster(client: Any, cluster_id: str, region: str) -> ClusterDetail:
+def show_cluster(client: AuroraDSQLClient, cluster_id: str, region: str) -> ClusterDetail:
     """GetCluster + tags + policy (if any) + VPC endpoint service name + streams."""
     cluster = get_cluster(client, cluster_id, region)
     detail = ClusterDetail(cluster=cluster)
@@ -447,7 +450,7 @@ def show_cluster(client: Any, cluster_id: str, region: str) -> ClusterDetail:
     if v is not None:
         detail.vpc_endpoint_service_name = v.get("serviceName")
         ep = v.get("clusterVpcEndpoint")
-        if ep and ".dsql" not in ep:  # moto's malformed endpoint (FACTS §1.6.9)
+        if ep and ".dsql" not in ep:  # moto's malformed endpoint (docs/dsql-facts.md §1.6.9)
             ep = cluster.endpoint
         detail.vpc_endpoint = ep
     streams = _optional("streams", detail.unavailable, lambda: list_streams(client, cluster_id))
@@ -500,7 +503,7 @@ def update_params(req: UpdateRequest, current: Cluster | None = None) -> dict[st
     return params
 
 
-def update_cluster(client: Any, req: UpdateRequest, region: str) -> Cluster:
+def update_cluster(client: AuroraDSQLClient, req: UpdateRequest, region: str) -> Cluster:
     current = None
     if req.witness_region is not None or req.peers is not None:
         current = get_cluster(client, req.cluster_id, region)
@@ -535,7 +538,7 @@ def delete_plan(cluster_id: str, *, disable_protection: bool) -> list[dict[str, 
     return calls
 
 
-def delete_cluster(client: Any, cluster_id: str, region: str, *, disable_protection: bool = False,
+def delete_cluster(client: AuroraDSQLClient, cluster_id: str, region: str, *, disable_protection: bool = False,
                    on_step: Callable[[str], None] | None = None) -> DeleteResult:
     """Delete a cluster. A protected cluster is refused unless ``disable_protection``; then
     UpdateCluster(deletionProtectionEnabled=False) runs first and ``on_step`` is told so."""
@@ -570,12 +573,12 @@ def delete_cluster(client: Any, cluster_id: str, region: str, *, disable_protect
 # --------------------------------------------------------------------------- tags
 
 
-def list_tags(client: Any, arn: str) -> dict[str, str]:
+def list_tags(client: AuroraDSQLClient, arn: str) -> dict[str, str]:
     with aws_errors("ListTagsForResource"):
         return dict(client.list_tags_for_resource(resourceArn=arn).get("tags") or {})
 
 
-def tag_cluster(client: Any, arn: str, tags: dict[str, str]) -> dict[str, str]:
+def tag_cluster(client: AuroraDSQLClient, arn: str, tags: dict[str, str]) -> dict[str, str]:
     if not tags:
         raise UsageError("no tags given (KEY=VALUE)")
     for k in tags:
@@ -585,7 +588,7 @@ def tag_cluster(client: Any, arn: str, tags: dict[str, str]) -> dict[str, str]:
     return list_tags(client, arn)
 
 
-def untag_cluster(client: Any, arn: str, keys: Iterable[str]) -> dict[str, str]:
+def untag_cluster(client: AuroraDSQLClient, arn: str, keys: Iterable[str]) -> dict[str, str]:
     key_list = sorted({validate_tag_key(k) for k in keys})
     if not key_list:
         raise UsageError("no tag keys given")
@@ -594,7 +597,7 @@ def untag_cluster(client: Any, arn: str, keys: Iterable[str]) -> dict[str, str]:
     return list_tags(client, arn)
 
 
-def cluster_arn(client: Any, cluster_id: str, region: str, arn: str | None = None) -> str:
+def cluster_arn(client: AuroraDSQLClient, cluster_id: str, region: str, arn: str | None = None) -> str:
     """The ARN (from the caller's ref when given, else GetCluster)."""
     if arn:
         return arn
@@ -614,7 +617,7 @@ def _parse_policy(text: str) -> Any:
         return text
 
 
-def get_policy(client: Any, cluster_id: str) -> Policy:
+def get_policy(client: AuroraDSQLClient, cluster_id: str) -> Policy:
     with aws_errors(f"GetClusterPolicy {cluster_id}"):
         resp = client.get_cluster_policy(identifier=cluster_id)
     return Policy(cluster_id=cluster_id, version=resp.get("policyVersion"), policy=_parse_policy(resp.get("policy")))
@@ -640,7 +643,7 @@ def policy_put_params(cluster_id: str, policy: str, expected_version: str | None
     return params
 
 
-def put_policy(client: Any, cluster_id: str, policy: str, *, expected_version: str | None = None,
+def put_policy(client: AuroraDSQLClient, cluster_id: str, policy: str, *, expected_version: str | None = None,
                bypass_lockout_check: bool = False) -> Policy:
     params = policy_put_params(cluster_id, policy, expected_version, bypass_lockout_check)
     try:
@@ -651,7 +654,7 @@ def put_policy(client: Any, cluster_id: str, policy: str, *, expected_version: s
     return Policy(cluster_id=cluster_id, version=resp.get("policyVersion"), policy=_parse_policy(policy))
 
 
-def delete_policy(client: Any, cluster_id: str, *, expected_version: str | None = None) -> Policy:
+def delete_policy(client: AuroraDSQLClient, cluster_id: str, *, expected_version: str | None = None) -> Policy:
     params: dict[str, Any] = {"identifier": cluster_id}
     if expected_version is not None:
         params["expectedPolicyVersion"] = expected_version
@@ -666,7 +669,7 @@ def delete_policy(client: Any, cluster_id: str, *, expected_version: str | None 
 # --------------------------------------------------------------------------- streams
 
 
-def list_streams(client: Any, cluster_id: str) -> list[Stream]:
+def list_streams(client: AuroraDSQLClient, cluster_id: str) -> list[Stream]:
     out: list[Stream] = []
     with aws_errors(f"ListStreams {cluster_id}"):
         for page in client.get_paginator("list_streams").paginate(clusterIdentifier=cluster_id):
@@ -674,7 +677,7 @@ def list_streams(client: Any, cluster_id: str) -> list[Stream]:
     return out
 
 
-def get_stream(client: Any, cluster_id: str, stream_id: str) -> Stream:
+def get_stream(client: AuroraDSQLClient, cluster_id: str, stream_id: str) -> Stream:
     validate_stream_id(stream_id)
     with aws_errors(f"GetStream {stream_id}"):
         resp = client.get_stream(clusterIdentifier=cluster_id, streamIdentifier=stream_id)

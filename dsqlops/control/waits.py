@@ -1,5 +1,5 @@
 """Our own cluster poller (botocore's ``cluster_active`` waiter times out on FAILED and never
-succeeds on IDLE/INACTIVE; FACTS §1.4).
+succeeds on IDLE/INACTIVE; docs/dsql-facts.md §1.4).
 
 What each status means to ``wait_for`` (``target="active"``):
 
@@ -32,11 +32,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dsqlops.aws import THROTTLING_CODES
 from dsqlops.control.clusters import Cluster, get_cluster
 from dsqlops.errors import NotFoundError, OperationFailed, ServiceError, UsageError, WaitTimeout
+
+if TYPE_CHECKING:
+    from mypy_boto3_dsql import AuroraDSQLClient
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ def _transient(e: ServiceError) -> bool:
     return (e.code or "") in _TRANSIENT_CODES
 
 
-def wait_for(client: Any, cluster_id: str, *, region: str, target: str = "active", timeout: float = 600.0,
+def wait_for(client: AuroraDSQLClient, cluster_id: str, *, region: str, target: str = "active", timeout: float = 600.0,
              interval: float = 5.0, accept_idle: bool = False,
              on_status: Callable[[str, float], None] | None = None,
              sleep: Callable[[float], None] = time.sleep,

@@ -12,11 +12,14 @@ dsqlops only lists and deletes alarms whose name starts with :data:`PREFIX` (and
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsqlops.cost.metrics import NAMESPACE, call_with_backoff
 from dsqlops.cost.pricing import RegionPrice
 from dsqlops.errors import UsageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
 
 PREFIX = "dsqlops-budget-"
 TAG_KEY = "dsqlops:managed"
@@ -59,13 +62,13 @@ def alarm_requests(cluster_id: str, region: str, monthly_usd: Decimal, price: Re
     ]
 
 
-def create(cw: Any, requests: list[dict[str, Any]]) -> list[str]:
+def create(cw: CloudWatchClient, requests: list[dict[str, Any]]) -> list[str]:
     for req in requests:
         call_with_backoff(lambda req=req: cw.put_metric_alarm(**req), what="PutMetricAlarm")  # type: ignore[misc]
     return [r["AlarmName"] for r in requests]
 
 
-def list_alarms(cw: Any, cluster_id: str | None = None) -> list[dict[str, Any]]:
+def list_alarms(cw: CloudWatchClient, cluster_id: str | None = None) -> list[dict[str, Any]]:
     prefix = PREFIX + (cluster_id or "")
     out: list[dict[str, Any]] = []
     token: str | None = None
@@ -84,7 +87,7 @@ def list_alarms(cw: Any, cluster_id: str | None = None) -> list[dict[str, Any]]:
             return out
 
 
-def delete(cw: Any, names: list[str]) -> list[str]:
+def delete(cw: CloudWatchClient, names: list[str]) -> list[str]:
     bad = [n for n in names if not n.startswith(PREFIX)]
     if bad:
         raise UsageError(f"not a dsqlops budget alarm (name must start with {PREFIX!r}): {', '.join(bad)}")

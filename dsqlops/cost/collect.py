@@ -12,11 +12,15 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsqlops.cost import metrics as M
 from dsqlops.cost.model import ZERO, ClusterUsage
 from dsqlops.cost.timewin import Window
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_dsql import AuroraDSQLClient
 
 
 @dataclass
@@ -58,8 +62,8 @@ def list_cluster_ids(dsql: Any) -> list[str]:
     return ids
 
 
-def targets(scopes: Sequence[Scope], cw_clients: dict[tuple[str, str], Any],
-            dsql_clients: dict[tuple[str, str], Any], stats: M.FetchStats) -> list[Target]:
+def targets(scopes: Sequence[Scope], cw_clients: dict[tuple[str, str], CloudWatchClient],
+            dsql_clients: dict[tuple[str, str], AuroraDSQLClient], stats: M.FetchStats) -> list[Target]:
     out: dict[tuple[str, str], Target] = {}
     for s in scopes:
         for r in s.regions:

@@ -1,8 +1,8 @@
 """DSQL CloudWatch metrics: which ones, with which statistic, fetched in as few calls as possible.
 
 * Namespace ``AWS/AuroraDSQL``, dimension ``ClusterId``; ``StreamDPU`` also has ``StreamId`` and
-  is discovered per stream with ListMetrics (FACTS §4.1).
-* GetMetricData with at most 500 queries and 100,800 datapoints per call (RELIABILITY §1.2): the
+  is discovered per stream with ListMetrics (docs/dsql-facts.md §4.1).
+* GetMetricData with at most 500 queries and 100,800 datapoints per call (docs/dsql-facts.md §R1.2): the
   queries of many clusters share calls; a series longer than 100,800 points is split by time.
 * ``NextToken`` pages are merged per query without duplicate timestamps; ``PartialData`` without a
   further page and ``InternalError`` become warnings on the series.
@@ -21,10 +21,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsqlops.aws import THROTTLING_CODES
 from dsqlops.cost.timewin import Window
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
 
 NAMESPACE = "AWS/AuroraDSQL"
 MAX_QUERIES_PER_CALL = 500
@@ -41,7 +44,7 @@ class MetricSpec:
     per_stream: bool = False
 
 
-#: Every DSQL metric dsqlops reads and the statistic that is right for it (FACTS §4.1 table).
+#: Every DSQL metric dsqlops reads and the statistic that is right for it (docs/dsql-facts.md §4.1 table).
 METRICS: dict[str, MetricSpec] = {m.name: m for m in (
     MetricSpec("TotalDPU", "Sum", "DPU", dpu=True),
     MetricSpec("ReadDPU", "Sum", "DPU", dpu=True),
@@ -216,7 +219,7 @@ def _bind(fn: Callable[..., Any], req: dict[str, Any]) -> Callable[[], Any]:
     return lambda: fn(**req)
 
 
-def fetch(cw: Any, keys: Sequence[SeriesKey], window: Window, *, stats: FetchStats | None = None,
+def fetch(cw: CloudWatchClient, keys: Sequence[SeriesKey], window: Window, *, stats: FetchStats | None = None,
           max_queries: int = MAX_QUERIES_PER_CALL, max_points: int = MAX_POINTS_PER_CALL,
           sleep: Callable[[float], None] = time.sleep) -> dict[SeriesKey, Series]:
     """Fetch ``keys`` (all in the client's region) over ``window``. Missing series come back empty."""
@@ -272,7 +275,8 @@ def fetch(cw: Any, keys: Sequence[SeriesKey], window: Window, *, stats: FetchSta
     return result
 
 
-def discover_streams(cw: Any, cluster_ids: Iterable[str], *, stats: FetchStats | None = None) -> dict[str, list[str]]:
+def discover_streams(cw: CloudWatchClient, cluster_ids: Iterable[str], *,
+                     stats: FetchStats | None = None) -> dict[str, list[str]]:
     """ClusterId → StreamIds that have a ``StreamDPU`` metric (ListMetrics, paged)."""
     wanted = set(cluster_ids)
     found: dict[str, set[str]] = {c: set() for c in wanted}
@@ -284,7 +288,7 @@ def discover_streams(cw: Any, cluster_ids: Iterable[str], *, stats: FetchStats |
     return {c: sorted(s) for c, s in found.items()}
 
 
-def list_metrics(cw: Any, metric_name: str, *, stats: FetchStats | None = None) -> list[dict[str, Any]]:
+def list_metrics(cw: CloudWatchClient, metric_name: str, *, stats: FetchStats | None = None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     token: str | None = None
     while True:
@@ -298,7 +302,7 @@ def list_metrics(cw: Any, metric_name: str, *, stats: FetchStats | None = None) 
             return out
 
 
-def clusters_with_metrics(cw: Any, *, stats: FetchStats | None = None) -> list[str]:
+def clusters_with_metrics(cw: CloudWatchClient, *, stats: FetchStats | None = None) -> list[str]:
     """Cluster ids that have a TotalDPU or ClusterStorageSize metric in this region (deleted ones too)."""
     ids: set[str] = set()
     for name in ("TotalDPU", "ClusterStorageSize"):
@@ -322,8 +326,8 @@ def series_keys(region: str, cluster_ids: Iterable[str], metrics: Iterable[str],
     return keys
 
 
-def fetch_regions(clients: Mapping[Any, Any], keys_by_region: Mapping[Any, Sequence[SeriesKey]], window: Window,
-                  *, stats: FetchStats | None = None, max_workers: int = 8,
+def fetch_regions(clients: Mapping[Any, CloudWatchClient], keys_by_region: Mapping[Any, Sequence[SeriesKey]],
+                  window: Window, *, stats: FetchStats | None = None, max_workers: int = 8,
                   **kw: Any) -> dict[SeriesKey, Series]:
     """Fetch every region concurrently (one thread per region; clients are built beforehand,
     because creating boto3 clients is not thread-safe)."""

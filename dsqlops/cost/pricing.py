@@ -14,16 +14,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsqlops.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_pricing import PricingClient
 
 SHIPPED_NAME = "dsql.yaml"
 STORAGE_UNITS = ("GB", "GiB")
 CONFIDENCE = ("high", "medium", "low")
 REQUIRED = ("dpu_usd_per_million", "storage_usd_per_gb_month", "storage_unit", "free_tier_dpu",
             "free_tier_storage_gb_month", "currency", "as_of", "source", "confidence")
-#: The Price List API service code and usage-type markers (FACTS §5.4).
+#: The Price List API service code and usage-type markers (docs/dsql-facts.md §5.4).
 SERVICE_CODE = "AuroraDSQL"
 DPU_USAGETYPE = "DistributedProcessingUnits"
 STORAGE_USAGETYPE = "Storage"
@@ -273,7 +276,7 @@ def parse_price_list(price_list: Iterable[str | Mapping[str, Any]]) -> dict[str,
     return out
 
 
-def fetch_price_list(client: Any, regions: Iterable[str] | None = None) -> list[str]:
+def fetch_price_list(client: PricingClient, regions: Iterable[str] | None = None) -> list[str]:
     """All GetProducts pages for ServiceCode AuroraDSQL (optionally one regionCode filter per region)."""
     from dsqlops.aws import aws_errors
 
@@ -337,7 +340,7 @@ def diff(old: PriceTable, new: PriceTable) -> list[dict[str, Any]]:
     return rows
 
 
-def refresh(client: Any, old: PriceTable, out_path: Path, *, regions: Iterable[str] | None = None,
+def refresh(client: PricingClient, old: PriceTable, out_path: Path, *, regions: Iterable[str] | None = None,
             today: dt.date | None = None, write: bool = True) -> tuple[PriceTable, list[dict[str, Any]]]:
     """Fetch, build the new table, write it atomically to ``out_path`` (never the shipped table)."""
     import yaml

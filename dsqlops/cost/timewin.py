@@ -1,6 +1,6 @@
 """Time windows for CloudWatch queries: parsing, validation, the period, alignment.
 
-CloudWatch's rules (RELIABILITY §1.2, FACTS §4.1): 60-s data is kept 15 days, 300-s data 63 days,
+CloudWatch's rules (docs/dsql-facts.md §R1.2, docs/dsql-facts.md §4.1): 60-s data is kept 15 days, 300-s data 63 days,
 3,600-s data 455 days. When StartTime is older than 15 days the Period must be a multiple of 300,
 older than 63 days a multiple of 3,600, or CloudWatch silently returns **no** data. StartTime is
 inclusive, EndTime exclusive. We align StartTime down and EndTime up to whole periods and record

@@ -33,6 +33,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from dsqlops import sqllex
+from dsqlops.cost import pricing as cost_pricing
 from dsqlops.errors import UsageError
 
 MILLION = Decimal(1_000_000)
@@ -399,53 +401,20 @@ def parse_explain(text: str, *, large_rows: int = DEFAULT_LARGE_ROWS) -> Explain
 
 
 # --------------------------------------------------------------------------------------------
-# Prices (engineer C owns the price table; use their loader when it exists)
+# Prices
 # --------------------------------------------------------------------------------------------
 
 def price_for(region: str, *, pricing_file: str | Path | None = None, settings: Any = None) -> Price | None:
-    """The DPU price for ``region`` from engineer C's price table (``dsqlops.cost.pricing``:
-    ``--pricing-file`` > config ``pricing_file`` > the shipped ``pricing/dsql.yaml``). Falls back to
-    a small reader of the same file format when that module is unavailable. None when the table
-    does not list the region (the report then carries no money, and says so)."""
-    try:
-        from dsqlops.cost import pricing as cost_pricing
-    except ImportError:  # pragma: no cover - the cost package ships with dsqlops
-        cost_pricing = None  # type: ignore[assignment]
-    if cost_pricing is not None:
-        from dsqlops.errors import ConfigError
-
-        table = cost_pricing.load_for(str(pricing_file) if pricing_file else None, settings)
-        try:
-            rp = table.get(region)
-        except ConfigError:
-            return None
-        return Price(rp.dpu_usd_per_million, region, f"{Path(table.path).name} as of {rp.as_of.isoformat()}",
-                     rp.currency)
-    path = Path(pricing_file) if pricing_file else Path(__file__).resolve().parents[2] / "pricing" / "dsql.yaml"
-    if not path.is_file():
+    """The DPU price for ``region`` from the price table (``--pricing-file`` > config ``pricing_file``
+    > the shipped ``pricing/dsql.yaml``, read by :mod:`dsqlops.cost.pricing`). None when the table
+    does not list the region (the report then carries no money, and says so); a table that cannot
+    be read is a :class:`~dsqlops.errors.ConfigError`."""
+    table = cost_pricing.load_for(str(pricing_file) if pricing_file else None, settings)
+    rp = table.regions.get(region)
+    if rp is None:
         return None
-    return _read_price_file(path, region)
-
-
-def _read_price_file(path: Path, region: str) -> Price | None:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UsageError(f"cannot read the price table {path}: {e}") from None
-    regions = data.get("regions") if isinstance(data, dict) else None
-    entry = regions.get(region) if isinstance(regions, dict) else None
-    if not isinstance(entry, dict):
-        return None
-    for key in ("dpu_usd_per_million", "dpu_per_million", "dpu"):
-        if key in entry:
-            value = Decimal(str(entry[key]))
-            if key == "dpu" and value < 1:
-                value *= MILLION  # a per-DPU price
-            return Price(value, region, f"{path.name} (as_of {data.get('as_of', '?')})",
-                         str(data.get("currency", "USD")))
-    return None
+    return Price(rp.dpu_usd_per_million, region, f"{Path(table.path).name} as of {rp.as_of.isoformat()}",
+                 rp.currency)
 
 
 def attach_price(report: ExplainReport, price: Price | None) -> ExplainReport:
@@ -457,37 +426,46 @@ def attach_price(report: ExplainReport, price: Price | None) -> ExplainReport:
 # Running EXPLAIN
 # --------------------------------------------------------------------------------------------
 
-_WRITE_RE = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
-_EXPLAINABLE_RE = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|INSERT|UPDATE|DELETE|MERGE|VALUES|TABLE|EXECUTE)\b",
-                             re.IGNORECASE)
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+_EXPLAINABLE = frozenset({"SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE", "EXECUTE"})
+
+
+def _statements(text: str) -> list[sqllex.Piece]:
+    try:
+        return [p for p in sqllex.split(text) if p.tokens]
+    except sqllex.SqlSyntaxError as e:
+        raise UsageError(f"{e} at line {e.line_in(text)} of the statement") from None
 
 
 def strip_sql(text: str) -> str:
-    """One statement without trailing semicolons/whitespace; refuses several statements."""
-    s = text.strip()
-    while s.endswith(";"):
-        s = s[:-1].rstrip()
-    if not s:
+    """One statement without the comments around it and its trailing semicolons; refuses several
+    statements (a ``;`` inside quotes, comments or dollar bodies does not count)."""
+    pieces = _statements(text)
+    if not pieces:
         raise UsageError("no SQL statement given")
-    if ";" in _without_literals(s):
+    if len(pieces) > 1:
         raise UsageError("explain takes one statement; this text has several (a ';' inside it)")
-    if re.match(r"^\s*EXPLAIN\b", s, re.IGNORECASE):
+    piece = pieces[0]
+    first = next((t for t in piece.tokens if t.text != "("), piece.tokens[0])
+    if piece.tokens[0].upper == "EXPLAIN":
         raise UsageError("give the statement without EXPLAIN: dsqlops adds EXPLAIN (ANALYZE, VERBOSE) itself")
-    if not _EXPLAINABLE_RE.match(s):
+    if first.kind != sqllex.WORD or first.upper not in _EXPLAINABLE:
         raise UsageError("only SELECT, WITH, INSERT, UPDATE, DELETE, MERGE, VALUES or TABLE statements can be "
                          "explained")
-    return s
+    return text[piece.code_start:piece.code_end]
 
 
 def _without_literals(s: str) -> str:
-    s = re.sub(r"'(?:[^']|'')*'", "''", s)
-    s = re.sub(r'"(?:[^"]|"")*"', '""', s)
-    s = re.sub(r"--[^\n]*", "", s)
-    return re.sub(r"/\*.*?\*/", "", s, flags=re.DOTALL)
+    """``s`` with comments removed and literals emptied (:func:`dsqlops.sqllex.code_only`); an
+    unterminated quote or comment is a :class:`~dsqlops.errors.UsageError`."""
+    try:
+        return sqllex.code_only(s)
+    except sqllex.SqlSyntaxError as e:
+        raise UsageError(f"{e} at line {e.line_in(s)}") from None
 
 
 def is_write(statement: str) -> bool:
-    return bool(_WRITE_RE.search(_without_literals(statement)))
+    return any(t.kind == sqllex.WORD and t.upper in _WRITES for p in _statements(statement) for t in p.tokens)
 
 
 def run_explain(conn: Any, statement: str, *, params: list[Any] | None = None, analyze: bool = False,

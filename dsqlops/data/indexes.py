@@ -1,6 +1,6 @@
 """Asynchronous indexes: ``CREATE INDEX ASYNC``, listing, dropping, and repairing invalid ones.
 
-DSQL builds every index asynchronously (FACTS §3.1)::
+DSQL builds every index asynchronously (docs/dsql-facts.md §3.1)::
 
     CREATE [ UNIQUE ] INDEX ASYNC [ IF NOT EXISTS ] name ON table_name
         ( column [, ...] ) [ INCLUDE ( column [, ...] ) ] [ NULLS [ NOT ] DISTINCT ] [ WHERE predicate ]

@@ -1,7 +1,7 @@
 """Asynchronous jobs (``sys.jobs``): list, show, and bounded waits.
 
 DSQL runs ``CREATE INDEX ASYNC``, ``ALTER TABLE ASYNC … VALIDATE CONSTRAINT``, drops and ANALYZE
-as jobs (FACTS §3.2). ``sys.jobs`` has ``job_id, status, details, job_type, class_id, object_id,
+as jobs (docs/dsql-facts.md §3.2). ``sys.jobs`` has ``job_id, status, details, job_type, class_id, object_id,
 object_name, start_time, update_time``; statuses ``submitted → processing → completed | failed``
 (and a cancelled state). Finished rows are pruned after about 30 minutes, so an unknown id is
 usually a job that finished a while ago.

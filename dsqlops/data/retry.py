@@ -1,8 +1,8 @@
 """Optimistic-concurrency retry: re-run the **whole** transaction on SQLSTATE 40001, nothing else.
 
 DSQL reports an OCC conflict as SQLSTATE 40001 with ``(OC000)`` (data conflict) or ``(OC001)``
-(catalog changed: DDL, GRANT/REVOKE, or a stale catalog) in the message (FACTS §3.5,
-RELIABILITY §2.3). Classification is by ``e.sqlstate``, never by exception class: psycopg's
+(catalog changed: DDL, GRANT/REVOKE, or a stale catalog) in the message (docs/dsql-facts.md §3.5,
+docs/dsql-facts.md §R2.3). Classification is by ``e.sqlstate``, never by exception class: psycopg's
 ``SerializationFailure`` (40001) and ``AdminShutdown`` (57P01) are both ``OperationalError``.
 
 Never retried: every other SQLSTATE (23503 FK violation, 54000 transaction limits, 0A000

@@ -1,6 +1,6 @@
 """``role check``: log in as a role with the caller's IAM identity, and explain a failure.
 
-What an auth troubleshooter would look at, in order (FACTS §2.1, §3.3; RELIABILITY §2.1):
+What an auth troubleshooter would look at, in order (docs/dsql-facts.md §2.1, §3.3; docs/dsql-facts.md §R2.1):
 
 1. **Who am I?** ``sts:GetCallerIdentity``. An assumed-role session
    (``arn:aws:sts::ACCT:assumed-role/NAME/SESSION``) is matched by DSQL as its role ARN
@@ -18,7 +18,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_sts import STSClient
 
 #: Skew beyond this makes SigV4 signatures fail (AWS allows 5 minutes).
 MAX_SKEW_SECONDS = 300.0
@@ -70,10 +73,11 @@ def clock_skew(date_header: str | None, now: dt.datetime | None = None) -> float
     return (local - remote).total_seconds()
 
 
-def check_login(target: Any, tokens: Callable[[Any], str], *, sts_client: Any = None,
+def check_login(target: Any, tokens: Callable[[Any], str], *, sts_client: STSClient | None = None,
                 admin_connect: Callable[[], Any] | None = None,
                 connect: Callable[..., Any] | None = None) -> CheckReport:
     """Run the checks. ``target`` is the ConnectionTarget for the role (user = the role)."""
+    from dsqlops.aws import error_code
     from dsqlops.data.tokens import action_for
     from dsqlops.errors import DsqlopsError
 
@@ -97,7 +101,7 @@ def check_login(target: Any, tokens: Callable[[Any], str], *, sts_client: Any = 
             rep.add("identity", "ok", detail)
             skew = clock_skew(resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date"))
         except Exception as e:  # noqa: BLE001 - any failure here is a finding, not a crash
-            code = _aws_code(e)
+            code = error_code(e)
             expired = code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired")
             rep.add("identity", "fail",
                     "your AWS session credentials have expired: refresh them (aws sso login, re-assume the role)"
@@ -198,10 +202,3 @@ def _diagnose_catalog(conn: Any, rep: CheckReport) -> list[str]:
         reasons.append(f"no mapping: run AWS IAM GRANT {rep.role} TO '{arn}' "
                        f"(dsqlops role grant-iam {rep.role} {arn})")
     return reasons
-
-
-def _aws_code(e: BaseException) -> str | None:
-    resp = getattr(e, "response", None)
-    if isinstance(resp, dict):
-        return resp.get("Error", {}).get("Code")
-    return None

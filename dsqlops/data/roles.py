@@ -270,21 +270,22 @@ def stmt_drop_role(name: str) -> Step:
 
 
 def stmt_iam_grant(name: str, arn: str) -> Step:
-    from psycopg import sql
-
-    validate_role_name(name)
-    validate_iam_arn(arn)
-    s = sql.SQL("AWS IAM GRANT {} TO {}").format(sql.Identifier(name), sql.Literal(arn))
-    return _step("iam_grant", name, s, arn)
+    return _iam_step(name, arn, grant=True)
 
 
 def stmt_iam_revoke(name: str, arn: str) -> Step:
+    # revoking from a reserved role (admin) cleans up a mapping; granting to one is refused
+    return _iam_step(name, arn, grant=False)
+
+
+def _iam_step(name: str, arn: str, *, grant: bool) -> Step:
     from psycopg import sql
 
-    validate_role_name(name, allow_reserved=True)
+    validate_role_name(name, allow_reserved=not grant)
     validate_iam_arn(arn)
-    s = sql.SQL("AWS IAM REVOKE {} FROM {}").format(sql.Identifier(name), sql.Literal(arn))
-    return _step("iam_revoke", name, s, arn)
+    verb = "AWS IAM GRANT {} TO {}" if grant else "AWS IAM REVOKE {} FROM {}"
+    return _step("iam_grant" if grant else "iam_revoke", name,
+                 sql.SQL(verb).format(sql.Identifier(name), sql.Literal(arn)), arn)
 
 
 def stmt_grant_membership(member: str, group: str) -> Step:
@@ -552,7 +553,7 @@ class ApplyError(OperationFailed):
 
 def apply_plan(conn_factory: Callable[[], Any], steps: Sequence[Step], *, policy: Any = None,
                on_step: Callable[[int, Step], None] | None = None) -> ApplyResult:
-    """Run each step in its own transaction with OCC retry (B's ``run_transaction``).
+    """Run each step in its own transaction with OCC retry (``data.retry.run_transaction``).
 
     ``conn_factory`` is what ``run_transaction`` accepts: one ``psycopg.Connection`` (reused, the
     usual case), a pool, or a callable returning a new connection. On the first failure raises

@@ -2,8 +2,8 @@
 
 DSQL refuses two DDL statements (or DDL mixed with DML) in one transaction, and a multi-statement
 simple query is one implicit transaction (conformance ``multi_two_ddl`` → 0A000). So a script is
-split here (quotes, ``E''`` strings, quoted identifiers, dollar quoting, ``--`` and nested ``/* */``
-comments are respected) and each statement is sent on its own in autocommit mode, like psql does.
+split by :mod:`dsqlops.sqllex` (quotes, ``E''`` strings, quoted identifiers, dollar quoting, ``--`` and
+nested ``/* */`` comments are respected) and each statement is sent on its own in autocommit mode, like psql does.
 Explicit ``BEGIN … COMMIT`` in the script still group statements.
 """
 
@@ -13,13 +13,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dsqlops import sqllex
 from dsqlops.errors import ServiceError, UsageError
 
 if TYPE_CHECKING:
     import psycopg
-
-_DOLLAR_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
-
 
 @dataclass(frozen=True)
 class Statement:
@@ -43,75 +41,18 @@ class StatementResult:
 
 
 def split_statements(script: str) -> list[Statement]:
-    """Split on top-level semicolons; drop statements that are only white space and comments."""
+    """Split on top-level semicolons (:func:`dsqlops.sqllex.split`); drop statements that are only
+    white space and comments. A statement's text runs from its first token to its ``;``, so a
+    trailing comment stays with it."""
+    try:
+        pieces = sqllex.split(script)
+    except sqllex.SqlSyntaxError as e:
+        raise UsageError(f"{e} starting on line {e.line_in(script)}") from None
     out: list[Statement] = []
-    i, n = 0, len(script)
-    has_code = False
-    code_start = 0
-
-    def flush(end: int) -> None:
-        nonlocal has_code
-        text = script[code_start:end].strip()
-        if has_code and text:
-            out.append(Statement(text, script.count("\n", 0, code_start) + 1))
-        has_code = False
-
-    while i < n:
-        ch = script[i]
-        nxt = script[i + 1] if i + 1 < n else ""
-        if ch == "-" and nxt == "-":
-            j = script.find("\n", i)
-            i = n if j < 0 else j + 1
-            continue
-        if ch == "/" and nxt == "*":
-            depth, i = 1, i + 2
-            while i < n and depth:
-                if script.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif script.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
-            if depth:
-                raise UsageError(f"unterminated /* comment starting on line {script.count(chr(10), 0, i) + 1}")
-            continue
-        if ch == ";":
-            flush(i)
-            i += 1
-            continue
-        if not ch.isspace() and not has_code:
-            has_code, code_start = True, i
-        if ch in ("'", '"'):
-            backslash = ch == "'" and i > 0 and script[i - 1] in "eE" and (i < 2 or not script[i - 2].isalnum())
-            j = i + 1
-            while True:
-                if j >= n:
-                    raise UsageError(f"unterminated {'string' if ch == chr(39) else 'quoted identifier'} "
-                                     f"starting on line {script.count(chr(10), 0, i) + 1}")
-                c = script[j]
-                if backslash and c == "\\":
-                    j += 2
-                    continue
-                if c == ch:
-                    if j + 1 < n and script[j + 1] == ch:
-                        j += 2
-                        continue
-                    break
-                j += 1
-            i = j + 1
-            continue
-        if ch == "$" and (i == 0 or not (script[i - 1].isalnum() or script[i - 1] == "_")):
-            m = _DOLLAR_RE.match(script, i)
-            if m:
-                tag = m.group(0)
-                end = script.find(tag, m.end())
-                if end < 0:
-                    raise UsageError(f"unterminated dollar-quoted string {tag} starting on line "
-                                     f"{script.count(chr(10), 0, i) + 1}")
-                i = end + len(tag)
-                continue
-        i += 1
-    flush(n)
+    for piece in pieces:
+        if piece.tokens:
+            end = piece.semicolon if piece.semicolon is not None else piece.end
+            out.append(Statement(script[piece.code_start:end].strip(), sqllex.line_of(script, piece.code_start)))
     return out
 
 

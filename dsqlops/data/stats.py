@@ -5,9 +5,9 @@ fields** (no dump time, no OIDs), so two dumps of an unchanged cluster are byte-
 ``stats diff`` shows only what the planner would see differently.
 
 Per table: ``reltuples``, ``relpages``, size, last ANALYZE (the newest completed ``ANALYZE`` job in
-``sys.jobs`` on DSQL — rows there vanish ~30 min after completion, FACTS §3.2 — else
+``sys.jobs`` on DSQL — rows there vanish ~30 min after completion, docs/dsql-facts.md §3.2 — else
 ``pg_stat_user_tables`` on plain PostgreSQL), per column the ``pg_stats`` fields, indexes
-(definition, validity) and extended statistics (``pg_statistic_ext``). Note FACTS §3.4: DSQL runs
+(definition, validity) and extended statistics (``pg_statistic_ext``). Note docs/dsql-facts.md §3.4: DSQL runs
 Auto Analyze itself; ``COUNT(*)`` on big tables can time out, which is why ``--exact`` bounds it.
 """
 

@@ -2,7 +2,7 @@
 
 **CA.** DSQL's endpoints chain to *Amazon Root CA 1* (AWS docs, "Configuring SSL/TLS certificates
 for Aurora DSQL connections"). psycopg-binary's bundled OpenSSL trusts nothing by default (its
-default CA file does not exist, RELIABILITY §4.2), so ``sslrootcert=system`` fails unless
+default CA file does not exist, docs/dsql-facts.md §R4.2), so ``sslrootcert=system`` fails unless
 ``SSL_CERT_FILE`` is set. dsqlops therefore ships the one certificate
 (``dsqlops/data/certs/AmazonRootCA1.pem``, extracted from certifi; its SHA-256 fingerprint is
 pinned in the tests) and passes it as ``sslrootcert``. A ``sslrootcert`` setting (profile key,

@@ -1,7 +1,7 @@
 """IAM authentication tokens for DSQL (the password of a connection).
 
 A token is a SigV4 *presigned URL* for ``https://<host>/?Action=DbConnect[Admin]`` made offline by
-botocore's ``generate_db_connect_auth_token`` / ``generate_db_connect_admin_auth_token`` (FACTS §2.1);
+botocore's ``generate_db_connect_auth_token`` / ``generate_db_connect_admin_auth_token`` (docs/dsql-facts.md §2.1);
 dsqlops never signs by hand. It is a bearer credential that embeds the access key id and the STS
 session token, so it is never logged, never put in an error message and never written to disk.
 
@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from dsqlops.errors import ConfigError, UsageError
 
@@ -91,6 +91,17 @@ class TokenInfo:
                 "expires_in": self.expires_in, "expires_at": self.expires_at}
 
 
+class _TokenSigner(Protocol):
+    """The token methods botocore adds to every ``dsql`` client at creation time (an event handler,
+    so the generated client stubs do not list them)."""
+
+    def generate_db_connect_auth_token(self, Hostname: str, Region: str | None = None,
+                                       ExpiresIn: int = 900) -> str: ...
+
+    def generate_db_connect_admin_auth_token(self, Hostname: str, Region: str | None = None,
+                                             ExpiresIn: int = 900) -> str: ...
+
+
 class TokenSource:
     """Mints tokens from an :class:`~dsqlops.aws.AwsContext`; ``tokens(target) -> str``.
 
@@ -103,11 +114,11 @@ class TokenSource:
         self.aws = aws_ctx
         self.expires_in = validate_expires_in(expires_in) if expires_in is not None else None
         self.calls = 0
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[str, _TokenSigner] = {}
         self._lock = threading.Lock()
         self._checked_credentials = False
 
-    def _client(self, region: str) -> Any:
+    def _client(self, region: str) -> _TokenSigner:
         with self._lock:
             if not self._checked_credentials:
                 from dsqlops.aws import aws_errors
@@ -116,7 +127,7 @@ class TokenSource:
                     self.aws.credentials()  # ConfigError (253) when there are none or they are partial
                 self._checked_credentials = True
             if region not in self._clients:
-                self._clients[region] = self.aws.dsql(region)
+                self._clients[region] = cast("_TokenSigner", self.aws.dsql(region))
             return self._clients[region]
 
     def mint(self, host: str, *, user: str = ADMIN_USER, region: str | None = None,

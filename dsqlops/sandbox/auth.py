@@ -1,7 +1,7 @@
 """DSQL IAM token verification for the sandbox front.
 
 A DSQL token is a SigV4 *presigned* GET URL without its scheme
-(``<host>/?Action=DbConnect[Admin]&X-Amz-Algorithm=…&X-Amz-Signature=…``, FACTS §2.1). The
+(``<host>/?Action=DbConnect[Admin]&X-Amz-Algorithm=…&X-Amz-Signature=…``, docs/dsql-facts.md §2.1). The
 sandbox checks it like DSQL would: it re-signs the same request with botocore's own
 ``SigV4QueryAuth`` (the code path of ``generate_db_connect_auth_token``) using the secret that
 the sandbox's IAM/STS issued for the token's access key, at the token's own ``X-Amz-Date``, and

@@ -1,4 +1,4 @@
-"""Replay a recorded DSQL conformance suite (the format of ``shared/dsql/conformance``) and compare.
+"""Replay a recorded DSQL conformance suite (the format of ``tests/fixtures/conformance``) and compare.
 
 A folder holds ``*.json`` case files (one group each), optionally ``setup.sql``/``teardown.sql``
 (one statement per line), ``sessions.json`` (the SQL of two-session cases) and ``ORDER.md`` (the
@@ -16,7 +16,7 @@ psycopg's ClientCursor sends it) and ``named`` (a named prepared statement per s
 Bind/Execute, as pgx, JDBC and asyncpg do). DSQL answers the same on every path.
 
 Targets are connection factories (``Callable[[], psycopg.Connection]``): a cluster through the
-wire front (B's ``dsqlops.data.connection``), or, for tests of the dialect alone, a plain
+wire front (``dsqlops.data.connection``), or, for tests of the dialect alone, a plain
 PostgreSQL wrapped in :class:`ShimConn` which plays the front's part in-process.
 """
 
@@ -571,7 +571,7 @@ class Report:
         return self.matched / self.total if self.total else 1.0
 
 
-#: The issue's target: ≥95% overall, ≥90% per file, 100% of these files.
+#: What the sandbox must reach: ≥95% overall, ≥90% per file, 100% of these files.
 TARGET_OVERALL = 0.95
 TARGET_PER_FILE = 0.90
 TARGET_EXACT = ("index", "transaction", "occ_conflict")

@@ -283,7 +283,7 @@ class DsqlDialect:
         if st.doomed and code == "25P02":
             return _err(st.conflict or OC000, "40001")
         # XX000 "tuple concurrently updated": two sessions changed the same catalog row (e.g. GRANTs on
-        # one table's ACL); DSQL answers that with OC001 (FACTS §3.3/§3.5). Added by D (data plane).
+        # one table's ACL); DSQL answers that with OC001 (docs/dsql-facts.md §3.3/§3.5).
         if code in ("55P03", "40P01") or (code == "40001" and "OC00" not in error.message) or (
                 code == "XX000" and "tuple concurrently updated" in error.message):
             schema = st.last_kind == DDL

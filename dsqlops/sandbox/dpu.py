@@ -1,4 +1,4 @@
-"""Aurora DSQL's documented DPU billing formulas, as pure functions (FACTS §5.1).
+"""Aurora DSQL's documented DPU billing formulas, as pure functions (docs/dsql-facts.md §5.1).
 
 Per transaction (AWS "How billing works in Aurora DSQL"):
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-#: DPU per byte written / read, and the per-transaction and per-row minimums (FACTS §5.1).
+#: DPU per byte written / read, and the per-transaction and per-row minimums (docs/dsql-facts.md §5.1).
 WRITE_DPU_PER_BYTE = 0.00004883
 READ_DPU_PER_BYTE = 0.00000183105
 WRITE_MIN_BYTES = 1024

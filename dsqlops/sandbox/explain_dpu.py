@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from dsqlops import sqllex
 from dsqlops.sandbox import dpu
 
 FUNCTION = "sys.dsqlops_explain_dpu"
@@ -39,7 +40,6 @@ _PAREN = re.compile(r"^\s*EXPLAIN\s*\((?P<opts>[^()]*)\)\s*(?P<stmt>.*?)\s*;?\s*
 _LEGACY = re.compile(r"^\s*EXPLAIN\s+(?P<words>(?:(?:ANALYZE|ANALYSE|VERBOSE)\s+)+)(?P<stmt>.*?)\s*;?\s*$",
                      re.I | re.S)
 _OPTION = re.compile(r"^\s*(?P<name>[A-Za-z_]+)(?:\s+(?P<value>[A-Za-z0-9_']+))?\s*$")
-_PARAM = re.compile(r"\$\d")
 _TRUE = {"", "true", "on", "1", "yes"}
 
 
@@ -56,8 +56,13 @@ def _parse_options(text: str) -> dict[str, str] | None:
     return opts
 
 
-def _strip_strings(sql: str) -> str:
-    return re.sub(r"'(?:[^']|'')*'", "''", sql)
+def _has_parameters(sql: str) -> bool:
+    """``$1``-style parameters in ``sql`` (not inside literals, comments or identifiers like ``a$1``);
+    unlexable text counts as having them, so it is left for the server to refuse."""
+    try:
+        return any(t.kind == sqllex.PARAM for t in sqllex.tokenize(sql))
+    except sqllex.SqlSyntaxError:
+        return True
 
 
 def rewrite(sql: str) -> str | None:
@@ -77,7 +82,7 @@ def rewrite(sql: str) -> str | None:
         return None
     if opts.get("format", "text") != "text":
         return None
-    if not stmt or _PARAM.search(_strip_strings(stmt)) or "\x00" in stmt:
+    if not stmt or _has_parameters(stmt) or "\x00" in stmt:
         return None
     options = ", ".join(f"{k.upper()} {v.upper()}".strip() for k, v in opts.items())
     verbose = "verbose" in opts and opts["verbose"] in _TRUE

@@ -40,7 +40,7 @@ class Unit:
     """One statement execution the client awaits a result for (a simple Query or an Execute)."""
 
     fail: SqlError | None = None
-    tag: str | None = None   # Forward.tags: the CommandComplete tag the client sees instead (S2)
+    tag: str | None = None   # Forward.tags: the CommandComplete tag the client sees instead
     sql: str | None = None   # the text the backend runs (tells the dialect which statement failed)
     #: Messages that run this statement again (the OCC journal keeps them once it succeeded), or
     #: None for a statement that takes no row locks.
@@ -54,7 +54,7 @@ class Segment:
 
     units: deque[Unit] = field(default_factory=deque)
     suppress: bool = False   # an injected error ended the segment: drop backend output until Z
-    conceal: bool = False    # SqlError.conceal_tag answered an error: report 'T' instead of 'E' (S2)
+    conceal: bool = False    # SqlError.conceal_tag answered an error: report 'T' instead of 'E'
     #: The front's own exchange (savepoint, replay, displacement): nothing of it reaches the client;
     #: called with the segment when its ReadyForQuery arrives.
     injected: Callable[[Segment], None] | None = None

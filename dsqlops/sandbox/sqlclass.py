@@ -1,129 +1,19 @@
-"""A light SQL tokenizer and statement classifier for the DSQL dialect (no full parser).
+"""Statement classification for the DSQL dialect (no full parser), on the shared lexer.
 
-The tokenizer understands exactly what is needed to find statement boundaries and keywords
-safely: single-quoted strings (with ``''`` and ``E''`` escapes), double-quoted identifiers,
-dollar-quoted bodies (``$$…$$``, ``$tag$…$tag$``), ``--`` and nested ``/* */`` comments,
-positional parameters (``$1``), numbers, words and operators. Every token keeps its offsets in
-the original text, so rewrites slice the client's text instead of re-printing it.
+Tokens, their offsets and the statement boundaries come from :mod:`dsqlops.sqllex` (quotes,
+``E''`` strings, dollar quoting, nested comments). Every token keeps its offsets in the original
+text, so rewrites slice the client's text instead of re-printing it.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-WORD, QIDENT, STRING, NUMBER, PARAM, OP, SEMI = "word", "qident", "string", "number", "param", "op", ";"
+from dsqlops.sqllex import NUMBER, OP, PARAM, QIDENT, SEMI, STRING, WORD, SqlSyntaxError, Token, split, tokenize
 
-_IDENT_START = r"A-Za-z_\u0080-\uffff"
-_DOLLAR_TAG = re.compile(rf"\$([{_IDENT_START}][{_IDENT_START}0-9]*)?\$")
-#: One token per match, tried in order (the statement text is scanned once, token by token).
-_TOKEN = re.compile(rf"""
-  (?P<ws>\s+)
-| (?P<lc>--[^\n]*)
-| (?P<bc>/\*)
-| (?P<estr>[eE]'(?:[^'\\]|\\.|'')*')
-| (?P<str>(?:[bBxXnN]|[uU]&)?'(?:[^']|'')*')
-| (?P<qid>(?:[uU]&)?"(?:[^"]|"")*")
-| (?P<param>\$\d+)
-| (?P<dollar>\$(?:[{_IDENT_START}][{_IDENT_START}0-9]*)?\$)
-| (?P<word>[{_IDENT_START}][{_IDENT_START}0-9$]*)
-| (?P<num>\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)
-| (?P<semi>;)
-| (?P<cast>::)
-| (?P<op>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
-| (?P<other>.)
-""", re.X | re.S)
-_KIND = {"estr": STRING, "str": STRING, "qid": QIDENT, "param": PARAM, "word": WORD, "num": NUMBER, "semi": SEMI,
-         "cast": OP, "op": OP, "other": OP}
-
-
-class Token:
-    __slots__ = ("end", "kind", "start", "text")
-
-    def __init__(self, kind: str, text: str, start: int, end: int) -> None:
-        self.kind = kind
-        self.text = text      # the original text of the token
-        self.start = start
-        self.end = end
-
-    def __repr__(self) -> str:
-        return f"Token({self.kind!r}, {self.text!r}, {self.start}, {self.end})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Token) and (self.kind, self.text, self.start, self.end) == (
-            other.kind, other.text, other.start, other.end)
-
-    def __hash__(self) -> int:
-        return hash((self.kind, self.text, self.start, self.end))
-
-    @property
-    def upper(self) -> str:
-        """Keywords compare case-insensitively; other tokens compare by their text."""
-        return self.text.upper() if self.kind == WORD else self.text
-
-    @property
-    def ident(self) -> str:
-        """The identifier this token names (unquoted words fold to lower case)."""
-        if self.kind == QIDENT:
-            return self.text[1:-1].replace('""', '"')
-        return self.text.lower()
-
-    @property
-    def string_value(self) -> str:
-        """The value of a plain or E'' string literal (escapes of E'' strings are not decoded)."""
-        t = self.text
-        if t[:1] in "eEnN" and t[1:2] == "'":
-            t = t[1:]
-        if t.startswith("'"):
-            return t[1:-1].replace("''", "'")
-        m = _DOLLAR_TAG.match(t)
-        if m:
-            return t[m.end(): len(t) - len(m.group(0))]
-        return t
-
-
-class SqlSyntaxError(ValueError):
-    """Unterminated quote or comment: the backend will report it; the dialect passes it through."""
-
-
-def tokenize(sql: str) -> list[Token]:
-    out: list[Token] = []
-    pos, n = 0, len(sql)
-    match = _TOKEN.match
-    while pos < n:
-        m = match(sql, pos)
-        assert m is not None  # 'other' matches any character
-        kind = m.lastgroup
-        end = m.end()
-        if kind == "ws" or kind == "lc":
-            pos = end
-            continue
-        if kind == "bc":
-            depth, j = 1, end
-            while depth:
-                o, c = sql.find("/*", j), sql.find("*/", j)
-                if c < 0:
-                    raise SqlSyntaxError("unterminated /* comment")
-                if 0 <= o < c:
-                    depth, j = depth + 1, o + 2
-                else:
-                    depth, j = depth - 1, c + 2
-            pos = j
-            continue
-        if kind == "dollar":
-            tag = m.group(0)
-            close = sql.find(tag, end)
-            if close < 0:
-                raise SqlSyntaxError("unterminated dollar-quoted string")
-            end = close + len(tag)
-            out.append(Token(STRING, sql[pos:end], pos, end))
-            pos = end
-            continue
-        if kind == "other" and sql[pos] in "'\"":
-            raise SqlSyntaxError("unterminated quoted string or identifier")
-        out.append(Token(_KIND[kind or "other"], m.group(0), pos, end))
-        pos = end
-    return out
+__all__ = ["DDL", "DML", "NUMBER", "OP", "PARAM", "QIDENT", "READ", "SEMI", "STRING", "TXN", "UTILITY", "WORD",
+           "SqlSyntaxError", "Statement", "Token", "classify", "dollar_quote", "quote_literal", "split_statements",
+           "tokenize"]
 
 
 @dataclass
@@ -182,31 +72,13 @@ class Statement:
 
 def split_statements(sql: str) -> list[Statement]:
     """Split on top-level ';' (empty statements are dropped). Raises SqlSyntaxError."""
-    toks = tokenize(sql)
     out: list[Statement] = []
-    cur: list[Token] = []
-
-    def flush() -> None:
-        if not cur:
-            return
-        s, e = cur[0].start, cur[-1].end
-        text = sql[s:e]
-        rel = list(cur) if s == 0 else [Token(t.kind, t.text, t.start - s, t.end - s) for t in cur]
-        out.append(Statement(text, rel, s, [t.upper for t in rel if t.kind == WORD][:8]))
-        cur.clear()
-
-    # A ';' inside parentheses cannot end a statement (e.g. inside CREATE RULE … DO (…;…)).
-    depth = 0
-    for t in toks:
-        if t.text == "(":
-            depth += 1
-        elif t.text == ")":
-            depth = max(0, depth - 1)
-        if t.kind == SEMI and depth == 0:
-            flush()
+    for piece in split(sql):
+        if not piece.tokens:
             continue
-        cur.append(t)
-    flush()
+        s = piece.code_start
+        rel = list(piece.tokens) if s == 0 else [t.shifted(s) for t in piece.tokens]
+        out.append(Statement(sql[s:piece.code_end], rel, s, [t.upper for t in rel if t.kind == WORD][:8]))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The DPU billing formulas against AWS's published examples (FACTS §5.1, EXPLAIN-DPU page).
+"""The DPU billing formulas against AWS's published examples (docs/dsql-facts.md §5.1, EXPLAIN-DPU page).
 
 The AWS billing page gives totals (point read ≈ 0.00675, single-row insert ≈ 0.06175, 100-row
 insert ≈ 0.709 DPU) that include compute time, which the page states but we cannot observe; the

@@ -1,4 +1,4 @@
-"""EXPLAIN ANALYZE VERBOSE rewrite: DSQL's Statement DPU Estimate block, parsed by D's explain parser."""
+"""EXPLAIN ANALYZE VERBOSE rewrite: DSQL's Statement DPU Estimate block, parsed by dsqlops.data.explain."""
 
 from __future__ import annotations
 
@@ -70,3 +70,14 @@ def test_estimate_block_on_real_plans(bench_db: str) -> None:
         est_point = parse_dpu("\n".join(point))
         assert est_point is not None and float(est_point.read) < float(est.read)
         assert point[-3] == "  Read: 0.00023 DPU (Transaction minimum: 0.00375)"
+
+
+@pytest.mark.parametrize(("sql", "rewritten"), [
+    ("EXPLAIN (ANALYZE, VERBOSE) SELECT $$ $1 $$", True),      # a dollar-quoted "$1" is text
+    ("EXPLAIN (ANALYZE, VERBOSE) SELECT 1 /* $1 */", True),
+    ("EXPLAIN (ANALYZE, VERBOSE) SELECT a$1 FROM t", True),   # an identifier, not a parameter
+    ("EXPLAIN (ANALYZE, VERBOSE) SELECT * FROM t WHERE id = $1", False),
+    ("EXPLAIN (ANALYZE, VERBOSE) SELECT 'open", False),
+])
+def test_only_real_parameters_keep_the_statement_as_is(sql: str, rewritten: bool) -> None:
+    assert (explain_dpu.rewrite(sql) is not None) == rewritten

@@ -1,4 +1,4 @@
-"""Metering: PostgreSQL statistics → DPUs → CloudWatch (moto), read back with C's fetch."""
+"""Metering: PostgreSQL statistics → DPUs → CloudWatch (moto), read back with the cost package's fetch."""
 
 from __future__ import annotations
 

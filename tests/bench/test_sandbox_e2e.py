@@ -43,7 +43,7 @@ def test_bench_cost_comes_from_published_metrics(sandbox: Any, tmp_path) -> None
     assert out["cost_dpu_per_transaction"] > 0.05
     assert float(out["cost_usd_per_1000_transactions"]) > 0
     assert out["cost_cluster_occ_conflicts"] == out["occ_conflicts"]
-    # C's cost command reads the same CloudWatch data back (the month so far ⊇ the bench window)
+    # the cost command reads the same CloudWatch data back (the month so far ⊇ the bench window)
     c = _dsqlops(sandbox, "-o", "json", "cost", "--cluster-id", cid)
     assert c.returncode == 0, c.stderr
     assert cid in c.stdout and "total" in c.stdout.lower()

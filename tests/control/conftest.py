@@ -24,9 +24,6 @@ def moto_session(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:  
     from moto.moto_api import state_manager
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    for var in ("DSQLOPS_REGION", "DSQLOPS_ENDPOINT_URL", "DSQLOPS_PROFILE", "DSQLOPS_CONFIG", "DSQLOPS_OUTPUT",
-                "DSQLOPS_CLUSTER", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DSQL"):
-        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with mock_aws():

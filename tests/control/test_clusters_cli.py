@@ -18,7 +18,7 @@ POLICY = {"Version": "2012-10-17",
 def test_create_returns_real_endpoint_format_and_token(run):
     c = create(run, "--tag", "env=dev", "--no-deletion-protection")
     assert c["status"] in ("CREATING", "ACTIVE")
-    # moto answers "<id>.us-east-1.on.aws"; dsqlops always shows the real format (FACTS §1.6.2).
+    # moto answers "<id>.us-east-1.on.aws"; dsqlops always shows the real format (docs/dsql-facts.md §1.6.2).
     assert c["endpoint"] == f"{c['id']}.dsql.us-east-1.on.aws"
     assert c["tags"] == {"env": "dev"}
     assert c["deletion_protection"] is False

@@ -1,5 +1,5 @@
 """Throttling answered at botocore's ``before-send`` (not Stubber, which bypasses the retry
-handler: RELIABILITY §0.2/§5.1): the retry handler, parsing and idempotency token all run for real;
+handler: docs/dsql-facts.md §R0.2/§R5.1): the retry handler, parsing and idempotency token all run for real;
 requests that get through are answered by moto."""
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def test_shipped_table_loads_and_marks_third_party_entries():
     assert us.dpu_usd_per_million == D("8.00") and us.storage_usd_per_gb_month == D("0.33")
     assert us.storage_unit == "GB" and us.free_tier_dpu == D(100000)
     assert t.get("ap-northeast-1").dpu_usd_per_million == D("10.00")
-    assert all(p.third_party for p in t.regions.values())  # nothing in FACTS §5.2 is from an AWS page
+    assert all(p.third_party for p in t.regions.values())  # nothing in docs/dsql-facts.md §5.2 is from an AWS page
 
 
 def test_repo_root_table_is_the_shipped_one():

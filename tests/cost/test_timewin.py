@@ -1,4 +1,4 @@
-"""Periods and alignment follow CloudWatch's retention rules (RELIABILITY §1.2)."""
+"""Periods and alignment follow CloudWatch's retention rules (docs/dsql-facts.md §R1.2)."""
 
 from __future__ import annotations
 

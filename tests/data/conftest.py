@@ -84,9 +84,6 @@ def cli_environ(pg: Any, pg_tls: Any, tmp: Path) -> dict[str, str]:
 
 @pytest.fixture()
 def cli_env(pg, pg_tls, tmp_path, monkeypatch) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    for var in ("DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "DSQLOPS_CLUSTER", "DSQLOPS_OUTPUT", "DSQLOPS_ENDPOINT_URL",
-                "DSQLOPS_REGION", "DSQLOPS_USER", "AWS_PROFILE", "PGPASSWORD", "DSQLOPS_DEBUG"):
-        monkeypatch.delenv(var, raising=False)
     env = cli_environ(pg, pg_tls, tmp_path)
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -19,6 +19,8 @@ from typing import Any
 import click
 import pytest
 
+from tests.clirun import walk_commands
+
 from .conftest import CLUSTER_HOST, FAKE_AKID, FAKE_SECRET, FAKE_SESSION, cli_environ
 
 pytestmark = pytest.mark.postgres
@@ -27,17 +29,6 @@ FORBIDDEN = ("X-Amz-Signature", "X-Amz-Security-Token", FAKE_SESSION, FAKE_SECRE
              "SecretLeakCheck", "Action=DbConnect")
 #: Commands that would outlive the test or need a TTY/daemon; exercised in their own test files.
 SKIP = {("sandbox", "start"), ("sandbox", "serve"), ("sandbox", "run"), ("demo",), ("demo", "run")}
-
-
-def _leaves(cmd: click.Command, path: tuple[str, ...], ctx: click.Context) -> Iterator[tuple[tuple[str, ...],
-                                                                                           click.Command]]:
-    if isinstance(cmd, click.Group):
-        for name in cmd.list_commands(ctx):
-            sub = cmd.get_command(ctx, name)
-            if sub is not None:
-                yield from _leaves(sub, (*path, name), ctx)
-    else:
-        yield path, cmd
 
 
 def _value(name: str, cluster_id: str, tmp: Any) -> list[str]:
@@ -85,7 +76,9 @@ def plausible_invocations(cluster_id: str, tmp: Any) -> list[list[str]]:
 
     ctx = click.Context(cli)
     out: list[list[str]] = []
-    for path, cmd in _leaves(cli, (), ctx):
+    for path, cmd in walk_commands(cli, ctx):
+        if isinstance(cmd, click.Group):
+            continue
         if path in SKIP or path[:1] in SKIP:
             continue
         args: list[str] = list(path)

@@ -29,8 +29,6 @@ def sbx(sandbox):  # type: ignore[no-untyped-def]
 def sbx_env(sbx, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
     sandbox, cluster_id = sbx
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    for var in ("DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "DSQLOPS_USER", "DSQLOPS_SSLNEGOTIATION"):
-        monkeypatch.delenv(var, raising=False)
     for k, v in sandbox.env().items():
         monkeypatch.setenv(k, v)
     settings = resolve()

@@ -29,6 +29,14 @@ HOST = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws"
      ["select 1 -- trailing;", "select 2"]),
     (" ; ;\n -- nothing\n", []),
     ("select $1::int; select a$b$c from t", ["select $1::int", "select a$b$c from t"]),
+    # psql's rules: no split inside parentheses or a BEGIN ATOMIC routine body
+    ("create rule r as on insert to t do (insert into a values (1); insert into b values (2)); select 2",
+     ["create rule r as on insert to t do (insert into a values (1); insert into b values (2))", "select 2"]),
+    ("CREATE OR REPLACE FUNCTION f(x int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN x > 0 THEN 1 "
+     "END; SELECT 2; END; begin; select 3; end",
+     ["CREATE OR REPLACE FUNCTION f(x int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN x > 0 THEN 1 "
+      "END; SELECT 2; END", "begin", "select 3", "end"]),
+    ("select E'a\\\\'; select _e'b\\'; select 2", ["select E'a\\\\'", "select _e'b\\'", "select 2"]),
 ])
 def test_split(script, expected):
     assert [s.text for s in split_statements(script)] == expected
@@ -45,7 +53,7 @@ def test_unterminated_is_a_usage_error(bad):
         split_statements(bad)
 
 
-_plain = st.text(alphabet=st.characters(blacklist_characters="';\"$-/\\E e", blacklist_categories=("Cs",)),
+_plain = st.text(alphabet=st.characters(blacklist_characters="';\"$-/\\E e()", blacklist_categories=("Cs",)),
                  min_size=1, max_size=20).filter(lambda s: s.strip())
 
 

@@ -60,9 +60,6 @@ def dp_sql(dp_pg):  # type: ignore[no-untyped-def]
 
 @pytest.fixture()
 def dp_cli(dp_pg, pg_tls, tmp_path, monkeypatch) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    for var in ("DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "DSQLOPS_OUTPUT", "DSQLOPS_ENDPOINT_URL", "DSQLOPS_REGION",
-                "DSQLOPS_USER", "AWS_PROFILE", "PGPASSWORD", "DSQLOPS_DEBUG", "DSQLOPS_NO_PROGRESS"):
-        monkeypatch.delenv(var, raising=False)
     env = {
         "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",

@@ -139,29 +139,35 @@ def test_price_comes_from_the_shipped_price_table():
     assert price_for("eu-north-9") is None
 
 
-def test_price_table_fallback_reader(tmp_path):
-    from dsqlops.data.explain import _read_price_file
+def test_price_comes_from_the_one_price_table_reader(tmp_path):
+    """--pricing-file is read by the same reader as the cost commands: same format, same errors."""
+    from dsqlops.cost.pricing import shipped_path
+    from dsqlops.errors import ConfigError
 
     f = tmp_path / "dsql.yaml"
-    f.write_text("as_of: 2026-11-01\ncurrency: USD\nregions:\n  us-east-1: {dpu_usd_per_million: '8.00'}\n"
-                 "  ap-northeast-1: {dpu: 0.00001}\n")
-    p = _read_price_file(f, "us-east-1")
-    assert p is not None and p.per_million_dpu == Decimal("8.00")
-    p2 = _read_price_file(f, "ap-northeast-1")
-    assert p2 is not None and p2.per_million_dpu == Decimal("10.00000")
-    assert _read_price_file(f, "eu-north-9") is None
+    f.write_text(shipped_path().read_text(encoding="utf-8").replace("8.00", "9.50", 1), encoding="utf-8")
+    p = price_for("us-east-1", pricing_file=f)
+    assert p is not None and p.per_million_dpu == Decimal("9.50") and p.source.startswith("dsql.yaml as of ")
+    f.write_text("as_of: 2026-11-01\nregions:\n  us-east-1: {dpu: 0.00001}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="price table"):
+        price_for("us-east-1", pricing_file=f)
 
 
 @pytest.mark.parametrize("text,expected", [
     ("select 1;", "select 1"),
     ("  WITH x AS (select 1) select * from x ;; ", "WITH x AS (select 1) select * from x"),
     ("select ';' as semi", "select ';' as semi"),
+    # the shared lexer: comments around the statement, dollar quotes, a comment after the ';'
+    ("/* why */ select 1 -- done", "select 1"),
+    ("select $$;$$, $t$ ' $t$ as x", "select $$;$$, $t$ ' $t$ as x"),
+    ("select 1; -- that is all", "select 1"),
 ])
 def test_strip_sql(text, expected):
     assert strip_sql(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "select 1; select 2", "explain select 1", "drop table t", "vacuum"])
+@pytest.mark.parametrize("text", ["", "select 1; select 2", "explain select 1", "drop table t", "vacuum",
+                                  "-- only a comment", "select 'open", "select 1 /* open", "(drop table t)"])
 def test_strip_sql_refuses(text):
     with pytest.raises(UsageError):
         strip_sql(text)
@@ -171,3 +177,4 @@ def test_is_write():
     assert is_write("INSERT INTO t VALUES (1)")
     assert is_write("with d as (delete from t returning *) select * from d")
     assert not is_write("select 'insert' from t")
+    assert not is_write('select "update", $$delete$$ from t -- insert')

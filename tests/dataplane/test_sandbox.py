@@ -26,9 +26,6 @@ def cluster(sandbox) -> str:  # type: ignore[no-untyped-def]
 @pytest.fixture()
 def sb(sandbox, cluster, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     """dsqlops pointed at the sandbox cluster (as `eval "$(dsqlops sandbox env)"` would)."""
-    for var in ("DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "DSQLOPS_OUTPUT", "DSQLOPS_USER", "AWS_PROFILE",
-                "DSQLOPS_DEBUG", "DSQLOPS_NO_PROGRESS"):
-        monkeypatch.delenv(var, raising=False)
     for k, v in sandbox.env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))

@@ -1,4 +1,4 @@
-"""Replay the recorded real-DSQL conformance suite against the sandbox and assert the issue's targets:
+"""Replay the recorded real-DSQL conformance suite against the sandbox and assert its targets:
 ≥95% of all cases, ≥90% of every file, 100% of index, transaction and occ_conflict, on each of the
 three client paths (simple query, unnamed extended, named prepared statements).
 

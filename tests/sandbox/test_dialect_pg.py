@@ -226,7 +226,7 @@ def test_iam_grant_and_revoke_maintain_the_mappings(shim: Connect, su: Any) -> N
     rows = su.execute("SELECT arn, pg_role_name, grantor_pg_role_name, iam_oid IS NOT NULL, pg_role_oid = "
                       "'s2_app'::regrole FROM sys.iam_pg_role_mappings WHERE pg_role_name = 's2_app'").fetchall()
     assert rows == [(arn, "s2_app", "postgres", True, True)]
-    # S1's login check
+    # the front's login check runs this query
     assert su.execute("SELECT 1 FROM sys.iam_pg_role_mappings WHERE pg_role_name=%s AND arn=%s",
                       ("s2_app", arn)).fetchone() == (1,)
     assert c.extended(f"AWS IAM GRANT nobody_s2 TO '{arn}'")["sqlstate"] == "42704"

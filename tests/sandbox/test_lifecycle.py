@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,15 @@ def _processes_under(path: Path) -> list[int]:
     return out
 
 
+@contextlib.contextmanager
+def _busy_port() -> Iterator[int]:
+    """A port something listens on for as long as the block runs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        yield s.getsockname()[1]
+
+
 @pytest.fixture()
 def sbdir(tmp_root: Path):  # type: ignore[no-untyped-def]
     d = tmp_root / f"lifecycle-{os.getpid()}-{time.monotonic_ns()}"
@@ -44,6 +56,7 @@ def sbdir(tmp_root: Path):  # type: ignore[no-untyped-def]
         _cli("sandbox", "stop", "--dir", str(d))
 
 
+@pytest.mark.sandbox
 def test_stop_start_keeps_clusters_and_data(sbdir: Path) -> None:
     api, port = free_port(), free_port()
     p = _cli("-o", "json", "sandbox", "start", "--dir", str(sbdir), "--api-port", str(api), "--port", str(port))
@@ -102,13 +115,9 @@ def test_stop_start_keeps_clusters_and_data(sbdir: Path) -> None:
     assert _processes_under(sbdir) == []
 
 
+@pytest.mark.sandbox
 def test_start_refuses_a_busy_port(sbdir: Path) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        busy = s.getsockname()[1]
+    with _busy_port() as busy:
         p = _cli("sandbox", "start", "--dir", str(sbdir), "--api-port", str(busy), "--port", str(free_port()))
     assert p.returncode != 0 and f"port {busy}" in p.stderr
     assert not (sbdir / "sandbox.pid").exists()
@@ -138,6 +147,7 @@ def test_write_profile(sandbox, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert json.loads(p.stdout) == [{"one": 1}]
 
 
+@pytest.mark.sandbox
 def test_killed_sandbox_is_cleaned_up_and_restarts(sbdir: Path) -> None:
     import signal
 
@@ -171,18 +181,15 @@ def test_killed_sandbox_is_cleaned_up_and_restarts(sbdir: Path) -> None:
     assert _processes_under(sbdir) == []
 
 
+@pytest.mark.sandbox
 def test_foreground_start_on_a_busy_port_fails_fast(sbdir: Path) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        busy = s.getsockname()[1]
+    with _busy_port() as busy:
         p = _cli("sandbox", "start", "--foreground", "--dir", str(sbdir), "--api-port", str(busy),
                  "--port", str(free_port()))
     assert p.returncode != 0 and "cannot listen" in p.stderr
 
 
+@pytest.mark.sandbox
 def test_sandbox_stops_when_its_owner_dies(sbdir: Path) -> None:
     from dsqlops.sandbox import lifecycle
     from dsqlops.sandbox.state import SandboxDir
