@@ -188,6 +188,7 @@ class Relay:
         self._chave = 0
         self._cneed = 0
         self._cskip = 0
+        self._cdrop = False
         self._bbuf = b""
         self._bskip = 0
         self._bdrop = False
