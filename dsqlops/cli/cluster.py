@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from dsqlops.cli.common import CliEnv, dry_run_option, output_option, pass_env, timeout_option, yes_option
-from dsqlops.errors import ConfigError, UsageError
+from dsqlops.errors import UsageError
 
 STATUS_CHOICES = ("CREATING", "ACTIVE", "IDLE", "INACTIVE", "UPDATING", "DELETING", "DELETED", "FAILED",
                   "PENDING_SETUP", "PENDING_DELETE", "UNKNOWN")
@@ -22,9 +22,9 @@ LIST_COLUMNS = ["id", "status", "endpoint", "deletion_protection", "creation_tim
 def _region(env: CliEnv, ref: Any = None) -> str:
     region = (ref.region if ref is not None else None) or env.settings.get("region")
     if not region:
-        raise ConfigError("no AWS region",
-                          hint="pass --region, set DSQLOPS_REGION or AWS_REGION, set region in your profile, "
-                          "or name the cluster by endpoint host or ARN")
+        from dsqlops.aws import missing_region
+
+        raise missing_region(env.settings.get("aws_profile"))
     return str(region)
 
 

@@ -24,13 +24,12 @@ import hashlib
 import json
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsqlops.aws import THROTTLING_CODES, aws_errors, error_code
+from dsqlops.aws import aws_errors, error_code
 from dsqlops.errors import ConflictError, NotFoundError, ServiceError, UsageError
 from dsqlops.validate import CLUSTER_ARN_RE, CLUSTER_ID_RE, validate_region, validate_tag_key
 
@@ -44,7 +43,6 @@ KMS_KEY_RE = re.compile(r"[a-zA-Z0-9:/_-]{1,2048}")
 POLICY_MAX_CHARS = 20480
 MAX_TAGS = 200
 LIST_WORKERS = 8
-THROTTLE_CODES = THROTTLING_CODES | {"InternalServerException"}
 STREAM_ID_RE = CLUSTER_ID_RE
 
 
@@ -220,23 +218,6 @@ def _tags_dict(tags: Iterable[tuple[str, str]] | dict[str, str] | None) -> dict[
     return out
 
 
-def _with_retry(fn: Callable[[], Any], *, attempts: int = 4, base: float = 0.5,
-                sleep: Callable[[float], None] = time.sleep) -> Any:
-    """Retry ``fn`` on throttling *after* botocore's own retries gave up (used for fan-out)."""
-    import botocore.exceptions as bex
-
-    for i in range(attempts):
-        try:
-            return fn()
-        except bex.ClientError as e:
-            if error_code(e) not in THROTTLE_CODES or i == attempts - 1:
-                raise
-            delay = min(base * (2 ** i), 8.0)
-            log.debug("%s after botocore's retries; trying again in %.1fs", error_code(e), delay)
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 # --------------------------------------------------------------------------- create
 
 
@@ -373,10 +354,10 @@ def list_cluster_ids(client: Any) -> list[tuple[str, str | None]]:
 
 
 def list_clusters(client: Any, region: str, *, status: Iterable[str] | None = None,
-                  workers: int = LIST_WORKERS, sleep: Callable[[float], None] = time.sleep) -> list[Cluster]:
+                  workers: int = LIST_WORKERS) -> list[Cluster]:
     """ListClusters, then GetCluster per id on at most ``workers`` threads.
 
-    Throttling that outlasts botocore's retries is retried again per cluster with backoff; a
+    Throttling is retried by botocore alone (the client's retry config, :mod:`dsqlops.aws`); a
     cluster that still cannot be described comes back with ``status="UNKNOWN"`` and ``error`` set
     (the caller decides what that means); a cluster deleted between the two calls is dropped.
     """
@@ -389,7 +370,7 @@ def list_clusters(client: Any, region: str, *, status: Iterable[str] | None = No
     def describe(item: tuple[str, str | None]) -> Cluster | None:
         cid, arn = item
         try:
-            resp = _with_retry(lambda: client.get_cluster(identifier=cid), sleep=sleep)
+            resp = client.get_cluster(identifier=cid)
         except bex.ClientError as e:
             if error_code(e) in ("ResourceNotFoundException", "ResourceNotFound"):
                 return None
