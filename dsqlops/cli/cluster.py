@@ -261,7 +261,7 @@ def update(env: CliEnv, cluster_ref: str, deletion_protection: bool | None, kms_
                            witness_region=witness_region,
                            peers=() if no_peers else (tuple(peers) if peers else None))
     if dry_run:
-        params = cc.update_params(req)  # validates; multi-Region parts not named are filled at run time
+        params = cc.update_params(req, region=region)  # validates; multi-Region parts not named are filled at run time
         plan: dict[str, Any] = {"operation": "UpdateCluster", "region": region, "params": params}
         if req.witness_region is not None or req.peers is not None:
             plan["note"] = ("multiRegionProperties is a full replacement: a part not given "

@@ -200,6 +200,25 @@ def validate_peer_arn(arn: str) -> str:
     return arn
 
 
+def validate_multi_region(region: str | None, witness_region: str | None, peers: Iterable[str]) -> None:
+    """A cluster's peers live in other Regions, and the witness Region is none of them (a witness
+    in a peer's Region would not survive that Region's loss, the point of the witness)."""
+    peer_regions = {p: _region_of(p, "") for p in peers}
+    for arn, r in sorted(peer_regions.items()):
+        if region is not None and r == region:
+            raise UsageError(f"--peer {arn} is in the cluster's own Region ({region}); a peer must be in "
+                             "another Region",
+                             hint="name the peer cluster created in the other Region of the pair")
+    if witness_region is not None:
+        if region is not None and witness_region == region:
+            raise UsageError(f"the witness Region must differ from the cluster's Region ({region})")
+        same = sorted(a for a, r in peer_regions.items() if r == witness_region)
+        if same:
+            raise UsageError(f"the witness Region {witness_region} is the Region of peer {same[0]}; "
+                             "the witness must be a third Region",
+                             hint="pick a witness Region where neither cluster of the pair lives")
+
+
 def validate_stream_id(value: str) -> str:
     if not STREAM_ID_RE.fullmatch(value or ""):
         raise UsageError(f"not a stream id (26 lowercase letters/digits): {value!r}")
@@ -248,8 +267,7 @@ class CreateRequest:
         peer_list = sorted({validate_peer_arn(p) for p in peers})
         if witness_region is not None:
             validate_region(witness_region)
-            if witness_region == region:
-                raise UsageError(f"the witness Region must differ from the cluster's Region ({region})")
+        validate_multi_region(region, witness_region, peer_list)
         if peer_list and witness_region is None:
             raise UsageError("a multi-Region cluster needs --witness-region as well as --peer")
         if client_token is not None and not re.fullmatch(r"[!-~]{1,128}", client_token):
@@ -452,9 +470,10 @@ class UpdateRequest:
                 and self.peers is None)
 
 
-def update_params(req: UpdateRequest, current: Cluster | None = None) -> dict[str, Any]:
+def update_params(req: UpdateRequest, current: Cluster | None = None, region: str | None = None) -> dict[str, Any]:
     """UpdateCluster parameters. multiRegionProperties is a full replacement, so a part the caller
-    did not name (witness or peers) is filled from ``current``."""
+    did not name (witness or peers) is filled from ``current``. ``region`` is the cluster's Region
+    (``current.region`` when given): peers and witness are checked against it."""
     if req.is_empty():
         raise UsageError("nothing to update",
                          hint="pass --deletion-protection/--no-deletion-protection, --kms-key, "
@@ -471,11 +490,11 @@ def update_params(req: UpdateRequest, current: Cluster | None = None) -> dict[st
         peers = list(req.peers) if req.peers is not None else (list(current.peers) if current else [])
         for p in peers:
             validate_peer_arn(p)
-        mrp: dict[str, Any] = {"clusters": sorted(set(peers))}
         if witness is not None:
             validate_region(witness)
-            if current is not None and witness == current.region:
-                raise UsageError(f"the witness Region must differ from the cluster's Region ({current.region})")
+        validate_multi_region(current.region if current is not None else region, witness, peers)
+        mrp: dict[str, Any] = {"clusters": sorted(set(peers))}
+        if witness is not None:
             mrp["witnessRegion"] = witness
         params["multiRegionProperties"] = mrp
     return params
@@ -484,8 +503,9 @@ def update_params(req: UpdateRequest, current: Cluster | None = None) -> dict[st
 def update_cluster(client: Any, req: UpdateRequest, region: str) -> Cluster:
     current = None
     if req.witness_region is not None or req.peers is not None:
+        update_params(req, None, region)  # what was given is checked before any call
         current = get_cluster(client, req.cluster_id, region)
-    params = update_params(req, current)
+    params = update_params(req, current, region)
     with aws_errors(f"UpdateCluster {req.cluster_id}"):
         client.update_cluster(**params)
     return get_cluster(client, req.cluster_id, region)
