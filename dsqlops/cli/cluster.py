@@ -63,14 +63,15 @@ def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def _wait(env: CliEnv, client: Any, cluster_id: str, region: str, target: str, timeout: float,
-          interval: float, accept_idle: bool = False) -> Any:
+          interval: float, accept_idle: bool = False, *, existed: bool = False, region_named: bool = True) -> Any:
     from dsqlops.control.waits import wait_for
     from dsqlops.output import Progress
 
     progress = Progress(f"cluster {cluster_id} → {target}", enabled=env.progress, always=True)
     try:
         res = wait_for(client, cluster_id, region=region, target=target, timeout=timeout, interval=interval,
-                       accept_idle=accept_idle, on_status=lambda s, _e: progress.update(s))
+                       accept_idle=accept_idle, on_status=lambda s, _e: progress.update(s), existed=existed,
+                       region_named=region_named)
     finally:
         progress.done()
     if res.note:
@@ -148,7 +149,7 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
     c = cc.create_cluster(client, req)
     if wait_ and c.status != "ACTIVE":
         _info(f"cluster {c.id} is {c.status}; waiting for ACTIVE "
-              f"(resume with `dsqlops cluster wait {c.id}`)")
+              f"(resume with `dsqlops cluster wait {cc.hint_name(c.id, c.region)} --accept-idle`)")
         # accept_idle: a re-run that finds its cluster scaled down (IDLE/INACTIVE) is done; the
         # cluster exists and connecting wakes it. Waiting for ACTIVE would only run into the timeout.
         _wait(env, client, c.id, c.region, "active", timeout, interval, accept_idle=True)
@@ -309,8 +310,8 @@ def delete(env: CliEnv, cluster_ref: str, disable_deletion_protection: bool, wai
                             on_step=lambda m: _info(m))
     if wait_:
         _info(f"cluster {ref.id} is {res.status}; waiting until it is gone "
-              f"(resume with `dsqlops cluster wait {ref.id} --for deleted`)")
-        w = _wait(env, client, ref.id, region, "deleted", timeout, interval)
+              f"(resume with `dsqlops cluster wait {cc.hint_name(ref.id, region)} --for deleted`)")
+        w = _wait(env, client, ref.id, region, "deleted", timeout, interval, existed=True)
         res.status = w.status
     env.render(res)
 
@@ -338,8 +339,11 @@ def wait(env: CliEnv, cluster_ref: str, target: str, accept_idle: bool, timeout:
       dsqlops cluster wait abcdefghijklmnopqrstuvwxyz --for active --timeout 300
       dsqlops cluster wait abcdefghijklmnopqrstuvwxyz --for deleted
     """
+    from dsqlops.validate import parse_cluster
+
+    region_named = parse_cluster(cluster_ref).region is not None
     ref, region, client = _target(env, cluster_ref)
-    res = _wait(env, client, ref.id, region, target, timeout, interval, accept_idle)
+    res = _wait(env, client, ref.id, region, target, timeout, interval, accept_idle, region_named=region_named)
     env.render({"id": res.id, "target": res.target, "status": res.status,
                 "elapsed_seconds": round(res.elapsed_seconds, 3), "polls": res.polls, "note": res.note})
 

@@ -130,6 +130,23 @@ def normalize_endpoint(endpoint: str | None, cluster_id: str, region: str) -> st
     return f"{cluster_id}.dsql.{region}.on.aws"
 
 
+def hint_name(cluster_id: str, region: str) -> str:
+    """How printed commands (resume hints, remedies) name a cluster: its endpoint host, which
+    carries the Region, so the command works whatever the reader's default Region is."""
+    return normalize_endpoint(None, cluster_id, region)
+
+
+def _client_region(client: Any) -> str | None:
+    meta = getattr(client, "meta", None)
+    region = getattr(meta, "region_name", None)
+    return region if isinstance(region, str) else None
+
+
+def _hint_name(client: Any, cluster_id: str) -> str:
+    region = _client_region(client)
+    return hint_name(cluster_id, region) if region else cluster_id
+
+
 def _region_of(arn: str | None, fallback: str) -> str:
     m = CLUSTER_ARN_RE.fullmatch(arn or "")
     return m["region"] if m else fallback
@@ -518,12 +535,17 @@ class DeleteResult:
     protection_disabled: bool = False
 
 
-def _protected_error(cluster_id: str) -> UsageError:
+def _protected_error(cluster_id: str, region: str) -> UsageError:
     return UsageError(
         f"cluster {cluster_id} has deletion protection enabled; not deleting it",
         hint="to delete it anyway, re-run with --disable-deletion-protection (dsqlops turns protection "
-        f"off first), or run `dsqlops cluster update {cluster_id} --no-deletion-protection`",
+        f"off first), or run `dsqlops cluster update {hint_name(cluster_id, region)} --no-deletion-protection`",
     )
+
+
+def _protection_note(cluster_id: str, region: str) -> str:
+    return (" (deletion protection was already turned off by this run; turn it back on with "
+            f"`dsqlops cluster update {hint_name(cluster_id, region)} --deletion-protection`)")
 
 
 def delete_plan(cluster_id: str, *, disable_protection: bool) -> list[dict[str, Any]]:
@@ -545,7 +567,7 @@ def delete_cluster(client: Any, cluster_id: str, region: str, *, disable_protect
     disabled = False
     if current.deletion_protection:
         if not disable_protection:
-            raise _protected_error(cluster_id)
+            raise _protected_error(cluster_id, region)
         with aws_errors(f"UpdateCluster {cluster_id}"):
             client.update_cluster(identifier=cluster_id, deletionProtectionEnabled=False)
         disabled = True
@@ -555,15 +577,13 @@ def delete_cluster(client: Any, cluster_id: str, region: str, *, disable_protect
         with aws_errors(f"DeleteCluster {cluster_id}"):
             resp = client.delete_cluster(identifier=cluster_id)
     except (ConflictError, UsageError) as e:
-        note = (" (deletion protection was already turned off by this run; turn it back on with "
-                f"`dsqlops cluster update {cluster_id} --deletion-protection`)") if disabled else ""
+        note = _protection_note(cluster_id, region) if disabled else ""
         if "protection" in e.message.lower() and not disabled:
-            raise _protected_error(cluster_id) from None
+            raise _protected_error(cluster_id, region) from None
         raise type(e)(e.message + note, hint=e.hint) from None
     except ServiceError as e:
         if disabled:
-            e.message += (" (deletion protection was already turned off by this run; turn it back on with "
-                          f"`dsqlops cluster update {cluster_id} --deletion-protection`)")
+            e.message += _protection_note(cluster_id, region)
         raise
     return DeleteResult(id=cluster_id, status=resp.get("status", "DELETING"), protection_disabled=disabled)
 
@@ -621,13 +641,13 @@ def get_policy(client: Any, cluster_id: str) -> Policy:
     return Policy(cluster_id=cluster_id, version=resp.get("policyVersion"), policy=_parse_policy(resp.get("policy")))
 
 
-def _version_conflict(e: ConflictError, cluster_id: str, expected: str | None) -> ConflictError:
+def _version_conflict(e: ConflictError, cluster_id: str, expected: str | None, name: str) -> ConflictError:
     if expected is None:
         return e
     return ConflictError(
         f"the policy of cluster {cluster_id} is no longer at version {expected} (someone changed it): {e.message}",
         code=e.code, request_id=e.request_id,
-        hint=f"read the current one with `dsqlops cluster policy get {cluster_id}`, merge, and retry with its version",
+        hint=f"read the current one with `dsqlops cluster policy get {name}`, merge, and retry with its version",
     )
 
 
@@ -648,7 +668,7 @@ def put_policy(client: Any, cluster_id: str, policy: str, *, expected_version: s
         with aws_errors(f"PutClusterPolicy {cluster_id}"):
             resp = client.put_cluster_policy(**params)
     except ConflictError as e:
-        raise _version_conflict(e, cluster_id, expected_version) from None
+        raise _version_conflict(e, cluster_id, expected_version, _hint_name(client, cluster_id)) from None
     return Policy(cluster_id=cluster_id, version=resp.get("policyVersion"), policy=_parse_policy(policy))
 
 
@@ -660,7 +680,7 @@ def delete_policy(client: Any, cluster_id: str, *, expected_version: str | None 
         with aws_errors(f"DeleteClusterPolicy {cluster_id}"):
             resp = client.delete_cluster_policy(**params)
     except ConflictError as e:
-        raise _version_conflict(e, cluster_id, expected_version) from None
+        raise _version_conflict(e, cluster_id, expected_version, _hint_name(client, cluster_id)) from None
     return Policy(cluster_id=cluster_id, version=resp.get("policyVersion"), policy=None)
 
 
