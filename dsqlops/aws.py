@@ -153,15 +153,23 @@ def profile_region(profile: str | None) -> str | None:
     return str(region) if region else None
 
 
-def missing_region(profile: str | None, what: str = "") -> ConfigError:
-    """The error for "no region to use": an AWS profile that does not exist is named as such."""
+def check_profile(profile: str | None) -> None:
+    """A ConfigError when the AWS profile boto3 would use (``profile``, else AWS_PROFILE) does not exist."""
     import botocore.exceptions
     import botocore.session
 
     try:
         botocore.session.Session(profile=profile).get_scoped_config()
     except botocore.exceptions.ProfileNotFound:
-        return profile_error(profile or os.environ.get("AWS_PROFILE"))
+        raise profile_error(profile or os.environ.get("AWS_PROFILE")) from None
+
+
+def missing_region(profile: str | None, what: str = "") -> ConfigError:
+    """The error for "no region to use": an AWS profile that does not exist is named as such."""
+    try:
+        check_profile(profile)
+    except ConfigError as e:
+        return e
     return ConfigError(f"no AWS region{f' for {what}' if what else ''}",
                        hint="pass --region, set DSQLOPS_REGION or AWS_REGION, set region in your AWS profile, "
                        "or name the cluster by endpoint host or ARN")

@@ -170,6 +170,17 @@ def test_unknown_profile_is_named_not_reported_as_a_missing_region(run, monkeypa
     assert r.exit_code == ExitCode.CONFIG and "AWS profile 'nosuch' is not configured" in r.stderr
 
 
+@pytest.mark.parametrize("argv", [["token", "-c", "a" * 26], ["sql", "-c", "a" * 26, "select 1"],
+                                  ["cost", "--cluster-id", "a" * 26], ["metrics", "a" * 26]])
+def test_unknown_profile_is_named_by_every_command(run, monkeypatch, tmp_path, argv):
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    r = run(["--profile", "nosuch", *argv])
+    assert r.exit_code == ExitCode.CONFIG, r.stderr
+    assert "AWS profile 'nosuch' is not configured" in r.stderr and "region" not in r.stderr.split("hint:")[0]
+
+
 def test_the_aws_profiles_region_is_used(run, monkeypatch, tmp_path):
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION")
