@@ -164,35 +164,43 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUS_CHOICES, case_sensitive=False),
               help="Only clusters in this status (repeatable).")
 @click.option("--workers", type=click.IntRange(1, 32), default=8, show_default=True,
-              help="Concurrent GetCluster calls.")
+              help="Concurrent GetCluster calls (per Region).")
+@click.option("--all-regions", is_flag=True,
+              help="Every Region where DSQL exists (the price table's Regions), listed in parallel.")
+@click.option("--region-workers", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="With --all-regions: Regions listed at once.")
 @output_option
 @pass_env
-def list_(env: CliEnv, statuses: tuple[str, ...], workers: int) -> None:
+def list_(env: CliEnv, statuses: tuple[str, ...], workers: int, all_regions: bool, region_workers: int) -> None:
     """List clusters with status, endpoint and tags.
 
     Columns: id, status, endpoint, deletion protection, creation time, tags.
 
     ListClusters returns only ids, so each cluster is described with bounded concurrency;
-    throttling is retried. A cluster that still cannot be described is listed as UNKNOWN and
-    the command exits 254 after printing the rest.
+    throttling is retried by botocore. A cluster that still cannot be described is listed as
+    UNKNOWN and the command exits 254 after printing the rest.
+
+    --all-regions lists every Region of the price table in one table (with a region column);
+    a Region that fails (not enabled, access denied, unreachable) is named with its error on
+    stderr (and under failed_regions in JSON/YAML), the others still answer, and the command
+    exits 254.
 
     \b
     Example:
       dsqlops cluster list
       dsqlops -o json cluster list --status ACTIVE --status IDLE
+      dsqlops cluster list --all-regions
     """
     from dsqlops.control.clusters import list_clusters
     from dsqlops.errors import ServiceError
-    from dsqlops.output import to_jsonable, warn
+    from dsqlops.output import warn
 
+    if all_regions:
+        _list_all_regions(env, statuses, workers, region_workers)
+        return
     region = _region(env)
     rows = list_clusters(env.aws().dsql(region), region, status=statuses or None, workers=workers)
-    data = []
-    for c in rows:
-        d = to_jsonable(c)
-        if d.get("error") is None:
-            d.pop("error", None)
-        data.append(d)
+    data = _rows(rows)
     fmt = env.output_format
     env.render(data, columns=LIST_COLUMNS if fmt in ("table", "csv") else None,
                empty_message=f"no clusters in {region}")
@@ -202,6 +210,53 @@ def list_(env: CliEnv, statuses: tuple[str, ...], workers: int) -> None:
     if failed:
         raise ServiceError(f"{len(failed)} of {len(rows)} clusters could not be described",
                            code="PartialResult", hint="re-run later; throttling usually passes")
+
+
+def _rows(clusters: list[Any]) -> list[dict[str, Any]]:
+    from dsqlops.output import to_jsonable
+
+    data = []
+    for c in clusters:
+        d = to_jsonable(c)
+        if d.get("error") is None:
+            d.pop("error", None)
+        data.append(d)
+    return data
+
+
+def _list_all_regions(env: CliEnv, statuses: tuple[str, ...], workers: int, region_workers: int) -> None:
+    from dsqlops.control.clusters import list_fleet
+    from dsqlops.cost.pricing import load_for
+    from dsqlops.errors import ServiceError
+    from dsqlops.output import to_jsonable, warn
+
+    regions = sorted(load_for(None, env.settings).regions)
+    aws = env.aws()
+    clients = {r: aws.dsql(r) for r in regions}  # built here, in one thread (boto3 client creation is not)
+    fleet = list_fleet(clients, status=statuses or None, workers=workers, region_workers=region_workers)
+    fleet.clusters.sort(key=lambda c: c.region)  # stable: each Region keeps its creation-time order
+    fmt = env.output_format
+    if fmt in ("table", "csv"):
+        env.render(_rows(fleet.clusters), columns=["region", *LIST_COLUMNS],
+                   empty_message=f"no clusters in {len(regions) - len(fleet.failed_regions)} regions")
+    else:
+        env.render({"regions": fleet.regions, "clusters": _rows(fleet.clusters),
+                    "failed_regions": [to_jsonable(f) for f in fleet.failed_regions]})
+    undescribed = [c for c in fleet.clusters if c.error]
+    for c in undescribed:
+        warn(f"could not describe cluster {c.id} in {c.region}: {c.error}")
+    for f in fleet.failed_regions:
+        warn(f"region {f.region}: could not list clusters: {f.error}")
+    if fleet.failed_regions or undescribed:
+        parts = []
+        if fleet.failed_regions:
+            parts.append(f"{len(fleet.failed_regions)} of {len(regions)} regions could not be listed "
+                         f"({', '.join(f.region for f in fleet.failed_regions)})")
+        if undescribed:
+            parts.append(f"{len(undescribed)} clusters could not be described")
+        raise ServiceError("; ".join(parts), code="PartialResult",
+                           hint="the rest is printed above; a region not enabled for the account answers "
+                           "with an invalid-token error")
 
 
 @cluster.command("show")

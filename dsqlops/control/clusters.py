@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +43,8 @@ KMS_KEY_RE = re.compile(r"[a-zA-Z0-9:/_-]{1,2048}")
 POLICY_MAX_CHARS = 20480
 MAX_TAGS = 200
 LIST_WORKERS = 8
+#: Regions listed at once by ``cluster list --all-regions`` (each with its own LIST_WORKERS).
+REGION_WORKERS = 4
 STREAM_ID_RE = CLUSTER_ID_RE
 
 
@@ -428,6 +430,56 @@ def list_clusters(client: Any, region: str, *, status: Iterable[str] | None = No
         clusters = [c for c in clusters if c.status in wanted or c.error is not None]
     clusters.sort(key=lambda c: (c.creation_time or dt.datetime.min.replace(tzinfo=dt.UTC), c.id))
     return clusters
+
+
+@dataclass
+class RegionFailure:
+    region: str
+    error: str
+
+
+@dataclass
+class Fleet:
+    """``cluster list --all-regions``: every Region asked, the clusters found, the Regions that failed."""
+
+    regions: list[str]
+    clusters: list[Cluster] = field(default_factory=list)
+    failed_regions: list[RegionFailure] = field(default_factory=list)
+
+
+def list_fleet(clients: Mapping[str, Any], *, status: Iterable[str] | None = None, workers: int = LIST_WORKERS,
+               region_workers: int = REGION_WORKERS) -> Fleet:
+    """:func:`list_clusters` in every Region of ``clients`` (Region → dsql client, built by the caller
+    beforehand: creating boto3 clients is not thread-safe), at most ``region_workers`` Regions at a
+    time, each describing on at most ``workers`` threads. A Region that fails (access denied, not
+    enabled for the account, unreachable, throttled past botocore's retries) is reported with its
+    error; the others still answer."""
+    import botocore.exceptions as bex
+
+    from dsqlops.aws import translate_client_error
+    from dsqlops.errors import DsqlopsError
+
+    statuses = list(status) if status else None
+
+    def one(region: str) -> tuple[str, list[Cluster], str | None]:
+        try:
+            return region, list_clusters(clients[region], region, status=statuses, workers=workers), None
+        except DsqlopsError as e:
+            return region, [], e.message
+        except (bex.ClientError, bex.BotoCoreError) as e:
+            return region, [], str(translate_client_error(e, what="ListClusters"))
+
+    regions = sorted(clients)
+    fleet = Fleet(regions=regions)
+    if not regions:
+        return fleet
+    with ThreadPoolExecutor(max_workers=max(1, min(region_workers, len(regions)))) as pool:
+        for region, found, error in pool.map(one, regions):
+            fleet.clusters.extend(found)
+            if error is not None:
+                log.debug("ListClusters in %s failed: %s", region, error)
+                fleet.failed_regions.append(RegionFailure(region, error))
+    return fleet
 
 
 def _optional(part: str, unavailable: list[str], fn: Callable[[], Any]) -> Any:
