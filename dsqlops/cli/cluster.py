@@ -110,6 +110,9 @@ def cluster() -> None:
               help="Resource policy (a JSON object), validated before any call.")
 @click.option("--witness-region", default=None, metavar="REGION", help="Multi-Region: the witness Region.")
 @click.option("--peer", "peers", multiple=True, metavar="ARN", help="Multi-Region: a peer cluster ARN (repeatable).")
+@click.option("--peer-region", default=None, metavar="REGION",
+              help="Multi-Region in one plan: also create the peer cluster in REGION and peer the two "
+              "(needs --witness-region).")
 @click.option("--client-token", default=None, metavar="TOKEN",
               help="Override the deterministic idempotency token (to create a deliberately new, identical cluster).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until the cluster is ACTIVE.")
@@ -119,8 +122,8 @@ def cluster() -> None:
 @output_option
 @pass_env
 def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_key: str | None,
-           policy_file: str | None, witness_region: str | None, peers: tuple[str, ...], client_token: str | None,
-           wait_: bool, timeout: float, interval: float, dry_run: bool) -> None:
+           policy_file: str | None, witness_region: str | None, peers: tuple[str, ...], peer_region: str | None,
+           client_token: str | None, wait_: bool, timeout: float, interval: float, dry_run: bool) -> None:
     """Create a cluster (idempotent: a re-run returns the same cluster).
 
     The clientToken is derived from the request (region, protection, KMS key, tags, multi-Region
@@ -132,10 +135,24 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
       dsqlops cluster create --tag env=dev --tag team=payments --wait
       dsqlops cluster create --no-deletion-protection --policy-file policy.json --dry-run
       dsqlops cluster create --witness-region us-west-2 --peer arn:aws:dsql:us-east-2:111122223333:cluster/abc…
+      dsqlops --region us-east-1 cluster create --peer-region us-east-2 --witness-region us-west-2 --wait
+
+    --peer-region creates both clusters of a multi-Region pair and peers them, as one resumable
+    plan (--dry-run prints every API call in order).
     """
     from dsqlops.control import clusters as cc
     from dsqlops.output import to_jsonable
 
+    if peer_region is not None:
+        for flag, given in (("--peer", bool(peers)), ("--kms-key", kms_key is not None),
+                            ("--policy-file", policy_file is not None)):
+            if given:
+                raise UsageError(f"{flag} cannot be combined with --peer-region",
+                                 hint="--peer names an existing peer; KMS keys and policies are per Region: set "
+                                 "them on each cluster afterwards with `cluster update` / `cluster policy put`")
+        _create_pair(env, _region(env), peer_region, witness_region, deletion_protection, _parse_tags(tags),
+                     client_token, wait_, timeout, interval, dry_run)
+        return
     policy = cc.read_policy_file(policy_file) if policy_file else None
     region = _region(env)
     req = cc.CreateRequest.build(region=region, deletion_protection=deletion_protection, kms_key=kms_key,
@@ -158,6 +175,38 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
     out.pop("error", None)
     out["client_token"] = params["clientToken"]
     env.render(out)
+
+
+def _create_pair(env: CliEnv, region: str, peer_region: str, witness_region: str | None, deletion_protection: bool,
+                 tags: dict[str, str], client_token: str | None, wait_: bool, timeout: float, interval: float,
+                 dry_run: bool) -> None:
+    from dsqlops.control import clusters as cc
+    from dsqlops.control import multiregion as mr
+    from dsqlops.output import to_jsonable
+
+    req = mr.PairRequest.build(region=region, peer_region=peer_region, witness_region=witness_region,
+                               deletion_protection=deletion_protection, tags=tags, client_token=client_token)
+    if dry_run:
+        _print_plan({"plan": mr.pair_plan(req, wait=wait_)})
+        return
+    aws = env.aws()
+    res = mr.create_pair(aws.dsql, req, on_step=_info)
+    if wait_:
+        hosts = " and ".join(f"`dsqlops cluster wait {cc.hint_name(c.id, c.region)} --accept-idle`"
+                             for c in res.clusters)
+        _info(f"waiting for both clusters (resume with {hosts}, or re-run this command)")
+        for i, c in enumerate(res.clusters):
+            client = aws.dsql(c.region)
+            _wait(env, client, c.id, c.region, "active", timeout, interval, accept_idle=True)
+            res.clusters[i] = cc.get_cluster(client, c.id, c.region)
+    rows = []
+    for c, token in zip(res.clusters, res.client_tokens, strict=True):
+        d = to_jsonable(c)
+        d.pop("error", None)
+        d["client_token"] = token
+        rows.append(d)
+    env.render(rows, columns=["region", "id", "status", "endpoint", "witness_region", "peers"]
+               if env.output_format in ("table", "csv") else None)
 
 
 @cluster.command("list")
@@ -334,6 +383,8 @@ def update(env: CliEnv, cluster_ref: str, deletion_protection: bool | None, kms_
 @click.argument("cluster_ref", metavar="CLUSTER")
 @click.option("--disable-deletion-protection", is_flag=True,
               help="If the cluster is protected, turn protection off first (said on stderr).")
+@click.option("--with-peers", is_flag=True,
+              help="Multi-Region: delete the cluster and every peer (checked first, each in its Region).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until the cluster is gone.")
 @timeout_option(900.0)
 @_interval_option
@@ -341,8 +392,8 @@ def update(env: CliEnv, cluster_ref: str, deletion_protection: bool | None, kms_
 @dry_run_option
 @output_option
 @pass_env
-def delete(env: CliEnv, cluster_ref: str, disable_deletion_protection: bool, wait_: bool, timeout: float,
-           interval: float, yes: bool, dry_run: bool) -> None:
+def delete(env: CliEnv, cluster_ref: str, disable_deletion_protection: bool, with_peers: bool, wait_: bool,
+           timeout: float, interval: float, yes: bool, dry_run: bool) -> None:
     """Delete a cluster (asks unless --yes; refuses a protected one).
 
     A cluster with deletion protection is refused unless --disable-deletion-protection is given
@@ -356,6 +407,9 @@ def delete(env: CliEnv, cluster_ref: str, disable_deletion_protection: bool, wai
     from dsqlops.control import clusters as cc
 
     ref, region, client = _target(env, cluster_ref)
+    if with_peers:
+        _delete_set(env, ref.id, region, disable_deletion_protection, wait_, timeout, interval, yes, dry_run)
+        return
     if dry_run:
         _print_plan({"region": region,
                      "calls": cc.delete_plan(ref.id, disable_protection=disable_deletion_protection)})
@@ -363,12 +417,40 @@ def delete(env: CliEnv, cluster_ref: str, disable_deletion_protection: bool, wai
     env.confirm(f"Delete cluster {ref.id} in {region}? Its data will be lost", yes=yes)
     res = cc.delete_cluster(client, ref.id, region, disable_protection=disable_deletion_protection,
                             on_step=lambda m: _info(m))
+    if res.peers:
+        others = ", ".join(res.peers)
+        _info(f"cluster {ref.id} is peered with {others}: it stays PENDING_DELETE until every peer is deleted "
+              f"too; delete them with `dsqlops cluster delete ARN`, or next time use --with-peers")
     if wait_:
         _info(f"cluster {ref.id} is {res.status}; waiting until it is gone "
               f"(resume with `dsqlops cluster wait {cc.hint_name(ref.id, region)} --for deleted`)")
         w = _wait(env, client, ref.id, region, "deleted", timeout, interval, existed=True)
         res.status = w.status
     env.render(res)
+
+
+def _delete_set(env: CliEnv, cluster_id: str, region: str, disable_protection: bool, wait_: bool, timeout: float,
+                interval: float, yes: bool, dry_run: bool) -> None:
+    from dsqlops.control import clusters as cc
+    from dsqlops.control import multiregion as mr
+
+    aws = env.aws()
+    members = mr.describe_set(aws.dsql, cluster_id, region)
+    if dry_run:
+        _print_plan({"plan": mr.delete_set_plan(members, disable_protection=disable_protection)})
+        return
+    names = ", ".join(cc.hint_name(m.id, m.region) for m in members)
+    env.confirm(f"Delete {len(members)} cluster(s): {names}? Their data will be lost", yes=yes)
+    results = mr.delete_set(aws.dsql, members, disable_protection=disable_protection, on_step=_info)
+    if wait_:
+        hosts = " ".join(cc.hint_name(m.id, m.region) for m in members)
+        _info(f"waiting until all are gone (resume with `dsqlops cluster wait HOST --for deleted` for each of {hosts})")
+        for m, res in zip(members, results, strict=True):
+            w = _wait(env, aws.dsql(m.region), m.id, m.region, "deleted", timeout, interval, existed=True)
+            res.status = w.status
+    rows = [{"region": m.region, "id": r.id, "status": r.status, "protection_disabled": r.protection_disabled}
+            for m, r in zip(members, results, strict=True)]
+    env.render(rows)
 
 
 @cluster.command("wait")

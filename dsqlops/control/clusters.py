@@ -585,6 +585,8 @@ class DeleteResult:
     id: str
     status: str
     protection_disabled: bool = False
+    #: Multi-Region peers of the deleted cluster (not deleted by this call).
+    peers: list[str] = field(default_factory=list)
 
 
 def _protected_error(cluster_id: str, region: str) -> UsageError:
@@ -637,7 +639,9 @@ def delete_cluster(client: Any, cluster_id: str, region: str, *, disable_protect
         if disabled:
             e.message += _protection_note(cluster_id, region)
         raise
-    return DeleteResult(id=cluster_id, status=resp.get("status", "DELETING"), protection_disabled=disabled)
+    peers = [p for p in current.peers if p != current.arn]  # the service lists a cluster among its own
+    return DeleteResult(id=cluster_id, status=resp.get("status", "DELETING"), protection_disabled=disabled,
+                        peers=peers)
 
 
 # --------------------------------------------------------------------------- tags

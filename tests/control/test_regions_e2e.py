@@ -140,3 +140,18 @@ def test_f6_create_wait_timeout_is_resumable_and_the_rerun_reuses_the_cluster(en
     assert [c["id"] for c in listed if c["tags"].get("t") == "f6"] == [cid]
     p3 = dsqlops(env, "-o", "json", *hint, "--interval", "0.05", "--timeout", "60")
     assert p3.returncode == 0 and json.loads(p3.stdout)["status"] == "ACTIVE", p3.stderr
+
+
+def test_multi_region_pair_in_one_plan_and_delete_with_peers(env):
+    pair = ("cluster", "create", "--peer-region", OTHER, "--witness-region", "us-west-2", "--tag", "t=pair")
+    p = dsqlops(env, "-o", "json", *pair, "--wait", "--interval", "0.05", "--timeout", "60")
+    assert p.returncode == 0, p.stderr
+    c1, c2 = json.loads(p.stdout)
+    assert (c1["region"], c2["region"]) == (DEFAULT, OTHER)
+    assert c1["peers"] == [c2["arn"]] and c2["peers"] == [c1["arn"]]
+    p = dsqlops(env, "-o", "json", *pair)  # re-run: the same pair
+    assert [c["id"] for c in json.loads(p.stdout)] == [c1["id"], c2["id"]], p.stderr
+    p = dsqlops(env, "-o", "json", "cluster", "delete", c2["endpoint"], "--with-peers", "--yes",
+                "--disable-deletion-protection", "--wait", "--interval", "0.05", "--timeout", "60")
+    assert p.returncode == 0, p.stderr
+    assert {(x["id"], x["status"]) for x in json.loads(p.stdout)} == {(c1["id"], "DELETED"), (c2["id"], "DELETED")}
