@@ -211,6 +211,21 @@ def validate_endpoint_url(value: str, source: str) -> str:
     return value
 
 
+#: A service message longer than this is cut: an error is one line (a proxy may answer with a page).
+MESSAGE_MAX_CHARS = 300
+
+
+def _one_line(text: str) -> str:
+    """An error message on one line: an HTML error page (a proxy, a mock) is named, not printed."""
+    flat = " ".join(str(text).split())
+    if flat.lower().startswith(("<!doctype", "<html")):
+        import re
+
+        title = re.search(r"<title>(.*?)</title>", flat, re.IGNORECASE)
+        return f"an HTML page ({title.group(1).strip() if title else 'no title'}) instead of an AWS error"
+    return flat if len(flat) <= MESSAGE_MAX_CHARS else flat[:MESSAGE_MAX_CHARS - 1] + "…"
+
+
 def error_code(exc: BaseException) -> str | None:
     resp = getattr(exc, "response", None)
     if isinstance(resp, dict):
@@ -236,7 +251,7 @@ def translate_client_error(exc: BaseException, *, what: str = "") -> Exception:
     if isinstance(exc, bex.ClientError):
         err = exc.response.get("Error", {})
         code = err.get("Code") or "Unknown"
-        msg = err.get("Message") or str(exc)
+        msg = _one_line(err.get("Message") or str(exc))
         rid = exc.response.get("ResponseMetadata", {}).get("RequestId")
         text = f"{prefix}{code}: {msg}" + (f" (request id {rid})" if rid else "")
         if code in ("ResourceNotFoundException", "ResourceNotFound", "NotFoundException"):

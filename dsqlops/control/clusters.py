@@ -468,6 +468,8 @@ def list_fleet(clients: Mapping[str, Any], *, status: Iterable[str] | None = Non
             return region, [], e.message
         except (bex.ClientError, bex.BotoCoreError) as e:
             return region, [], str(translate_client_error(e, what="ListClusters"))
+        except Exception as e:  # noqa: BLE001 - one Region's failure, whatever it is, must not hide the others
+            return region, [], f"{type(e).__name__}: {e}"
 
     regions = sorted(clients)
     fleet = Fleet(regions=regions)

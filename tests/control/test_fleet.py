@@ -114,3 +114,33 @@ def test_regions_are_listed_in_parallel_within_the_bound(aws: None):
     fleet = list_fleet({r: Slow() for r in regions}, region_workers=3)
     assert fleet.regions == sorted(regions) and fleet.failed_regions == [] and fleet.clusters == []
     assert state["max"] == 3 and state["calls"] == 8
+
+
+def test_a_region_failing_in_any_way_is_reported_not_fatal(aws: None):
+    from dsqlops.control.clusters import list_fleet
+
+    class Broken:
+        def get_paginator(self, _name: str) -> Any:
+            raise KeyError("eu-west-1")
+
+    class Empty:
+        def get_paginator(self, _name: str) -> Any:
+            return self
+
+        def paginate(self) -> Any:
+            return [{"clusters": []}]
+
+    fleet = list_fleet({"eu-west-1": Broken(), "us-east-1": Empty()})
+    assert [(f.region, f.error) for f in fleet.failed_regions] == [("eu-west-1", "KeyError: 'eu-west-1'")]
+
+
+def test_service_messages_are_one_line():
+    from botocore.exceptions import ClientError
+
+    from dsqlops.aws import translate_client_error
+
+    page = "<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>Oops</h1>\n"
+    e = translate_client_error(ClientError({"Error": {"Code": "500", "Message": page}}, "ListClusters"))
+    assert str(e) == "500: an HTML page (500 Internal Server Error) instead of an AWS error"
+    e = translate_client_error(ClientError({"Error": {"Code": "X", "Message": "a\nb  " + "c" * 500}}, "Op"))
+    assert "\n" not in str(e) and len(str(e)) < 320 and str(e).startswith("X: a b cc")

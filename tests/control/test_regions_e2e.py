@@ -155,3 +155,20 @@ def test_multi_region_pair_in_one_plan_and_delete_with_peers(env):
                 "--disable-deletion-protection", "--wait", "--interval", "0.05", "--timeout", "60")
     assert p.returncode == 0, p.stderr
     assert {(x["id"], x["status"]) for x in json.loads(p.stdout)} == {(c1["id"], "DELETED"), (c2["id"], "DELETED")}
+
+
+def test_all_regions_lists_what_answers_and_names_the_regions_that_fail(env):
+    """moto serves DSQL in us-east-1 and us-east-2 only; every other Region of the price table
+    answers HTTP 500 with an HTML page, as an unreachable Region would fail."""
+    p = dsqlops(env, "--region", OTHER, "-o", "json", "cluster", "create", "--tag", "t=fleet")
+    cid = json.loads(p.stdout)["id"]
+    p = dsqlops(dict(env, DSQLOPS_MAX_ATTEMPTS="1"), "-o", "json", "cluster", "list", "--all-regions")
+    assert p.returncode == 254, p.stderr
+    out = json.loads(p.stdout)
+    assert {DEFAULT, OTHER} <= set(out["regions"]) and len(out["regions"]) > 2
+    assert (OTHER, cid) in {(c["region"], c["id"]) for c in out["clusters"]}
+    failed = {f["region"]: f["error"] for f in out["failed_regions"]}
+    assert set(failed) == set(out["regions"]) - {DEFAULT, OTHER}
+    assert all("HTML page (500 Internal Server Error)" in e for e in failed.values())
+    assert f"{len(failed)} of {len(out['regions'])} regions could not be listed" in p.stderr
+    assert all(line.startswith(("warning: ", "error: ", "hint: ")) for line in p.stderr.splitlines())
