@@ -1,8 +1,16 @@
 """The only place that builds boto3 sessions and clients, and maps ``ClientError``.
 
 Region, AWS profile and endpoint URL come from :class:`dsqlops.config.Settings`; the standard
-``AWS_*`` variables keep working because boto3 reads them. The retry mode is set explicitly
-(``standard``, 5 attempts): botocore's default changed across versions (docs/dsql-facts.md §R1.1).
+``AWS_*`` variables keep working because boto3 reads them.
+
+**One retry policy for every AWS call: botocore's.** Throttling and 5xx answers are retried inside
+botocore with its jittered, capped backoff and its client-wide retry quota; no dsqlops code loops
+on top of it (a second loop multiplies attempts and hides the setting). The retry mode and the total
+number of attempts come, first found wins, from the dsqlops setting (``retry_mode`` /
+``max_attempts``: flag, ``DSQLOPS_*``, config file), ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS``, the
+AWS profile's ``retry_mode`` / ``max_attempts``, else ``standard`` and 5. They are always passed to
+botocore explicitly because its own default changed across versions (docs/control.md, "Retries";
+docs/dsql-facts.md §R1.1).
 
 ``--debug`` never turns on botocore's wire logging: it prints the session token.
 """
@@ -10,6 +18,7 @@ Region, AWS profile and endpoint URL come from :class:`dsqlops.config.Settings`;
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,13 +35,18 @@ if TYPE_CHECKING:
     from mypy_boto3_pricing import PricingClient
     from mypy_boto3_sts import STSClient
 
+DEFAULT_RETRY_MODE = "standard"
 DEFAULT_MAX_ATTEMPTS = 5
+RETRY_MODES = ("standard", "adaptive", "legacy")
+#: Upper bound of ``max_attempts``: far past any useful backoff (botocore caps a sleep at 20 s).
+MAX_ATTEMPTS_LIMIT = 100
 #: Error codes that mean "throttled, try again later", across services and protocols (CloudWatch is
 #: awsQueryCompatible and answers ``Throttling``; DSQL answers ``ThrottlingException``).
 THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "TooManyRequestsException",
                               "RequestLimitExceeded", "RequestThrottled", "RequestThrottledException"})
 #: The Price List API exists only in these regions (docs/dsql-facts.md §5.4).
 PRICING_REGIONS = ("us-east-1", "eu-central-1", "ap-south-1")
+ENDPOINT_URL_HINT = "pass a URL such as https://dsql.us-east-1.api.aws or http://127.0.0.1:4566"
 
 
 @dataclass
@@ -42,13 +56,17 @@ class AwsContext:
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    #: None: AWS_RETRY_MODE, then the AWS profile's retry_mode, then standard.
+    retry_mode: str | None = None
+    #: Total attempts including the first. None: AWS_MAX_ATTEMPTS, the AWS profile's, then 5.
+    max_attempts: int | None = None
     _sessions: dict[str | None, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Any) -> AwsContext:
         return cls(region=settings.get("region"), profile=settings.get("aws_profile"),
-                   endpoint_url=settings.get("endpoint_url"))
+                   endpoint_url=settings.get("endpoint_url"), retry_mode=settings.get("retry_mode"),
+                   max_attempts=settings.get("max_attempts"))
 
     def session(self) -> boto3.Session:
         import boto3
@@ -59,28 +77,47 @@ class AwsContext:
             try:
                 self._sessions[key] = boto3.Session(profile_name=self.profile)
             except botocore.exceptions.ProfileNotFound:
-                raise ConfigError(f"AWS profile {self.profile!r} is not configured",
-                                  hint="check ~/.aws/config or pass another --profile") from None
+                raise profile_error(self.profile or os.environ.get("AWS_PROFILE")) from None
         return self._sessions[key]
+
+    def retries(self) -> dict[str, Any]:
+        """botocore's ``retries`` config: mode and total attempts (see the module doc for the order)."""
+        mode: str | None = self.retry_mode
+        attempts: int | None = self.max_attempts
+        env_mode, env_attempts = os.environ.get("AWS_RETRY_MODE"), os.environ.get("AWS_MAX_ATTEMPTS")
+        if mode is None and env_mode:
+            mode = parse_retry_mode(env_mode, "env AWS_RETRY_MODE")
+        if attempts is None and env_attempts:
+            attempts = parse_max_attempts(env_attempts, "env AWS_MAX_ATTEMPTS")
+        if mode is None or attempts is None:
+            scoped = self.session()._session.get_scoped_config()
+            where = f"AWS profile {self.profile or 'default'!r}"
+            if mode is None and scoped.get("retry_mode"):
+                mode = parse_retry_mode(scoped["retry_mode"], where)
+            if attempts is None and scoped.get("max_attempts"):
+                attempts = parse_max_attempts(scoped["max_attempts"], where)
+        return {"mode": mode or DEFAULT_RETRY_MODE, "total_max_attempts": attempts or DEFAULT_MAX_ATTEMPTS}
 
     def botocore_config(self, **extra: Any) -> Config:
         from botocore.config import Config
 
-        return Config(retries={"mode": "standard", "total_max_attempts": self.max_attempts},
-                      user_agent_extra="dsqlops", **extra)
+        return Config(retries=self.retries(), user_agent_extra="dsqlops", **extra)  # type: ignore[arg-type]
 
     def client(self, service: str, region: str | None = None, **extra: Any) -> Any:
         """A boto3 client for ``service`` in ``region`` (default: the context's region)."""
         r = region or self.region
         if not r:
-            raise ConfigError(
-                f"no AWS region for {service}",
-                hint="pass --region, set DSQLOPS_REGION or AWS_REGION, or set region in your profile",
-            )
+            raise missing_region(self.profile, service)
         kwargs: dict[str, Any] = {"region_name": r, "config": self.botocore_config(**extra)}
         if self.endpoint_url:
-            kwargs["endpoint_url"] = self.endpoint_url
-        return self.session().client(service, **kwargs)  # type: ignore[call-overload]
+            kwargs["endpoint_url"] = validate_endpoint_url(self.endpoint_url, "--endpoint-url")
+        try:
+            return self.session().client(service, **kwargs)  # type: ignore[call-overload]
+        except ValueError as e:  # botocore's "Invalid endpoint: …" (a URL urlsplit accepts but it does not)
+            if "endpoint" not in str(e).lower():
+                raise
+            raise UsageError(f"cannot use endpoint URL {self.endpoint_url!r}: {e}",
+                             hint=ENDPOINT_URL_HINT) from None
 
     def dsql(self, region: str | None = None) -> AuroraDSQLClient:
         return self.client("dsql", region)
@@ -112,6 +149,99 @@ class AwsContext:
         return frozen
 
 
+def profile_error(profile: str | None) -> ConfigError:
+    return ConfigError(f"AWS profile {profile!r} is not configured",
+                       hint="check ~/.aws/config (or AWS_CONFIG_FILE), or pass another --profile")
+
+
+def profile_region(profile: str | None) -> str | None:
+    """The region an AWS profile names; None when it names none or does not exist (the caller that
+    needs a region reports it with :func:`missing_region`, which tells the two apart).
+
+    With ``profile=None`` this is the profile boto3 would pick (AWS_PROFILE, else ``default``)."""
+    import botocore.exceptions
+    import botocore.session
+
+    try:
+        region = botocore.session.Session(profile=profile).get_config_variable("region")
+    except botocore.exceptions.ProfileNotFound:
+        return None
+    return str(region) if region else None
+
+
+def check_profile(profile: str | None) -> None:
+    """A ConfigError when the AWS profile boto3 would use (``profile``, else AWS_PROFILE) does not exist."""
+    import botocore.exceptions
+    import botocore.session
+
+    try:
+        botocore.session.Session(profile=profile).get_scoped_config()
+    except botocore.exceptions.ProfileNotFound:
+        raise profile_error(profile or os.environ.get("AWS_PROFILE")) from None
+
+
+def missing_region(profile: str | None, what: str = "") -> ConfigError:
+    """The error for "no region to use": an AWS profile that does not exist is named as such."""
+    try:
+        check_profile(profile)
+    except ConfigError as e:
+        return e
+    return ConfigError(f"no AWS region{f' for {what}' if what else ''}",
+                       hint="pass --region, set DSQLOPS_REGION or AWS_REGION, set region in your AWS profile, "
+                       "or name the cluster by endpoint host or ARN")
+
+
+def parse_retry_mode(value: Any, source: str) -> str:
+    mode = str(value).strip().lower()
+    if mode not in RETRY_MODES:
+        raise ConfigError(f"retry_mode {value!r} (from {source}) must be one of {', '.join(RETRY_MODES)}")
+    return mode
+
+
+def parse_max_attempts(value: Any, source: str) -> int:
+    """Total attempts, the first included (botocore's ``total_max_attempts``; AWS_MAX_ATTEMPTS means the same)."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        n = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"max_attempts must be a whole number (from {source}): {value!r}") from None
+    if not 1 <= n <= MAX_ATTEMPTS_LIMIT:
+        raise ConfigError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT} (from {source}): {n}")
+    return n
+
+
+def validate_endpoint_url(value: str, source: str) -> str:
+    """An endpoint URL botocore can use: http(s)://host[:port][/path], nothing else."""
+    from urllib.parse import urlsplit
+
+    hint = ENDPOINT_URL_HINT
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise UsageError(f"endpoint URL {value!r} (from {source}) is not valid: {e}", hint=hint) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"endpoint URL {value!r} (from {source}) must start with http:// or https:// and "
+                         "name a host", hint=hint)
+    return value
+
+
+#: A service message longer than this is cut: an error is one line (a proxy may answer with a page).
+MESSAGE_MAX_CHARS = 300
+
+
+def _one_line(text: str) -> str:
+    """An error message on one line: an HTML error page (a proxy, a mock) is named, not printed."""
+    flat = " ".join(str(text).split())
+    if flat.lower().startswith(("<!doctype", "<html")):
+        import re
+
+        title = re.search(r"<title>(.*?)</title>", flat, re.IGNORECASE)
+        return f"an HTML page ({title.group(1).strip() if title else 'no title'}) instead of an AWS error"
+    return flat if len(flat) <= MESSAGE_MAX_CHARS else flat[:MESSAGE_MAX_CHARS - 1] + "…"
+
+
 def error_code(exc: BaseException) -> str | None:
     resp = getattr(exc, "response", None)
     if isinstance(resp, dict):
@@ -137,7 +267,7 @@ def translate_client_error(exc: BaseException, *, what: str = "") -> Exception:
     if isinstance(exc, bex.ClientError):
         err = exc.response.get("Error", {})
         code = err.get("Code") or "Unknown"
-        msg = err.get("Message") or str(exc)
+        msg = _one_line(err.get("Message") or str(exc))
         rid = exc.response.get("ResponseMetadata", {}).get("RequestId")
         text = f"{prefix}{code}: {msg}" + (f" (request id {rid})" if rid else "")
         if code in ("ResourceNotFoundException", "ResourceNotFound", "NotFoundException"):

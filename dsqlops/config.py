@@ -35,6 +35,10 @@ PROFILE_DEFAULTS: dict[str, Any] = {
     "connect_timeout": 10,
     "application_name": "dsqlops",
     "token_expires_in": 900,
+    # AWS call retries (botocore's policy, dsqlops.aws). None: AWS_RETRY_MODE / AWS_MAX_ATTEMPTS, the
+    # AWS profile's retry_mode / max_attempts, else standard / 5.
+    "retry_mode": None,
+    "max_attempts": None,
 }
 
 #: Environment variable → profile key. The standard AWS_* variables keep working through boto3.
@@ -52,6 +56,8 @@ ENV_KEYS: dict[str, str] = {
     "DSQLOPS_CONNECT_TIMEOUT": "connect_timeout",
     "DSQLOPS_APPLICATION_NAME": "application_name",
     "DSQLOPS_TOKEN_EXPIRES_IN": "token_expires_in",
+    "DSQLOPS_RETRY_MODE": "retry_mode",
+    "DSQLOPS_MAX_ATTEMPTS": "max_attempts",
 }
 
 INT_KEYS = {"port", "connect_timeout", "token_expires_in"}
@@ -186,6 +192,19 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if not lo <= n <= hi:
             raise ConfigError(f"{key} must be between {lo} and {hi} (from {source}): {n}")
         return n
+    if key in ("retry_mode", "max_attempts", "endpoint_url"):
+        from dsqlops import aws
+
+        if key == "retry_mode":
+            return aws.parse_retry_mode(value, source)
+        if key == "max_attempts":
+            return aws.parse_max_attempts(value, source)
+        try:
+            return aws.validate_endpoint_url(str(value), source)
+        except UsageError as e:
+            if source.startswith("flag"):
+                raise
+            raise ConfigError(e.message, hint=e.hint) from None
     if key == "sslnegotiation" and value not in SSLNEGOTIATIONS:
         raise ConfigError(f"sslnegotiation {value!r} (from {source}) must be one of "
                           f"{', '.join(sorted(SSLNEGOTIATIONS))}")
@@ -262,12 +281,23 @@ def resolve(*, config_path: str | None = None, profile: str | None = None,
             if env.get(var):
                 s.values["region"], s.sources["region"] = env[var], f"env {var}"
                 break
+    for key, var in (("retry_mode", "AWS_RETRY_MODE"), ("max_attempts", "AWS_MAX_ATTEMPTS")):
+        if s.values.get(key) is None and env.get(var):
+            s.values[key], s.sources[key] = _coerce(key, env[var], f"env {var}"), f"env {var}"
     for k, v in flags.items():
         if k not in PROFILE_DEFAULTS:
             raise UsageError(f"unknown setting {k!r}")
         src = _flag_source(f"--{k.replace('_', '-')}", v, env, _ENV_OF.get(k))
         s.values[k] = _coerce(k, v, src)
         s.sources[k] = src
+    if s.values.get("region") is None:
+        # The AWS profile's own region (~/.aws/config), as boto3 would use it.
+        from dsqlops.aws import profile_region
+
+        region = profile_region(s.values.get("aws_profile"))
+        if region:
+            s.values["region"] = region
+            s.sources["region"] = f"AWS profile {s.values.get('aws_profile') or 'default'!r}"
     if s.values.get("region"):
         from dsqlops.validate import validate_region
 

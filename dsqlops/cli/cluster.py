@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dsqlops.cli.common import CliEnv, dry_run_option, output_option, pass_env, timeout_option, yes_option
-from dsqlops.errors import ConfigError, UsageError
+from dsqlops.errors import UsageError
 
 if TYPE_CHECKING:
     from mypy_boto3_dsql import AuroraDSQLClient
@@ -25,9 +25,9 @@ LIST_COLUMNS = ["id", "status", "endpoint", "deletion_protection", "creation_tim
 def _region(env: CliEnv, ref: Any = None) -> str:
     region = (ref.region if ref is not None else None) or env.settings.get("region")
     if not region:
-        raise ConfigError("no AWS region",
-                          hint="pass --region, set DSQLOPS_REGION or AWS_REGION, set region in your profile, "
-                          "or name the cluster by endpoint host or ARN")
+        from dsqlops.aws import missing_region
+
+        raise missing_region(env.settings.get("aws_profile"))
     return str(region)
 
 
@@ -66,14 +66,15 @@ def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def _wait(env: CliEnv, client: AuroraDSQLClient, cluster_id: str, region: str, target: str, timeout: float,
-          interval: float, accept_idle: bool = False) -> Any:
+          interval: float, accept_idle: bool = False, *, existed: bool = False, region_named: bool = True) -> Any:
     from dsqlops.control.waits import wait_for
     from dsqlops.output import Progress
 
     progress = Progress(f"cluster {cluster_id} → {target}", enabled=env.progress, always=True)
     try:
         res = wait_for(client, cluster_id, region=region, target=target, timeout=timeout, interval=interval,
-                       accept_idle=accept_idle, on_status=lambda s, _e: progress.update(s))
+                       accept_idle=accept_idle, on_status=lambda s, _e: progress.update(s), existed=existed,
+                       region_named=region_named)
     finally:
         progress.done()
     if res.note:
@@ -112,6 +113,9 @@ def cluster() -> None:
               help="Resource policy (a JSON object), validated before any call.")
 @click.option("--witness-region", default=None, metavar="REGION", help="Multi-Region: the witness Region.")
 @click.option("--peer", "peers", multiple=True, metavar="ARN", help="Multi-Region: a peer cluster ARN (repeatable).")
+@click.option("--peer-region", default=None, metavar="REGION",
+              help="Multi-Region in one plan: also create the peer cluster in REGION and peer the two "
+              "(needs --witness-region).")
 @click.option("--client-token", default=None, metavar="TOKEN",
               help="Override the deterministic idempotency token (to create a deliberately new, identical cluster).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until the cluster is ACTIVE.")
@@ -121,8 +125,8 @@ def cluster() -> None:
 @output_option
 @pass_env
 def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_key: str | None,
-           policy_file: str | None, witness_region: str | None, peers: tuple[str, ...], client_token: str | None,
-           wait_: bool, timeout: float, interval: float, dry_run: bool) -> None:
+           policy_file: str | None, witness_region: str | None, peers: tuple[str, ...], peer_region: str | None,
+           client_token: str | None, wait_: bool, timeout: float, interval: float, dry_run: bool) -> None:
     """Create a cluster (idempotent: a re-run returns the same cluster).
 
     The clientToken is derived from the request (region, protection, KMS key, tags, multi-Region
@@ -134,10 +138,24 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
       dsqlops cluster create --tag env=dev --tag team=payments --wait
       dsqlops cluster create --no-deletion-protection --policy-file policy.json --dry-run
       dsqlops cluster create --witness-region us-west-2 --peer arn:aws:dsql:us-east-2:111122223333:cluster/abc…
+      dsqlops --region us-east-1 cluster create --peer-region us-east-2 --witness-region us-west-2 --wait
+
+    --peer-region creates both clusters of a multi-Region pair and peers them, as one resumable
+    plan (--dry-run prints every API call in order).
     """
     from dsqlops.control import clusters as cc
     from dsqlops.output import to_jsonable
 
+    if peer_region is not None:
+        for flag, given in (("--peer", bool(peers)), ("--kms-key", kms_key is not None),
+                            ("--policy-file", policy_file is not None)):
+            if given:
+                raise UsageError(f"{flag} cannot be combined with --peer-region",
+                                 hint="--peer names an existing peer; KMS keys and policies are per Region: set "
+                                 "them on each cluster afterwards with `cluster update` / `cluster policy put`")
+        _create_pair(env, _region(env), peer_region, witness_region, deletion_protection, _parse_tags(tags),
+                     client_token, wait_, timeout, interval, dry_run)
+        return
     policy = cc.read_policy_file(policy_file) if policy_file else None
     region = _region(env)
     req = cc.CreateRequest.build(region=region, deletion_protection=deletion_protection, kms_key=kms_key,
@@ -151,7 +169,7 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
     c = cc.create_cluster(client, req)
     if wait_ and c.status != "ACTIVE":
         _info(f"cluster {c.id} is {c.status}; waiting for ACTIVE "
-              f"(resume with `dsqlops cluster wait {c.id}`)")
+              f"(resume with `dsqlops cluster wait {cc.hint_name(c.id, c.region)} --accept-idle`)")
         # accept_idle: a re-run that finds its cluster scaled down (IDLE/INACTIVE) is done; the
         # cluster exists and connecting wakes it. Waiting for ACTIVE would only run into the timeout.
         _wait(env, client, c.id, c.region, "active", timeout, interval, accept_idle=True)
@@ -162,39 +180,79 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
     env.render(out)
 
 
+def _create_pair(env: CliEnv, region: str, peer_region: str, witness_region: str | None, deletion_protection: bool,
+                 tags: dict[str, str], client_token: str | None, wait_: bool, timeout: float, interval: float,
+                 dry_run: bool) -> None:
+    from dsqlops.control import clusters as cc
+    from dsqlops.control import multiregion as mr
+    from dsqlops.output import to_jsonable
+
+    req = mr.PairRequest.build(region=region, peer_region=peer_region, witness_region=witness_region,
+                               deletion_protection=deletion_protection, tags=tags, client_token=client_token)
+    if dry_run:
+        _print_plan({"plan": mr.pair_plan(req, wait=wait_)})
+        return
+    aws = env.aws()
+    res = mr.create_pair(aws.dsql, req, on_step=_info)
+    if wait_:
+        hosts = " and ".join(f"`dsqlops cluster wait {cc.hint_name(c.id, c.region)} --accept-idle`"
+                             for c in res.clusters)
+        _info(f"waiting for both clusters (resume with {hosts}, or re-run this command)")
+        for i, c in enumerate(res.clusters):
+            client = aws.dsql(c.region)
+            _wait(env, client, c.id, c.region, "active", timeout, interval, accept_idle=True)
+            res.clusters[i] = cc.get_cluster(client, c.id, c.region)
+    rows = []
+    for c, token in zip(res.clusters, res.client_tokens, strict=True):
+        d = to_jsonable(c)
+        d.pop("error", None)
+        d["client_token"] = token
+        rows.append(d)
+    env.render(rows, columns=["region", "id", "status", "endpoint", "witness_region", "peers"]
+               if env.output_format in ("table", "csv") else None)
+
+
 @cluster.command("list")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUS_CHOICES, case_sensitive=False),
               help="Only clusters in this status (repeatable).")
 @click.option("--workers", type=click.IntRange(1, 32), default=8, show_default=True,
-              help="Concurrent GetCluster calls.")
+              help="Concurrent GetCluster calls (per Region).")
+@click.option("--all-regions", is_flag=True,
+              help="Every Region where DSQL exists (the price table's Regions), listed in parallel.")
+@click.option("--region-workers", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="With --all-regions: Regions listed at once.")
 @output_option
 @pass_env
-def list_(env: CliEnv, statuses: tuple[str, ...], workers: int) -> None:
+def list_(env: CliEnv, statuses: tuple[str, ...], workers: int, all_regions: bool, region_workers: int) -> None:
     """List clusters with status, endpoint and tags.
 
     Columns: id, status, endpoint, deletion protection, creation time, tags.
 
     ListClusters returns only ids, so each cluster is described with bounded concurrency;
-    throttling is retried. A cluster that still cannot be described is listed as UNKNOWN and
-    the command exits 254 after printing the rest.
+    throttling is retried by botocore. A cluster that still cannot be described is listed as
+    UNKNOWN and the command exits 254 after printing the rest.
+
+    --all-regions lists every Region of the price table in one table (with a region column);
+    a Region that fails (not enabled, access denied, unreachable) is named with its error on
+    stderr (and under failed_regions in JSON/YAML), the others still answer, and the command
+    exits 254.
 
     \b
     Example:
       dsqlops cluster list
       dsqlops -o json cluster list --status ACTIVE --status IDLE
+      dsqlops cluster list --all-regions
     """
     from dsqlops.control.clusters import list_clusters
     from dsqlops.errors import ServiceError
-    from dsqlops.output import to_jsonable, warn
+    from dsqlops.output import warn
 
+    if all_regions:
+        _list_all_regions(env, statuses, workers, region_workers)
+        return
     region = _region(env)
     rows = list_clusters(env.aws().dsql(region), region, status=statuses or None, workers=workers)
-    data = []
-    for c in rows:
-        d = to_jsonable(c)
-        if d.get("error") is None:
-            d.pop("error", None)
-        data.append(d)
+    data = _rows(rows)
     fmt = env.output_format
     env.render(data, columns=LIST_COLUMNS if fmt in ("table", "csv") else None,
                empty_message=f"no clusters in {region}")
@@ -204,6 +262,53 @@ def list_(env: CliEnv, statuses: tuple[str, ...], workers: int) -> None:
     if failed:
         raise ServiceError(f"{len(failed)} of {len(rows)} clusters could not be described",
                            code="PartialResult", hint="re-run later; throttling usually passes")
+
+
+def _rows(clusters: list[Any]) -> list[dict[str, Any]]:
+    from dsqlops.output import to_jsonable
+
+    data = []
+    for c in clusters:
+        d = to_jsonable(c)
+        if d.get("error") is None:
+            d.pop("error", None)
+        data.append(d)
+    return data
+
+
+def _list_all_regions(env: CliEnv, statuses: tuple[str, ...], workers: int, region_workers: int) -> None:
+    from dsqlops.control.clusters import list_fleet
+    from dsqlops.cost.pricing import load_for
+    from dsqlops.errors import ServiceError
+    from dsqlops.output import to_jsonable, warn
+
+    regions = sorted(load_for(None, env.settings).regions)
+    aws = env.aws()
+    clients = {r: aws.dsql(r) for r in regions}  # built here, in one thread (boto3 client creation is not)
+    fleet = list_fleet(clients, status=statuses or None, workers=workers, region_workers=region_workers)
+    fleet.clusters.sort(key=lambda c: c.region)  # stable: each Region keeps its creation-time order
+    fmt = env.output_format
+    if fmt in ("table", "csv"):
+        env.render(_rows(fleet.clusters), columns=["region", *LIST_COLUMNS],
+                   empty_message=f"no clusters in {len(regions) - len(fleet.failed_regions)} regions")
+    else:
+        env.render({"regions": fleet.regions, "clusters": _rows(fleet.clusters),
+                    "failed_regions": [to_jsonable(f) for f in fleet.failed_regions]})
+    undescribed = [c for c in fleet.clusters if c.error]
+    for c in undescribed:
+        warn(f"could not describe cluster {c.id} in {c.region}: {c.error}")
+    for f in fleet.failed_regions:
+        warn(f"region {f.region}: could not list clusters: {f.error}")
+    if fleet.failed_regions or undescribed:
+        parts = []
+        if fleet.failed_regions:
+            parts.append(f"{len(fleet.failed_regions)} of {len(regions)} regions could not be listed "
+                         f"({', '.join(f.region for f in fleet.failed_regions)})")
+        if undescribed:
+            parts.append(f"{len(undescribed)} clusters could not be described")
+        raise ServiceError("; ".join(parts), code="PartialResult",
+                           hint="the rest is printed above; a region not enabled for the account answers "
+                           "with an invalid-token error")
 
 
 @cluster.command("show")
@@ -264,7 +369,7 @@ def update(env: CliEnv, cluster_ref: str, deletion_protection: bool | None, kms_
                            witness_region=witness_region,
                            peers=() if no_peers else (tuple(peers) if peers else None))
     if dry_run:
-        params = cc.update_params(req)  # validates; multi-Region parts not named are filled at run time
+        params = cc.update_params(req, region=region)  # validates; multi-Region parts not named are filled at run time
         plan: dict[str, Any] = {"operation": "UpdateCluster", "region": region, "params": params}
         if req.witness_region is not None or req.peers is not None:
             plan["note"] = ("multiRegionProperties is a full replacement: a part not given "
@@ -281,6 +386,8 @@ def update(env: CliEnv, cluster_ref: str, deletion_protection: bool | None, kms_
 @click.argument("cluster_ref", metavar="CLUSTER")
 @click.option("--disable-deletion-protection", is_flag=True,
               help="If the cluster is protected, turn protection off first (said on stderr).")
+@click.option("--with-peers", is_flag=True,
+              help="Multi-Region: delete the cluster and every peer (checked first, each in its Region).")
 @click.option("--wait", "wait_", is_flag=True, help="Wait until the cluster is gone.")
 @timeout_option(900.0)
 @_interval_option
@@ -288,8 +395,8 @@ def update(env: CliEnv, cluster_ref: str, deletion_protection: bool | None, kms_
 @dry_run_option
 @output_option
 @pass_env
-def delete(env: CliEnv, cluster_ref: str, disable_deletion_protection: bool, wait_: bool, timeout: float,
-           interval: float, yes: bool, dry_run: bool) -> None:
+def delete(env: CliEnv, cluster_ref: str, disable_deletion_protection: bool, with_peers: bool, wait_: bool,
+           timeout: float, interval: float, yes: bool, dry_run: bool) -> None:
     """Delete a cluster (asks unless --yes; refuses a protected one).
 
     A cluster with deletion protection is refused unless --disable-deletion-protection is given
@@ -303,6 +410,9 @@ def delete(env: CliEnv, cluster_ref: str, disable_deletion_protection: bool, wai
     from dsqlops.control import clusters as cc
 
     ref, region, client = _target(env, cluster_ref)
+    if with_peers:
+        _delete_set(env, ref.id, region, disable_deletion_protection, wait_, timeout, interval, yes, dry_run)
+        return
     if dry_run:
         _print_plan({"region": region,
                      "calls": cc.delete_plan(ref.id, disable_protection=disable_deletion_protection)})
@@ -310,12 +420,40 @@ def delete(env: CliEnv, cluster_ref: str, disable_deletion_protection: bool, wai
     env.confirm(f"Delete cluster {ref.id} in {region}? Its data will be lost", yes=yes)
     res = cc.delete_cluster(client, ref.id, region, disable_protection=disable_deletion_protection,
                             on_step=lambda m: _info(m))
+    if res.peers:
+        others = ", ".join(res.peers)
+        _info(f"cluster {ref.id} is peered with {others}: it stays PENDING_DELETE until every peer is deleted "
+              f"too; delete them with `dsqlops cluster delete ARN`, or next time use --with-peers")
     if wait_:
         _info(f"cluster {ref.id} is {res.status}; waiting until it is gone "
-              f"(resume with `dsqlops cluster wait {ref.id} --for deleted`)")
-        w = _wait(env, client, ref.id, region, "deleted", timeout, interval)
+              f"(resume with `dsqlops cluster wait {cc.hint_name(ref.id, region)} --for deleted`)")
+        w = _wait(env, client, ref.id, region, "deleted", timeout, interval, existed=True)
         res.status = w.status
     env.render(res)
+
+
+def _delete_set(env: CliEnv, cluster_id: str, region: str, disable_protection: bool, wait_: bool, timeout: float,
+                interval: float, yes: bool, dry_run: bool) -> None:
+    from dsqlops.control import clusters as cc
+    from dsqlops.control import multiregion as mr
+
+    aws = env.aws()
+    members = mr.describe_set(aws.dsql, cluster_id, region)
+    if dry_run:
+        _print_plan({"plan": mr.delete_set_plan(members, disable_protection=disable_protection)})
+        return
+    names = ", ".join(cc.hint_name(m.id, m.region) for m in members)
+    env.confirm(f"Delete {len(members)} cluster(s): {names}? Their data will be lost", yes=yes)
+    results = mr.delete_set(aws.dsql, members, disable_protection=disable_protection, on_step=_info)
+    if wait_:
+        hosts = " ".join(cc.hint_name(m.id, m.region) for m in members)
+        _info(f"waiting until all are gone (resume with `dsqlops cluster wait HOST --for deleted` for each of {hosts})")
+        for m, res in zip(members, results, strict=True):
+            w = _wait(env, aws.dsql(m.region), m.id, m.region, "deleted", timeout, interval, existed=True)
+            res.status = w.status
+    rows = [{"region": m.region, "id": r.id, "status": r.status, "protection_disabled": r.protection_disabled}
+            for m, r in zip(members, results, strict=True)]
+    env.render(rows)
 
 
 @cluster.command("wait")
@@ -341,8 +479,11 @@ def wait(env: CliEnv, cluster_ref: str, target: str, accept_idle: bool, timeout:
       dsqlops cluster wait abcdefghijklmnopqrstuvwxyz --for active --timeout 300
       dsqlops cluster wait abcdefghijklmnopqrstuvwxyz --for deleted
     """
+    from dsqlops.validate import parse_cluster
+
+    region_named = parse_cluster(cluster_ref).region is not None
     ref, region, client = _target(env, cluster_ref)
-    res = _wait(env, client, ref.id, region, target, timeout, interval, accept_idle)
+    res = _wait(env, client, ref.id, region, target, timeout, interval, accept_idle, region_named=region_named)
     env.render({"id": res.id, "target": res.target, "status": res.status,
                 "elapsed_seconds": round(res.elapsed_seconds, 3), "polls": res.polls, "note": res.note})
 

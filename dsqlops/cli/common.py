@@ -35,9 +35,15 @@ class CliEnv:
         if self._settings is None:
             from dsqlops.config import resolve
 
-            self._settings = resolve(config_path=self.config_path, profile=self.profile, flags=self.flags)
-            self._settings.debug = self.debug
-            self._settings.progress = self.progress
+            settings = resolve(config_path=self.config_path, profile=self.profile, flags=self.flags)
+            if settings.get("region") is None:
+                # An AWS profile that does not exist is why there is no region: say that, not "no region".
+                from dsqlops.aws import check_profile
+
+                check_profile(settings.get("aws_profile"))
+            settings.debug = self.debug
+            settings.progress = self.progress
+            self._settings = settings
         return self._settings
 
     @property

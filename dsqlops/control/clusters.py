@@ -24,13 +24,12 @@ import hashlib
 import json
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dsqlops.aws import THROTTLING_CODES, aws_errors, error_code
+from dsqlops.aws import aws_errors, error_code
 from dsqlops.errors import ConflictError, NotFoundError, ServiceError, UsageError
 from dsqlops.validate import CLUSTER_ARN_RE, CLUSTER_ID_RE, validate_region, validate_tag_key
 
@@ -47,7 +46,8 @@ KMS_KEY_RE = re.compile(r"[a-zA-Z0-9:/_-]{1,2048}")
 POLICY_MAX_CHARS = 20480
 MAX_TAGS = 200
 LIST_WORKERS = 8
-THROTTLE_CODES = THROTTLING_CODES | {"InternalServerException"}
+#: Regions listed at once by ``cluster list --all-regions`` (each with its own LIST_WORKERS).
+REGION_WORKERS = 4
 STREAM_ID_RE = CLUSTER_ID_RE
 
 
@@ -135,6 +135,23 @@ def normalize_endpoint(endpoint: str | None, cluster_id: str, region: str) -> st
     return f"{cluster_id}.dsql.{region}.on.aws"
 
 
+def hint_name(cluster_id: str, region: str) -> str:
+    """How printed commands (resume hints, remedies) name a cluster: its endpoint host, which
+    carries the Region, so the command works whatever the reader's default Region is."""
+    return normalize_endpoint(None, cluster_id, region)
+
+
+def _client_region(client: Any) -> str | None:
+    meta = getattr(client, "meta", None)
+    region = getattr(meta, "region_name", None)
+    return region if isinstance(region, str) else None
+
+
+def _hint_name(client: Any, cluster_id: str) -> str:
+    region = _client_region(client)
+    return hint_name(cluster_id, region) if region else cluster_id
+
+
 def _region_of(arn: str | None, fallback: str) -> str:
     m = CLUSTER_ARN_RE.fullmatch(arn or "")
     return m["region"] if m else fallback
@@ -205,6 +222,25 @@ def validate_peer_arn(arn: str) -> str:
     return arn
 
 
+def validate_multi_region(region: str | None, witness_region: str | None, peers: Iterable[str]) -> None:
+    """A cluster's peers live in other Regions, and the witness Region is none of them (a witness
+    in a peer's Region would not survive that Region's loss, the point of the witness)."""
+    peer_regions = {p: _region_of(p, "") for p in peers}
+    for arn, r in sorted(peer_regions.items()):
+        if region is not None and r == region:
+            raise UsageError(f"--peer {arn} is in the cluster's own Region ({region}); a peer must be in "
+                             "another Region",
+                             hint="name the peer cluster created in the other Region of the pair")
+    if witness_region is not None:
+        if region is not None and witness_region == region:
+            raise UsageError(f"the witness Region must differ from the cluster's Region ({region})")
+        same = sorted(a for a, r in peer_regions.items() if r == witness_region)
+        if same:
+            raise UsageError(f"the witness Region {witness_region} is the Region of peer {same[0]}; "
+                             "the witness must be a third Region",
+                             hint="pick a witness Region where neither cluster of the pair lives")
+
+
 def validate_stream_id(value: str) -> str:
     if not STREAM_ID_RE.fullmatch(value or ""):
         raise UsageError(f"not a stream id (26 lowercase letters/digits): {value!r}")
@@ -221,23 +257,6 @@ def _tags_dict(tags: Iterable[tuple[str, str]] | dict[str, str] | None) -> dict[
     if len(out) > MAX_TAGS:
         raise UsageError(f"at most {MAX_TAGS} tags per cluster ({len(out)} given)")
     return out
-
-
-def _with_retry(fn: Callable[[], Any], *, attempts: int = 4, base: float = 0.5,
-                sleep: Callable[[float], None] = time.sleep) -> Any:
-    """Retry ``fn`` on throttling *after* botocore's own retries gave up (used for fan-out)."""
-    import botocore.exceptions as bex
-
-    for i in range(attempts):
-        try:
-            return fn()
-        except bex.ClientError as e:
-            if error_code(e) not in THROTTLE_CODES or i == attempts - 1:
-                raise
-            delay = min(base * (2 ** i), 8.0)
-            log.debug("%s after botocore's retries; trying again in %.1fs", error_code(e), delay)
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- create
@@ -270,8 +289,7 @@ class CreateRequest:
         peer_list = sorted({validate_peer_arn(p) for p in peers})
         if witness_region is not None:
             validate_region(witness_region)
-            if witness_region == region:
-                raise UsageError(f"the witness Region must differ from the cluster's Region ({region})")
+        validate_multi_region(region, witness_region, peer_list)
         if peer_list and witness_region is None:
             raise UsageError("a multi-Region cluster needs --witness-region as well as --peer")
         if client_token is not None and not re.fullmatch(r"[!-~]{1,128}", client_token):
@@ -376,10 +394,10 @@ def list_cluster_ids(client: AuroraDSQLClient) -> list[tuple[str, str | None]]:
 
 
 def list_clusters(client: AuroraDSQLClient, region: str, *, status: Iterable[str] | None = None,
-                  workers: int = LIST_WORKERS, sleep: Callable[[float], None] = time.sleep) -> list[Cluster]:
+                  workers: int = LIST_WORKERS) -> list[Cluster]:
     """ListClusters, then GetCluster per id on at most ``workers`` threads.
 
-    Throttling that outlasts botocore's retries is retried again per cluster with backoff; a
+    Throttling is retried by botocore alone (the client's retry config, :mod:`dsqlops.aws`); a
     cluster that still cannot be described comes back with ``status="UNKNOWN"`` and ``error`` set
     (the caller decides what that means); a cluster deleted between the two calls is dropped.
     """
@@ -392,7 +410,7 @@ def list_clusters(client: AuroraDSQLClient, region: str, *, status: Iterable[str
     def describe(item: tuple[str, str | None]) -> Cluster | None:
         cid, arn = item
         try:
-            resp = _with_retry(lambda: client.get_cluster(identifier=cid), sleep=sleep)
+            resp = client.get_cluster(identifier=cid)
         except bex.ClientError as e:
             if error_code(e) in ("ResourceNotFoundException", "ResourceNotFound"):
                 return None
@@ -415,6 +433,58 @@ def list_clusters(client: AuroraDSQLClient, region: str, *, status: Iterable[str
         clusters = [c for c in clusters if c.status in wanted or c.error is not None]
     clusters.sort(key=lambda c: (c.creation_time or dt.datetime.min.replace(tzinfo=dt.UTC), c.id))
     return clusters
+
+
+@dataclass
+class RegionFailure:
+    region: str
+    error: str
+
+
+@dataclass
+class Fleet:
+    """``cluster list --all-regions``: every Region asked, the clusters found, the Regions that failed."""
+
+    regions: list[str]
+    clusters: list[Cluster] = field(default_factory=list)
+    failed_regions: list[RegionFailure] = field(default_factory=list)
+
+
+def list_fleet(clients: Mapping[str, Any], *, status: Iterable[str] | None = None, workers: int = LIST_WORKERS,
+               region_workers: int = REGION_WORKERS) -> Fleet:
+    """:func:`list_clusters` in every Region of ``clients`` (Region → dsql client, built by the caller
+    beforehand: creating boto3 clients is not thread-safe), at most ``region_workers`` Regions at a
+    time, each describing on at most ``workers`` threads. A Region that fails (access denied, not
+    enabled for the account, unreachable, throttled past botocore's retries) is reported with its
+    error; the others still answer."""
+    import botocore.exceptions as bex
+
+    from dsqlops.aws import translate_client_error
+    from dsqlops.errors import DsqlopsError
+
+    statuses = list(status) if status else None
+
+    def one(region: str) -> tuple[str, list[Cluster], str | None]:
+        try:
+            return region, list_clusters(clients[region], region, status=statuses, workers=workers), None
+        except DsqlopsError as e:
+            return region, [], e.message
+        except (bex.ClientError, bex.BotoCoreError) as e:
+            return region, [], str(translate_client_error(e, what="ListClusters"))
+        except Exception as e:  # noqa: BLE001 - one Region's failure, whatever it is, must not hide the others
+            return region, [], f"{type(e).__name__}: {e}"
+
+    regions = sorted(clients)
+    fleet = Fleet(regions=regions)
+    if not regions:
+        return fleet
+    with ThreadPoolExecutor(max_workers=max(1, min(region_workers, len(regions)))) as pool:
+        for region, found, error in pool.map(one, regions):
+            fleet.clusters.extend(found)
+            if error is not None:
+                log.debug("ListClusters in %s failed: %s", region, error)
+                fleet.failed_regions.append(RegionFailure(region, error))
+    return fleet
 
 
 def _optional(part: str, unavailable: list[str], fn: Callable[[], Any]) -> Any:
@@ -474,9 +544,10 @@ class UpdateRequest:
                 and self.peers is None)
 
 
-def update_params(req: UpdateRequest, current: Cluster | None = None) -> dict[str, Any]:
+def update_params(req: UpdateRequest, current: Cluster | None = None, region: str | None = None) -> dict[str, Any]:
     """UpdateCluster parameters. multiRegionProperties is a full replacement, so a part the caller
-    did not name (witness or peers) is filled from ``current``."""
+    did not name (witness or peers) is filled from ``current``. ``region`` is the cluster's Region
+    (``current.region`` when given): peers and witness are checked against it."""
     if req.is_empty():
         raise UsageError("nothing to update",
                          hint="pass --deletion-protection/--no-deletion-protection, --kms-key, "
@@ -493,11 +564,11 @@ def update_params(req: UpdateRequest, current: Cluster | None = None) -> dict[st
         peers = list(req.peers) if req.peers is not None else (list(current.peers) if current else [])
         for p in peers:
             validate_peer_arn(p)
-        mrp: dict[str, Any] = {"clusters": sorted(set(peers))}
         if witness is not None:
             validate_region(witness)
-            if current is not None and witness == current.region:
-                raise UsageError(f"the witness Region must differ from the cluster's Region ({current.region})")
+        validate_multi_region(current.region if current is not None else region, witness, peers)
+        mrp: dict[str, Any] = {"clusters": sorted(set(peers))}
+        if witness is not None:
             mrp["witnessRegion"] = witness
         params["multiRegionProperties"] = mrp
     return params
@@ -506,8 +577,9 @@ def update_params(req: UpdateRequest, current: Cluster | None = None) -> dict[st
 def update_cluster(client: AuroraDSQLClient, req: UpdateRequest, region: str) -> Cluster:
     current = None
     if req.witness_region is not None or req.peers is not None:
+        update_params(req, None, region)  # what was given is checked before any call
         current = get_cluster(client, req.cluster_id, region)
-    params = update_params(req, current)
+    params = update_params(req, current, region)
     with aws_errors(f"UpdateCluster {req.cluster_id}"):
         client.update_cluster(**params)
     return get_cluster(client, req.cluster_id, region)
@@ -518,14 +590,21 @@ class DeleteResult:
     id: str
     status: str
     protection_disabled: bool = False
+    #: Multi-Region peers of the deleted cluster (not deleted by this call).
+    peers: list[str] = field(default_factory=list)
 
 
-def _protected_error(cluster_id: str) -> UsageError:
+def _protected_error(cluster_id: str, region: str) -> UsageError:
     return UsageError(
         f"cluster {cluster_id} has deletion protection enabled; not deleting it",
         hint="to delete it anyway, re-run with --disable-deletion-protection (dsqlops turns protection "
-        f"off first), or run `dsqlops cluster update {cluster_id} --no-deletion-protection`",
+        f"off first), or run `dsqlops cluster update {hint_name(cluster_id, region)} --no-deletion-protection`",
     )
+
+
+def _protection_note(cluster_id: str, region: str) -> str:
+    return (" (deletion protection was already turned off by this run; turn it back on with "
+            f"`dsqlops cluster update {hint_name(cluster_id, region)} --deletion-protection`)")
 
 
 def delete_plan(cluster_id: str, *, disable_protection: bool) -> list[dict[str, Any]]:
@@ -547,7 +626,7 @@ def delete_cluster(client: AuroraDSQLClient, cluster_id: str, region: str, *, di
     disabled = False
     if current.deletion_protection:
         if not disable_protection:
-            raise _protected_error(cluster_id)
+            raise _protected_error(cluster_id, region)
         with aws_errors(f"UpdateCluster {cluster_id}"):
             client.update_cluster(identifier=cluster_id, deletionProtectionEnabled=False)
         disabled = True
@@ -557,17 +636,17 @@ def delete_cluster(client: AuroraDSQLClient, cluster_id: str, region: str, *, di
         with aws_errors(f"DeleteCluster {cluster_id}"):
             resp = client.delete_cluster(identifier=cluster_id)
     except (ConflictError, UsageError) as e:
-        note = (" (deletion protection was already turned off by this run; turn it back on with "
-                f"`dsqlops cluster update {cluster_id} --deletion-protection`)") if disabled else ""
+        note = _protection_note(cluster_id, region) if disabled else ""
         if "protection" in e.message.lower() and not disabled:
-            raise _protected_error(cluster_id) from None
+            raise _protected_error(cluster_id, region) from None
         raise type(e)(e.message + note, hint=e.hint) from None
     except ServiceError as e:
         if disabled:
-            e.message += (" (deletion protection was already turned off by this run; turn it back on with "
-                          f"`dsqlops cluster update {cluster_id} --deletion-protection`)")
+            e.message += _protection_note(cluster_id, region)
         raise
-    return DeleteResult(id=cluster_id, status=resp.get("status", "DELETING"), protection_disabled=disabled)
+    peers = [p for p in current.peers if p != current.arn]  # the service lists a cluster among its own
+    return DeleteResult(id=cluster_id, status=resp.get("status", "DELETING"), protection_disabled=disabled,
+                        peers=peers)
 
 
 # --------------------------------------------------------------------------- tags
@@ -623,13 +702,13 @@ def get_policy(client: AuroraDSQLClient, cluster_id: str) -> Policy:
     return Policy(cluster_id=cluster_id, version=resp.get("policyVersion"), policy=_parse_policy(resp.get("policy")))
 
 
-def _version_conflict(e: ConflictError, cluster_id: str, expected: str | None) -> ConflictError:
+def _version_conflict(e: ConflictError, cluster_id: str, expected: str | None, name: str) -> ConflictError:
     if expected is None:
         return e
     return ConflictError(
         f"the policy of cluster {cluster_id} is no longer at version {expected} (someone changed it): {e.message}",
         code=e.code, request_id=e.request_id,
-        hint=f"read the current one with `dsqlops cluster policy get {cluster_id}`, merge, and retry with its version",
+        hint=f"read the current one with `dsqlops cluster policy get {name}`, merge, and retry with its version",
     )
 
 
@@ -650,7 +729,7 @@ def put_policy(client: AuroraDSQLClient, cluster_id: str, policy: str, *, expect
         with aws_errors(f"PutClusterPolicy {cluster_id}"):
             resp = client.put_cluster_policy(**params)
     except ConflictError as e:
-        raise _version_conflict(e, cluster_id, expected_version) from None
+        raise _version_conflict(e, cluster_id, expected_version, _hint_name(client, cluster_id)) from None
     return Policy(cluster_id=cluster_id, version=resp.get("policyVersion"), policy=_parse_policy(policy))
 
 
@@ -662,7 +741,7 @@ def delete_policy(client: AuroraDSQLClient, cluster_id: str, *, expected_version
         with aws_errors(f"DeleteClusterPolicy {cluster_id}"):
             resp = client.delete_cluster_policy(**params)
     except ConflictError as e:
-        raise _version_conflict(e, cluster_id, expected_version) from None
+        raise _version_conflict(e, cluster_id, expected_version, _hint_name(client, cluster_id)) from None
     return Policy(cluster_id=cluster_id, version=resp.get("policyVersion"), policy=None)
 
 

@@ -20,9 +20,15 @@ DELETED
 not found       :class:`NotFoundError` (exit 254).
 =============== ===========================================================================
 
-``target="deleted"``: not found or DELETED → done; FAILED → OperationFailed; anything else
-(DELETING, PENDING_DELETE, …) keep polling. Transient errors (throttling past botocore's retries,
-5xx, connection errors) are tolerated while time remains. The timeout raises :class:`WaitTimeout`
+``target="deleted"``: DELETED, or not found after the cluster was seen (in this wait, or by the
+caller: ``existed=True``) → done, status ``DELETED``; FAILED → OperationFailed; anything else
+(DELETING, PENDING_DELETE, …) keep polling. A cluster *never* seen is not reported as deleted: a
+bare id looked up in a default Region may well be alive in another one. With ``region_named`` (the
+caller named the Region, by endpoint host or ARN) it is done with status ``NOT_FOUND`` and a note
+saying where it was looked for; without, :class:`NotFoundError` (exit 254) says the same.
+
+Transient errors (throttling past botocore's retries, 5xx, connection errors) are tolerated while
+time remains. The timeout raises :class:`WaitTimeout`
 (exit 4) naming the last status and how to resume.
 """
 
@@ -35,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dsqlops.aws import THROTTLING_CODES
-from dsqlops.control.clusters import Cluster, get_cluster
+from dsqlops.control.clusters import Cluster, get_cluster, hint_name
 from dsqlops.errors import NotFoundError, OperationFailed, ServiceError, UsageError, WaitTimeout
 
 if TYPE_CHECKING:
@@ -73,6 +79,10 @@ class WaitResult:
 _TRANSIENT_CODES = THROTTLING_CODES | {"InternalServerException", "ServiceUnavailable", "ConnectionError"}
 
 
+_OTHER_REGION_HINT = ("if it lives in another region, name it by endpoint host (ID.dsql.REGION.on.aws) or ARN, "
+                      "or pass --region")
+
+
 def _transient(e: ServiceError) -> bool:
     return (e.code or "") in _TRANSIENT_CODES
 
@@ -80,9 +90,14 @@ def _transient(e: ServiceError) -> bool:
 def wait_for(client: AuroraDSQLClient, cluster_id: str, *, region: str, target: str = "active", timeout: float = 600.0,
              interval: float = 5.0, accept_idle: bool = False,
              on_status: Callable[[str, float], None] | None = None,
+             existed: bool = False, region_named: bool = True,
              sleep: Callable[[float], None] = time.sleep,
              clock: Callable[[], float] = time.monotonic) -> WaitResult:
-    """Poll GetCluster until ``target`` is reached, a terminal status is seen, or ``timeout``."""
+    """Poll GetCluster until ``target`` is reached, a terminal status is seen, or ``timeout``.
+
+    ``existed``: the caller knows the cluster existed in ``region`` (it just deleted it).
+    ``region_named``: the user named the Region with the cluster (host or ARN), so "not found
+    there" is an answer rather than a possible mix-up of Regions (see the module doc)."""
     if target not in TARGETS:
         raise UsageError(f"--for must be one of {', '.join(TARGETS)}: {target!r}")
     if timeout <= 0 or interval <= 0:
@@ -92,7 +107,9 @@ def wait_for(client: AuroraDSQLClient, cluster_id: str, *, region: str, target: 
     last = "UNKNOWN"
     last_error: str | None = None
     err_code: str | None = None
-    resume = f"re-run `dsqlops cluster wait {cluster_id} --for {target}` to resume"
+    name = hint_name(cluster_id, region)
+    resume = f"re-run `dsqlops cluster wait {name} --for {target}` to resume"
+    seen = existed
 
     while True:
         polls += 1
@@ -101,6 +118,7 @@ def wait_for(client: AuroraDSQLClient, cluster_id: str, *, region: str, target: 
             cluster = get_cluster(client, cluster_id, region)
             status = cluster.status
             last_error = None
+            seen = True
         except NotFoundError:
             status = "NOT_FOUND"  # reported as such; for --for deleted it means done
         except ServiceError as e:
@@ -118,8 +136,9 @@ def wait_for(client: AuroraDSQLClient, cluster_id: str, *, region: str, target: 
             if status == "ACTIVE":
                 return WaitResult(cluster_id, target, status, elapsed, polls, cluster=cluster)
             if status == "NOT_FOUND":
-                raise NotFoundError(f"cluster {cluster_id} does not exist (in {region})",
-                                    code="ResourceNotFoundException")
+                raise NotFoundError(f"cluster {cluster_id} does not exist in region {region}",
+                                    code="ResourceNotFoundException",
+                                    hint=None if region_named else _OTHER_REGION_HINT)
             if status == "FAILED":
                 raise OperationFailed(f"cluster {cluster_id} is FAILED", hint=EXPLAIN["FAILED"])
             if status in GONE:
@@ -128,8 +147,17 @@ def wait_for(client: AuroraDSQLClient, cluster_id: str, *, region: str, target: 
                 return WaitResult(cluster_id, target, status, elapsed, polls,
                                   note=f"available, scaled down: {EXPLAIN[status]}", cluster=cluster)
         else:
-            if status in ("NOT_FOUND", "DELETED"):
+            if status == "DELETED" or (status == "NOT_FOUND" and seen):
                 return WaitResult(cluster_id, target, "DELETED", elapsed, polls)
+            if status == "NOT_FOUND":
+                where = f"not found in region {region}"
+                if not region_named:
+                    raise NotFoundError(
+                        f"cluster {cluster_id} {where}: it may have been deleted, or it lives in another "
+                        "region; not reporting it as deleted", code="ResourceNotFoundException",
+                        hint=_OTHER_REGION_HINT)
+                return WaitResult(cluster_id, target, "NOT_FOUND", elapsed, polls,
+                                  note=f"{where} (already deleted, or never created there)")
             if status == "FAILED":
                 raise OperationFailed(f"cluster {cluster_id} is FAILED while waiting for its deletion",
                                       hint=EXPLAIN["FAILED"])
@@ -140,9 +168,9 @@ def wait_for(client: AuroraDSQLClient, cluster_id: str, *, region: str, target: 
             hint = resume
             if target == "active" and last in SCALED_DOWN:
                 hint = (f"{why}; pass --accept-idle to count it as available, or connect "
-                        f"(`dsqlops sql -c {cluster_id} 'select 1'`) to wake it; {resume}")
+                        f"(`dsqlops sql -c {name} 'select 1'`) to wake it; {resume}")
             elif target == "deleted" and last not in GONE and last != "UNKNOWN":
-                hint = (f"a {last} cluster is not being deleted: run `dsqlops cluster delete {cluster_id}` "
+                hint = (f"a {last} cluster is not being deleted: run `dsqlops cluster delete {name}` "
                         f"first; {resume}")
             elif why:
                 hint = f"{why}; {resume}"

@@ -7,23 +7,20 @@
 * ``NextToken`` pages are merged per query without duplicate timestamps; ``PartialData`` without a
   further page and ``InternalError`` become warnings on the series.
 * No metric math (moto does not evaluate it; we compute in Python, with :class:`~decimal.Decimal`).
-* Throttling: botocore's standard retry mode (AwsContext) retries ``Throttling`` and
-  ``ThrottlingException``; when its attempts run out we back off and try the call again a few times.
+* Throttling: botocore alone retries ``Throttling`` and ``ThrottlingException`` with backoff (the
+  client's retry config, :mod:`dsqlops.aws`); when its attempts run out the error is reported.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import random
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from dsqlops.aws import THROTTLING_CODES
 from dsqlops.cost.timewin import Window
 
 if TYPE_CHECKING:
@@ -32,7 +29,6 @@ if TYPE_CHECKING:
 NAMESPACE = "AWS/AuroraDSQL"
 MAX_QUERIES_PER_CALL = 500
 MAX_POINTS_PER_CALL = 100_800
-THROTTLE_CODES = THROTTLING_CODES
 
 
 @dataclass(frozen=True)
@@ -110,12 +106,13 @@ class FetchStats:
     calls: int = 0
     pages: int = 0
     queries: int = 0
-    throttled: int = 0
+    #: Attempts botocore repeated (throttling, 5xx) inside calls that finally succeeded.
+    retries: int = 0
     batches: int = 0
     datapoints_requested: int = 0
 
     def add(self, other: FetchStats) -> None:
-        for f in ("calls", "pages", "queries", "throttled", "batches", "datapoints_requested"):
+        for f in ("calls", "pages", "queries", "retries", "batches", "datapoints_requested"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
 
     def minimum_calls(self, points_per_query: int) -> int:
@@ -187,32 +184,25 @@ def _as_utc(t: Any) -> dt.datetime:
     raise TypeError(f"unexpected timestamp {t!r}")
 
 
-def call_with_backoff(fn: Callable[[], Any], *, what: str, stats: FetchStats | None = None,
-                      attempts: int = 4, base: float = 1.0, cap: float = 20.0,
-                      sleep: Callable[[float], None] = time.sleep) -> Any:
-    """Call ``fn``; when botocore's own retries ran out on a throttling error, back off and retry.
+def call_with_backoff(fn: Callable[[], Any], *, what: str, stats: FetchStats | None = None) -> Any:
+    """Call ``fn`` once and map its errors to dsqlops errors.
 
-    CloudWatch is awsQueryCompatible, so its throttling code is ``Throttling`` (not
-    ``ThrottlingException``): both are recognised. Other errors map to dsqlops errors.
+    The backoff is botocore's: the client's retry config (:mod:`dsqlops.aws`) retries
+    ``Throttling`` (CloudWatch is awsQueryCompatible, so that is its code, not
+    ``ThrottlingException``) and 5xx answers; nothing is retried again here. ``stats.retries``
+    counts the retries botocore made for the calls that succeeded.
     """
     import botocore.exceptions as bex
 
-    from dsqlops.aws import error_code, translate_client_error
+    from dsqlops.aws import translate_client_error
 
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except bex.ClientError as e:
-            code = error_code(e)
-            if code in THROTTLE_CODES and attempt + 1 < attempts:
-                if stats is not None:
-                    stats.throttled += 1
-                sleep(random.uniform(0, min(cap, base * 2 ** attempt)))
-                continue
-            raise translate_client_error(e, what=what) from None
-        except bex.BotoCoreError as e:
-            raise translate_client_error(e, what=what) from None
-    raise AssertionError("unreachable")  # pragma: no cover
+    try:
+        resp = fn()
+    except (bex.ClientError, bex.BotoCoreError) as e:
+        raise translate_client_error(e, what=what) from None
+    if stats is not None and isinstance(resp, Mapping):
+        stats.retries += int((resp.get("ResponseMetadata") or {}).get("RetryAttempts") or 0)
+    return resp
 
 
 def _bind(fn: Callable[..., Any], req: dict[str, Any]) -> Callable[[], Any]:
@@ -220,8 +210,7 @@ def _bind(fn: Callable[..., Any], req: dict[str, Any]) -> Callable[[], Any]:
 
 
 def fetch(cw: CloudWatchClient, keys: Sequence[SeriesKey], window: Window, *, stats: FetchStats | None = None,
-          max_queries: int = MAX_QUERIES_PER_CALL, max_points: int = MAX_POINTS_PER_CALL,
-          sleep: Callable[[float], None] = time.sleep) -> dict[SeriesKey, Series]:
+          max_queries: int = MAX_QUERIES_PER_CALL, max_points: int = MAX_POINTS_PER_CALL) -> dict[SeriesKey, Series]:
     """Fetch ``keys`` (all in the client's region) over ``window``. Missing series come back empty."""
     stats = stats if stats is not None else FetchStats()
     result: dict[SeriesKey, Series] = {k: Series(k) for k in keys}
@@ -242,7 +231,7 @@ def fetch(cw: CloudWatchClient, keys: Sequence[SeriesKey], window: Window, *, st
             req = dict(params)
             if token:
                 req["NextToken"] = token
-            resp = call_with_backoff(_bind(cw.get_metric_data, req), what="GetMetricData", stats=stats, sleep=sleep)
+            resp = call_with_backoff(_bind(cw.get_metric_data, req), what="GetMetricData", stats=stats)
             stats.calls += 1
             stats.pages += 1
             for r in resp.get("MetricDataResults", []):

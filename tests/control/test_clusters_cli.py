@@ -221,7 +221,7 @@ def test_delete_with_disable_protection_says_so_and_waits(run, dsql):
              "--wait", "--interval", "0.01", "--timeout", "60"])
     assert r.exit_code == 0, r.stderr
     assert "deletion protection disabled" in r.stderr
-    assert r.json() == {"id": c["id"], "status": "DELETED", "protection_disabled": True}
+    assert r.json() == {"id": c["id"], "status": "DELETED", "protection_disabled": True, "peers": []}
     assert dsql.list_clusters()["clusters"] == []
 
 

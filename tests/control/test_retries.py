@@ -85,21 +85,37 @@ def test_create_survives_two_throttles_with_one_stable_client_token(run, dsql, m
     assert r.json()["id"] == dsql.list_clusters()["clusters"][0]["identifier"]
 
 
-def test_get_cluster_throttled_twice_then_ok(run, monkeypatch, no_sleep):
+def test_f1_get_cluster_throttled_twice_then_ok(run, monkeypatch, no_sleep):
     c = create(run)
     t = Throttler("GET", f"/cluster/{c['id']}", 2)
     _install(monkeypatch, t)
     r = run(["-o", "json", "cluster", "show", c["id"]])
     assert r.exit_code == 0, r.stderr
     assert len([x for x in t.calls if x["url"].endswith(f"/cluster/{c['id']}")]) == 3
+    # botocore's own record of it: two retries inside one call.
+    t2 = Throttler("GET", f"/cluster/{c['id']}", 2)
+    client = AwsContext(region="us-east-1").dsql()
+    client.meta.events.register_first("before-send.dsql", t2)
+    assert client.get_cluster(identifier=c["id"])["ResponseMetadata"]["RetryAttempts"] == 2
+    assert len(t2.calls) == 3
 
 
-def test_list_survives_throttling_past_botocore_retries(run, monkeypatch, no_sleep):
+def test_list_makes_no_attempts_beyond_botocores(run, monkeypatch, no_sleep):
+    """One retry policy: throttling past the configured attempts is reported, not retried again."""
     ids = {create(run, "--client-token", f"t{i}")["id"] for i in range(3)}
-    # 7 throttles > botocore's 5 attempts: dsqlops' own per-cluster retry must carry it through.
-    t = Throttler("GET", "/cluster/", 7)
+    t = Throttler("GET", "/cluster/", 10_000)
     _install(monkeypatch, t)
-    r = run(["-o", "json", "cluster", "list", "--workers", "2"])
+    r = run(["-o", "json", "cluster", "list", "--workers", "1"], env={"AWS_MAX_ATTEMPTS": "4"})
+    assert r.exit_code == ExitCode.SERVICE
+    assert {x["id"] for x in r.json()} == ids and all(x["status"] == "UNKNOWN" for x in r.json())
+    assert len(t.calls) == 3 * 4  # ListClusters passes; each GetCluster: exactly 4 HTTP attempts
+
+
+def test_list_survives_throttling_within_the_attempts(run, monkeypatch, no_sleep):
+    ids = {create(run, "--client-token", f"t{i}")["id"] for i in range(3)}
+    t = Throttler("GET", "/cluster/", 4)  # the first describe uses 5 attempts: botocore's default here
+    _install(monkeypatch, t)
+    r = run(["-o", "json", "cluster", "list", "--workers", "1"])
     assert r.exit_code == 0, r.stderr
     assert {x["id"] for x in r.json()} == ids
     assert all(x["status"] == "ACTIVE" for x in r.json())
@@ -118,7 +134,7 @@ def test_list_reports_a_cluster_it_could_not_describe(run, monkeypatch, no_sleep
     assert f"could not describe cluster {bad['id']}" in r.stderr
 
 
-def test_conflict_is_not_retried(run, monkeypatch, no_sleep):
+def test_f3_conflict_is_not_retried(run, monkeypatch, no_sleep):
     create(run, "--client-token", "same")
     t = Throttler("POST", "/cluster", 0)
     _install(monkeypatch, t)
@@ -144,7 +160,7 @@ class Answer:
                                                       "Content-Type": "application/json"}, _Raw(body))
 
 
-def test_quota_exceeded_is_not_retried_and_says_what_to_do(run, monkeypatch, no_sleep):
+def test_f3_quota_exceeded_is_not_retried_and_says_what_to_do(run, monkeypatch, no_sleep):
     a = Answer("POST", "/cluster", 402, "ServiceQuotaExceededException",
                {"resourceId": "x", "resourceType": "cluster", "serviceCode": "dsql", "quotaCode": "q"})
     _install(monkeypatch, a)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ def test_create_wait_follows_creating_to_active(run, dsql):
     assert r.exit_code == 0, r.stderr
     c = r.json()
     assert c["status"] == "ACTIVE"
-    assert f"resume with `dsqlops cluster wait {c['id']}`" in r.stderr
+    assert f"resume with `dsqlops cluster wait {c['endpoint']} --accept-idle`" in r.stderr
     assert "CREATING" in r.stderr and "ACTIVE" in r.stderr  # progress lines with elapsed time
     assert "s)" in r.stderr
 
@@ -29,7 +29,7 @@ def test_wait_resumes_after_timeout(run):
     r = run(["cluster", "wait", c["id"], "--timeout", "0.3", *FAST])
     assert r.exit_code == ExitCode.TIMEOUT == 4
     assert "still CREATING" in r.stderr
-    assert f"dsqlops cluster wait {c['id']} --for active" in r.stderr
+    assert f"dsqlops cluster wait {c['id']}.dsql.us-east-1.on.aws --for active" in r.stderr
 
 
 def test_create_wait_timeout_exit_4_then_resume(run):
@@ -185,7 +185,7 @@ def test_wait_for_deleted_on_a_cluster_nobody_deletes(run):
     c = create(run)
     r = run(["cluster", "wait", c["id"], "--for", "deleted", "--timeout", "0.2", *FAST])
     assert r.exit_code == ExitCode.TIMEOUT
-    assert "still ACTIVE" in r.stderr and f"dsqlops cluster delete {c['id']}" in r.stderr
+    assert "still ACTIVE" in r.stderr and f"dsqlops cluster delete {c['id']}.dsql.us-east-1.on.aws" in r.stderr
 
 
 def test_create_wait_rerun_on_a_scaled_down_cluster_returns(run, monkeypatch):
@@ -196,3 +196,38 @@ def test_create_wait_rerun_on_a_scaled_down_cluster_returns(run, monkeypatch):
     assert r.exit_code == 0, r.stderr
     assert r.json()["id"] == c["id"] and r.json()["status"] == "IDLE"
     assert "available, scaled down" in r.stderr
+
+
+def test_wait_for_deleted_does_not_call_a_cluster_in_another_region_deleted(run):
+    """Named by bare id and looked up in the default Region, a live cluster elsewhere is "not found
+    in region us-east-1", exit 254; never "DELETED", exit 0."""
+    c = create(run, region="us-east-2")
+    r = run(["-o", "json", "cluster", "wait", c["id"], "--for", "deleted", *FAST])
+    assert r.exit_code == ExitCode.SERVICE, r.stdout
+    assert "not found in region us-east-1" in r.stderr and "another region" in r.stderr
+    assert "DELETED" not in r.stdout
+    r = run(["cluster", "wait", c["id"], *FAST])  # --for active says the same, with the same hint
+    assert r.exit_code == ExitCode.SERVICE and "does not exist in region us-east-1" in r.stderr
+    assert "name it by endpoint host" in r.stderr
+
+
+def test_wait_for_deleted_by_host_tells_not_found_from_deleted(run, dsql):
+    host = "zzzzzzzzzzzzzzzzzzzzzzzzzz.dsql.us-east-2.on.aws"  # never existed
+    r = run(["-o", "json", "cluster", "wait", host, "--for", "deleted", *FAST])
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["status"] == "NOT_FOUND" and "not found in region us-east-2" in r.json()["note"]
+    c = create(run, "--no-deletion-protection")
+    manual_transitions(2)
+    dsql.delete_cluster(identifier=c["id"])
+    r = run(["-o", "json", "cluster", "wait", c["endpoint"], "--for", "deleted", *FAST])
+    assert r.exit_code == 0 and r.json()["status"] == "DELETED"  # seen DELETING, then gone
+
+
+def test_policy_version_conflict_hint_names_the_host(run, tmp_path):
+    c = create(run, region="us-east-2")
+    pf = tmp_path / "p.json"
+    pf.write_text('{"Version": "2012-10-17", "Statement": []}')
+    assert run(["cluster", "policy", "put", c["endpoint"], str(pf)]).exit_code == 0
+    r = run(["cluster", "policy", "put", c["endpoint"], str(pf), "--expected-version", "stale"])
+    assert r.exit_code == ExitCode.SERVICE and "no longer at version" in r.stderr
+    assert f"dsqlops cluster policy get {c['id']}.dsql.us-east-2.on.aws" in r.stderr

@@ -103,14 +103,22 @@ def test_query_compatible_throttling_is_retried_by_botocore(client, code, no_sle
     assert len(no_sleep) == 3
 
 
-def test_throttling_beyond_botocores_attempts_is_retried_by_us(client):
+def test_f4_throttling_is_retried_by_botocore_alone(client):
+    """One retry policy: past botocore's attempts (5 here) the error is reported, not retried again."""
+    from dsqlops.errors import ServiceError
+
     stub = CloudWatchLimits(data={(cid(0), "TotalDPU"): {T0: 5.0}}, throttle=7).install(client)
-    slept: list[float] = []
+    with pytest.raises(ServiceError, match="Throttling"):
+        M.fetch(client, keys(1), window(1, 300))
+    assert stub.sends == 5 and stub.calls == 1
+
+
+def test_f4_throttled_retries_are_counted(client):
+    CloudWatchLimits(data={(cid(0), "TotalDPU"): {T0: 5.0}}, throttle=2).install(client)
     stats = M.FetchStats()
-    got = M.fetch(client, keys(1), window(1, 300), stats=stats, sleep=slept.append)
+    got = M.fetch(client, keys(1), window(1, 300), stats=stats)
     assert got[keys(1)[0]].points == {T0: D(5)}
-    assert stub.sends == 8 and stub.calls == 2  # botocore's 5 attempts, then our second call
-    assert stats.throttled == 1 and len(slept) == 1
+    assert stats.retries == 2 and stats.calls == 1
 
 
 def test_persistent_throttling_becomes_a_service_error(client):
@@ -118,7 +126,7 @@ def test_persistent_throttling_becomes_a_service_error(client):
 
     CloudWatchLimits(throttle=10_000).install(client)
     with pytest.raises(ServiceError, match="Throttling"):
-        M.fetch(client, keys(1), window(1, 300), sleep=lambda s: None)
+        M.fetch(client, keys(1), window(1, 300))
 
 
 def test_plan_batches_is_pure_and_counts_points():
