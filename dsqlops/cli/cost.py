@@ -13,9 +13,6 @@ from dsqlops.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-CLUSTER_COLUMNS = ["cluster_id", "region", "billed_dpu", "storage_gb_month", "dpu_usd", "storage_usd",
-                   "free_tier_usd", "total_usd", "forecast_usd"]
-
 
 def pricing_file_option(f: F) -> F:
     return click.option("--pricing-file", default=None, metavar="FILE",
@@ -44,44 +41,28 @@ def warn_all(messages: list[str]) -> None:
         warn(m)
 
 
-def cluster_rows(est: Any) -> list[dict[str, Any]]:
-    rows = []
-    for c in est.clusters:
-        d = c.to_dict()
-        d["forecast_usd"] = d["forecast"]["total_usd"] if d["forecast"] else None
-        rows.append(d)
-    return rows
-
-
 def render_estimate(env: CliEnv, est: Any) -> None:
+    from dsqlops.cost import tables
     from dsqlops.output import info
 
     fmt = env.output_format
     if fmt in ("json", "yaml"):
         env.render(est.to_dict())
+    elif fmt == "csv":
+        env.render(tables.cluster_rows(est))
     else:
-        rows = cluster_rows(est)
-        flat = [{k: v for k, v in r.items() if k not in ("daily_dpu", "forecast", "warnings")} for r in rows]
-        if fmt == "csv":
-            env.render(flat)
-        else:
-            t = est.totals()
-            total = {"cluster_id": "TOTAL", "region": "", "billed_dpu": t["billed_dpu"],
-                     "storage_gb_month": t["storage_gb_month"], "dpu_usd": t["dpu_usd"],
-                     "storage_usd": t["storage_usd"], "free_tier_usd": t["free_tier_usd"],
-                     "total_usd": t["total_usd"], "forecast_usd": t["forecast_usd"]}
-            cols = CLUSTER_COLUMNS if est.forecast_requested else CLUSTER_COLUMNS[:-1]
-            env.render([*flat, total], columns=cols, empty_message="no clusters found")
-            for c in est.clusters:
-                if c.forecast:
-                    f = c.forecast
-                    info(f"forecast {c.cluster_id}: {f.method} ({f.rate_start:%Y-%m-%d %H:%M}Z.."
-                         f"{f.rate_end:%Y-%m-%d %H:%M}Z), {f.dpu_per_day.quantize(1)} DPU/day"
-                         if f.rate_start and f.rate_end else f"forecast {c.cluster_id}: {f.method}")
-            info(f"window {est.start:%Y-%m-%dT%H:%MZ} .. {est.end:%Y-%m-%dT%H:%MZ}; prices: {est.price_table}")
-            for a in est.assumptions:
-                info(f"assumption: {a}")
-            info(est.caveat)
+        rows, cols = tables.table(est)
+        env.render(rows, columns=cols, empty_message="no clusters found")
+        for c in est.clusters:
+            if c.forecast:
+                f = c.forecast
+                info(f"forecast {c.cluster_id}: {f.method} ({f.rate_start:%Y-%m-%d %H:%M}Z.."
+                     f"{f.rate_end:%Y-%m-%d %H:%M}Z), {f.dpu_per_day.quantize(1)} DPU/day"
+                     if f.rate_start and f.rate_end else f"forecast {c.cluster_id}: {f.method}")
+        info(f"window {est.start:%Y-%m-%dT%H:%MZ} .. {est.end:%Y-%m-%dT%H:%MZ}; prices: {est.price_table}")
+        for a in est.assumptions:
+            info(f"assumption: {a}")
+        info(est.caveat)
     warn_all(est.warnings + [w for c in est.clusters for w in c.warnings])
 
 

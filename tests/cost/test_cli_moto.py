@@ -4,18 +4,19 @@ Seeded data (AWS/AuroraDSQL only, so moto's namespace-leak bug in get_metric_dat
 "now" pinned to 2026-11-20 00:00Z:
 
 * A (us-east-1): TotalDPU 30,000/day at 12:00 on Nov 1..19 = 570,000 DPU (Read 18,000 + Write 9,000 +
-  Compute 3,000 a day); ClusterStorageSize 72e9 bytes for the 20 hours Nov 19 04:00..23:00 →
-  72 × 20 / 720 = 2 GB-month; TotalTransactions 1,000/day, OccConflicts 10/day → 1 %.
+  Compute 3,000 a day); ClusterStorageSize 72e9 bytes for the 20 hours Nov 19 04:00..23:00 only. The
+  idle hours are billed too: the first size is used back to Nov 1 00:00 (436 hours), so
+  72 × 456 / 720 = 45.6 GB-month; TotalTransactions 1,000/day, OccConflicts 10/day → 1 %.
 * B (us-east-2): TotalDPU 20,000/day = 380,000 DPU; priced at $10/1M by the test price table.
 * C (us-east-1): not a cluster any more (never created in moto); TotalDPU 50,000 on Nov 2.
 
-Month to date (A, B only): A 570,000 × $8/1M = $4.56 + 2 × $0.33 = $0.66; B 380,000 × $10/1M = $3.80.
+Month to date (A, B only): A 570,000 × $8/1M = $4.56 + 45.6 × $0.33 = $15.048; B 380,000 × $10/1M = $3.80.
 Free tier 100,000 DPU split 570:380 → A 60,000 ($0.48), B 40,000 ($0.40); 1 GB-month → A ($0.33).
-A = 4.56 + 0.66 − 0.48 − 0.33 = $4.41; B = 3.80 − 0.40 = $3.40; total $7.81.
+A = 4.56 + 15.048 − 0.48 − 0.33 = 18.798 → $18.80; B = 3.80 − 0.40 = $3.40; total 22.198 → $22.20.
 Forecast (rate Nov 13..20, 11 days left): A 570,000 + 11 × 30,000 = 900,000 DPU ($7.20), storage
-2 + 72 × 264 / 720 = 28.4 GB-month ($9.372); B 380,000 + 11 × 20,000 = 600,000 ($6.00).
+45.6 + 72 × 264 / 720 = 72 GB-month ($23.76); B 380,000 + 11 × 20,000 = 600,000 ($6.00).
 Free split 900:600 → A 60,000 ($0.48) + 1 GB ($0.33); B 40,000 ($0.40).
-A = 7.20 + 9.372 − 0.48 − 0.33 = 15.762 → $15.76; B = $5.60; total 21.362 → $21.36.
+A = 7.20 + 23.76 − 0.48 − 0.33 = $30.15; B = $5.60; total $35.75.
 """
 
 from __future__ import annotations
@@ -96,12 +97,14 @@ def test_cost_to_the_cent_across_two_regions(world):
     by = {c["cluster_id"]: c for c in d["clusters"]}
     assert by[a]["billed_dpu"] == "570000" and by[a]["components_dpu"] == "570000"
     assert by[a]["read_dpu"] == "342000"
-    assert by[a]["storage_gb_month"] == "2"
-    assert by[a]["total_usd"] == "4.41" and by[b]["total_usd"] == "3.40"
-    assert d["totals"]["total_usd"] == "7.81"
+    assert by[a]["storage_gb_month"] == "45.6"
+    assert by[a]["storage_hours"] == 20 and by[a]["storage_hours_carried"] == 436
+    assert by[a]["storage_first_point_used_backwards"] is True
+    assert by[a]["total_usd"] == "18.80" and by[b]["total_usd"] == "3.40"
+    assert d["totals"]["total_usd"] == "22.20"
     assert by[a]["occ_conflict_rate"] == "0.0100"
-    assert by[a]["forecast"]["total_usd"] == "15.76" and by[b]["forecast"]["total_usd"] == "5.60"
-    assert d["totals"]["forecast_usd"] == "21.36"
+    assert by[a]["forecast"]["total_usd"] == "30.15" and by[b]["forecast"]["total_usd"] == "5.60"
+    assert d["totals"]["forecast_usd"] == "35.75"
     assert by[a]["forecast"]["rate_window_start"] == "2026-11-13T00:00:00Z"
     assert d["window"] == {"start": "2026-11-01T00:00:00Z", "end": "2026-11-20T00:00:00Z"}
     assert "not a bill" in d["caveat"].lower()
@@ -119,8 +122,8 @@ def test_cost_all_lists_clusters_and_finds_deleted_ones_by_their_metrics(world):
 def test_cost_table_and_csv(world):
     r = run("cost", "--cluster-id", world["a"], "--region", "us-east-1")
     assert r.exit_code == 0, r.output
-    # Alone, A gets the whole free tier: 4.56 + 0.66 − 0.80 − 0.33 = $4.09.
-    assert "TOTAL" in r.stdout and "4.09" in r.stdout
+    # Alone, A gets the whole free tier: 4.56 + 15.048 − 0.80 − 0.33 = 18.478 → $18.48.
+    assert "TOTAL" in r.stdout and "18.48" in r.stdout
     assert "not a bill" in r.stderr.lower()
     r = run("-o", "csv", "cost", "--cluster-id", world["a"], "--region", "us-east-1")
     rows = r.stdout.splitlines()
@@ -187,11 +190,11 @@ def test_report_formats(world, fmt):
     if fmt == "html":
         assert "<svg" in text and "<script" not in text.lower() and "javascript" not in text.lower()
         # Forecast incl. C (50,000 DPU, no more): 1,550,000 DPU; free split 900:600:50 →
-        # $0.464516 + $0.387097 + $0.025806, + 1 GB ($0.33). 16.572 + 6.00 + 0.40 − 1.207419 = 21.764581.
-        assert "<td>Forecast, month end</td><td>21.76</td>" in text
+        # $0.464516 + $0.387097 + $0.025806, + 1 GB ($0.33). 30.96 + 6.00 + 0.40 − 1.207419 = 36.152581.
+        assert "<td>Forecast, month end</td><td>36.15</td>" in text
     elif fmt == "json":
         d = json.loads(text)
-        assert d["totals"]["total_usd"] == "8.21"  # see test_report_totals_with_the_deleted_cluster
+        assert d["totals"]["total_usd"] == "22.60"  # see test_report_totals_with_the_deleted_cluster
         assert d["top_clusters"][0] == world["a"]
         assert d["occ_conflict_rate"] == "0.0100"
         assert len(d["daily_dpu"]) == 19
@@ -209,13 +212,13 @@ def test_report_formats(world, fmt):
 
 def test_report_totals_with_the_deleted_cluster(world):
     # With C: DPU 570k + 380k + 50k = 1,000,000; the free 100,000 splits 57:38:5 →
-    # A 57,000 ($0.456), B 38,000 ($0.38), C 5,000 ($0.04). A = 4.56+0.66−0.456−0.33 = 4.434,
-    # B = 3.42, C = 0.40 − 0.04 = 0.36 → total 8.214 → $8.21 (unrounded sum, then rounded).
+    # A 57,000 ($0.456), B 38,000 ($0.38), C 5,000 ($0.04). A = 4.56+15.048−0.456−0.33 = 18.822,
+    # B = 3.42, C = 0.40 − 0.04 = 0.36 → total 22.602 → $22.60 (unrounded sum, then rounded).
     cfg = _config(world)
     out = world["tmp"] / "r.json"
     assert exit_code("report", "--config", str(cfg), "--format", "json", "--out", str(out)) == 0
     d = json.loads(out.read_text())
-    assert d["totals"]["total_usd"] == "8.21"
+    assert d["totals"]["total_usd"] == "22.60"
 
 
 def test_report_budget_exceeded_exits_3_after_writing(world):
@@ -223,7 +226,7 @@ def test_report_budget_exceeded_exits_3_after_writing(world):
     out = world["tmp"] / "r.md"
     assert exit_code("report", "--config", str(cfg), "--out", str(out)) == 3
     assert "**YES**" in out.read_text()
-    cfg = _config(world, budgets={"total_monthly_usd": 25})
+    cfg = _config(world, budgets={"total_monthly_usd": 40})
     assert exit_code("report", "--config", str(cfg), "--out", str(out)) == 0
 
 
@@ -298,4 +301,4 @@ def test_report_named_clusters_are_probed_across_regions_without_ghosts(world):
     d = json.loads(out.read_text())
     assert sorted((c["cluster_id"], c["region"]) for c in d["clusters"]) == sorted(
         [(world["a"], "us-east-1"), (world["b"], "us-east-2")])
-    assert d["totals"]["total_usd"] == "7.81"
+    assert d["totals"]["total_usd"] == "22.20"
