@@ -93,15 +93,20 @@ def cost_window(month: str | None, start: str | None, end: str | None, now: dt.d
 @click.option("--start", default=None, metavar="TIME", help="Window start (ISO-8601, UTC), with --end.")
 @click.option("--end", default=None, metavar="TIME", help="Window end (exclusive).")
 @click.option("--forecast", is_flag=True, help="Add a month-end forecast (current month only).")
+@click.option("--free-tier-scope", type=click.Choice(["run", "account"]), default="run", show_default=True,
+              help="Split the account's free tier over the clusters of this run, or over every cluster of the "
+              "account in the regions covered (lists them; only the named clusters are shown).")
 @pricing_file_option
 @output_option
 @pass_env
 def cost(env: CliEnv, cluster_ids: tuple[str, ...], all_clusters: bool, regions: tuple[str, ...],
-         month: str | None, start: str | None, end: str | None, forecast: bool, pricing_file: str | None) -> None:
+         month: str | None, start: str | None, end: str | None, forecast: bool, free_tier_scope: str,
+         pricing_file: str | None) -> None:
     """Estimate DSQL cost from CloudWatch, with a month-end forecast.
 
-    DPU by component, TotalDPU, storage GB-month prorated from hourly averages, the free tier
-    (once per account and month), dollars per cluster and in total. An estimate, not a bill.
+    DPU by component (and its dollars), TotalDPU, storage GB-month prorated from hourly averages, the
+    free tier (once per AWS account and month), dollars per cluster and in total. An estimate, not a
+    bill. Exit 5 when some cluster's region has no price (the others are still priced and shown).
 
     \b
     Example:
@@ -111,6 +116,7 @@ def cost(env: CliEnv, cluster_ids: tuple[str, ...], all_clusters: bool, regions:
     from dsqlops.cost import pricing
     from dsqlops.cost.collect import Scope, estimate_for, scope_from_refs
     from dsqlops.cost.timewin import utcnow
+    from dsqlops.errors import Incomplete
     from dsqlops.validate import parse_cluster, validate_region
 
     for r in regions:
@@ -121,12 +127,15 @@ def cost(env: CliEnv, cluster_ids: tuple[str, ...], all_clusters: bool, regions:
     window = cost_window(month, start, end, now)
     prices = pricing.load_for(pricing_file, env.settings)
     default_region = env.settings.get("region")
-    account = env.settings.profile_name
+    label = env.settings.profile_name
+    only: set[tuple[str, str]] | None = None
+    scope_text = "clusters in this run"
     if all_clusters:
         regs = list(regions) or ([default_region] if default_region else [])
         if not regs:
             raise UsageError("--all needs a region", hint="pass --region (repeatable) or set a default region")
-        scope = Scope(account, env.aws(), regs, None)
+        scopes = [Scope(label, env.aws(), regs, None)]
+        scope_text = "every cluster of the account in the regions covered"
     else:
         refs = [parse_cluster(c) for c in cluster_ids]
         if not refs:
@@ -134,8 +143,23 @@ def cost(env: CliEnv, cluster_ids: tuple[str, ...], all_clusters: bool, regions:
             if ref is None:
                 raise UsageError("no cluster given", hint="pass --cluster-id ID (repeatable) or --all")
             refs = [ref]
-        scope = scope_from_refs(account, env.aws(), refs, list(regions), default_region)
+        named = scope_from_refs(label, env.aws(), refs, list(regions), default_region)
+        scopes = [named]
+        if free_tier_scope == "account":
+            scopes.append(Scope(label, named.aws, list(named.regions), None))
+            only = {(r, cid) for r, ids in (named.clusters or {}).items() for cid in ids}
+            scope_text = "every cluster of the account in the regions covered"
     progress = env.progress_line("cost")
-    est, _got = estimate_for([scope], window, prices, now=now, forecast=forecast, progress=progress.update)
+    est, _got = estimate_for(scopes, window, prices, now=now, forecast=forecast, progress=progress.update,
+                             only=only, free_tier_scope=scope_text)
     progress.done()
+    if not all_clusters and free_tier_scope == "run":
+        est.warnings.append(
+            f"the free tier was split over the {len(est.clusters)} cluster(s) of this run only; other clusters of "
+            "the same account share it: use --all, or --free-tier-scope account, for the account-wide split")
     render_estimate(env, est)
+    if est.unpriced:
+        regs = sorted({c.region for c in est.unpriced})
+        raise Incomplete(f"{len(est.unpriced)} cluster(s) in region(s) {', '.join(regs)} have no price in "
+                         f"{est.price_table}: their dollars are missing from the totals",
+                         hint="add the region to a price table (see docs/cost.md) and pass --pricing-file")

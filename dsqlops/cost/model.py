@@ -522,8 +522,11 @@ def estimate(usages: Sequence[ClusterUsage], prices: PriceTable, *, start: dt.da
     for c in costs:
         warnings.extend(c.warnings)
         if not c.exists:
-            c.warnings.append(f"{c.cluster_id}: not listed by the control plane (deleted?) but has metrics; "
-                              "its usage is billed")
+            c.warnings.append(f"{c.cluster_id}: not found by the control plane in {c.region} (deleted?) but has "
+                              "metrics; its usage is billed")
+        elif not c.has_data:
+            c.warnings.append(f"{c.cluster_id}: CloudWatch has no datapoints for it in {c.region} in the window; "
+                              "its $0 is an absence of data, not a measurement")
     if start != month_start(start):
         warnings.append("the window does not start at the beginning of a month: the full monthly free tier is "
                         "applied to the usage in the window (an over-estimate of the free tier)")

@@ -203,7 +203,9 @@ def test_report_formats(world, fmt):
                           r'-?[0-9.eE+-]+$')
         for ln in text.splitlines():
             assert ln.startswith("# HELP ") or ln.startswith("# TYPE ") or line.match(ln), ln
-        assert f'dsqlops_cost_forecast_usd{{account="default",region="us-east-1",cluster_id="{world["a"]}"}}' in text
+        # The account label is the AWS account behind the credentials (moto's STS answers 123456789012).
+        assert (f'dsqlops_cost_forecast_usd{{account="123456789012",region="us-east-1",cluster_id="{world["a"]}"}}'
+                in text)
     elif fmt == "csv":
         assert text.splitlines()[0].startswith("account,region,cluster_id")
     else:
@@ -302,3 +304,82 @@ def test_report_named_clusters_are_probed_across_regions_without_ghosts(world):
     assert sorted((c["cluster_id"], c["region"]) for c in d["clusters"]) == sorted(
         [(world["a"], "us-east-1"), (world["b"], "us-east-2")])
     assert d["totals"]["total_usd"] == "22.20"
+
+
+def test_cost_for_a_cluster_that_is_not_there_names_the_region_searched(world, capsys):
+    assert exit_code("cost", "--cluster-id", "z" * 26, "--region", "us-east-2", "--month", "2026-11") == 254
+    out = capsys.readouterr()
+    assert "z" * 26 in out.err and "us-east-2" in out.err and "not found" in out.err
+    assert out.out == ""
+    # A is in us-east-1, not us-east-2: asked in the wrong region, it is not found there either.
+    assert exit_code("cost", "--cluster-id", world["a"], "--region", "us-east-2", "--month", "2026-11") == 254
+    assert "us-east-2" in capsys.readouterr().err
+
+
+def test_a_cluster_without_datapoints_warns_and_says_so_in_json(world):
+    import boto3
+
+    idle = boto3.client("dsql", "us-east-1").create_cluster(deletionProtectionEnabled=False)["identifier"]
+    r = run("-o", "json", "cost", "--cluster-id", idle, "--region", "us-east-1", "--month", "2026-11")
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)["clusters"][0]
+    assert c["has_data"] is False and c["total_usd"] == "0.00" and c["exists"] is True
+    assert "no datapoints" in r.stderr and idle in r.stderr
+
+
+def test_a_named_deleted_cluster_with_metrics_is_still_billed(world):
+    r = run("-o", "json", "cost", "--cluster-id", C_DELETED, "--region", "us-east-1", "--month", "2026-11")
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)["clusters"][0]
+    assert c["exists"] is False and c["billed_dpu"] == "50000" and c["has_data"] is True
+
+
+def test_free_tier_is_keyed_by_the_account_and_its_split_is_stated(world):
+    a = world["a"]
+    r = run("-o", "json", "cost", "--cluster-id", a, "--region", "us-east-1")
+    d = json.loads(r.stdout)
+    assert d["clusters"][0]["account"] == "123456789012"
+    assert d["free_tier"][0]["account"] == "123456789012"
+    assert d["free_tier_scope"] == "clusters in this run"
+    assert "split over the 1 cluster(s) of this run only" in r.stderr
+    assert d["clusters"][0]["total_usd"] == "18.48"
+    # Account-wide: A shares the 100,000 free DPU with the deleted C (570,000 : 50,000 → A 91,935.48 DPU,
+    # $0.735484). A = 4.56 + 15.048 − 0.735484 − 0.33 = 18.542516 → $18.54. Only A is shown.
+    r = run("-o", "json", "cost", "--cluster-id", a, "--region", "us-east-1", "--free-tier-scope", "account")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert [c["cluster_id"] for c in d["clusters"]] == [a]
+    assert d["clusters"][0]["total_usd"] == "18.54"
+    assert d["free_tier_scope"].startswith("every cluster of the account")
+    assert "split over" not in r.stderr
+
+
+def test_two_profiles_of_one_account_share_one_free_tier(world):
+    # Two report profiles with the same credentials: one account, so one free tier for A and B
+    # (the totals of test_report_totals_with_the_deleted_cluster), not one per profile.
+    cfg = _config(world, profiles={"default": {"region": "us-east-1"}, "other": {"region": "us-east-1"}})
+    data = yaml.safe_load(cfg.read_text())
+    data["reports"]["profiles"] = ["default", "other"]
+    cfg.write_text(yaml.safe_dump(data))
+    out = world["tmp"] / "two.json"
+    assert exit_code("report", "--config", str(cfg), "--format", "json", "--out", str(out)) == 0
+    d = json.loads(out.read_text())
+    assert {c["account"] for c in d["clusters"]} == {"123456789012"}
+    assert d["totals"]["total_usd"] == "22.60"
+
+
+def test_a_region_without_a_price_is_marked_the_rest_priced_and_the_exit_is_5(world, capsys):
+    data = yaml.safe_load(Path(world["prices"]).read_text())
+    del data["regions"]["us-east-2"]
+    prices = world["tmp"] / "no-us-east-2.yaml"
+    prices.write_text(yaml.safe_dump(data))
+    a, b = world["a"], world["b"]
+    assert exit_code("cost", "--cluster-id", f"{a}.dsql.us-east-1.on.aws", "--cluster-id",
+                     f"{b}.dsql.us-east-2.on.aws", "--pricing-file", str(prices)) == 5
+    out = capsys.readouterr()
+    rows = {ln.split()[0]: ln for ln in out.out.splitlines() if ln.strip()}
+    assert "no price" in rows[b] and "no price" not in rows[a]
+    # A as in test_cost_to_the_cent_across_two_regions ($18.80, B still takes its share of the free
+    # tier); the total is A's alone.
+    assert rows["TOTAL"].split()[-1] == "18.80"
+    assert "us-east-2" in out.err and "error:" in out.err
