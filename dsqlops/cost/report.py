@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from dsqlops.cost.model import ZERO, CostEstimate, money, plain
-from dsqlops.errors import ConfigError
+from dsqlops.cost.model import COMPONENTS, ZERO, CostEstimate, money, plain
+from dsqlops.errors import ConfigError, UsageError
 
 FORMATS = ("md", "html", "json", "csv", "prometheus")
 
@@ -106,6 +106,8 @@ class Report:
     config: ReportConfig
     budgets: list[dict[str, Any]]
     fetch_calls: int = 0
+    #: A past month's closing report (the whole month, no forecast).
+    closed: bool = False
 
     @property
     def exceeded(self) -> list[dict[str, Any]]:
@@ -123,7 +125,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         e = self.estimate
-        return {"generated_at": e.generated_at, "month": e.start.strftime("%Y-%m"),
+        return {"generated_at": e.generated_at, "month": e.start.strftime("%Y-%m"), "closed": self.closed,
                 "window": {"start": e.start, "end": e.end}, "totals": e.totals(),
                 "occ_conflict_rate": self.occ_rate(),
                 "clusters": [c.to_dict() for c in e.clusters],
@@ -132,6 +134,60 @@ class Report:
                 "budgets": self.budgets, "free_tier": e.free_tier, "price_table": e.price_table,
                 "warnings": e.warnings + [w for c in e.clusters for w in c.warnings],
                 "assumptions": list(e.assumptions), "caveat": e.caveat}
+
+
+def report_month(month: str | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, bool]:
+    """The report's month: ``YYYY-MM`` (a past month gives a closing report) or, by default, the
+    current one. Returns (start, end, closed)."""
+    from dsqlops.cost.timewin import month_start, next_month, parse_month
+
+    if month is None:
+        return month_start(now), next_month(now), False
+    start, end = parse_month(month)
+    if start > now:
+        raise UsageError(f"--month {month} is in the future", hint="name the current or a past month")
+    return start, end, end <= now
+
+
+def report_scopes(cfg: ReportConfig, settings: Any, settings_for: Any) -> list[Any]:
+    """One :class:`~dsqlops.cost.collect.Scope` per configured profile (``settings_for(name)`` resolves a
+    profile's settings; ``None`` is the current one), over ``reports.regions`` or the profile's region,
+    and ``reports.clusters`` when set (a bare id is probed in every region)."""
+    from dsqlops.aws import AwsContext
+    from dsqlops.cost.collect import Scope
+
+    scopes = []
+    for prof in cfg.profiles:
+        s = settings if prof is None else settings_for(prof)
+        regions = cfg.regions or ([s.get("region")] if s.get("region") else [])
+        if not regions:
+            raise ConfigError(f"no regions to report on for profile {prof or s.profile_name}",
+                              hint="set reports.regions in the config or a region in the profile")
+        clusters: dict[str, list[str]] | None = None
+        probes: set[tuple[str, str]] = set()
+        if cfg.clusters:
+            clusters = {}
+            for ref in cfg.clusters:
+                for r in [ref.region] if ref.region else regions:
+                    clusters.setdefault(r, []).append(ref.id)
+                    if not ref.region:
+                        probes.add((r, ref.id))
+        scopes.append(Scope(prof or s.profile_name, AwsContext.from_settings(s),
+                            sorted(clusters) if clusters else regions, clusters, probes))
+    return scopes
+
+
+def build(cfg: ReportConfig, scopes: Any, prices: Any, *, now: dt.datetime, month: str | None = None) -> Report:
+    """Fetch, price and evaluate the budgets: the report for ``month`` (default: the current month, with
+    a forecast; a past month is closed: its whole usage, no forecast)."""
+    from dsqlops.cost.collect import estimate_for
+    from dsqlops.cost.timewin import make_window
+
+    start, end, closed = report_month(month, now)
+    window = make_window(start, end, 3600, now=now)
+    est, got = estimate_for(scopes, window, prices, now=now, forecast=not closed,
+                            free_tier_scope="every cluster the report covers")
+    return Report(est, cfg, evaluate_budgets(est, cfg), fetch_calls=got.stats.calls, closed=closed)
 
 
 def evaluate_budgets(est: CostEstimate, cfg: ReportConfig) -> list[dict[str, Any]]:
@@ -160,7 +216,7 @@ def evaluate_budgets(est: CostEstimate, cfg: ReportConfig) -> list[dict[str, Any
 
 
 def _fc(c: Any) -> str:
-    return str(money(c.forecast.total_usd)) if c.forecast else ""
+    return str(money(c.forecast.total_usd)) if c.forecast and c.priced else ""
 
 
 def _rate(c: Any) -> str:
@@ -168,22 +224,40 @@ def _rate(c: Any) -> str:
     return f"{r * 100:.2f}%" if r is not None else ""
 
 
+COMPONENT_HEADS = {"read": "read $", "write": "write $", "compute": "compute $",
+                   "multi_region_write": "multi-Region write $", "stream": "stream $"}
+
+
+def _dollars(c: Any, v: Decimal) -> str:
+    return str(money(v)) if c.priced else "no price"
+
+
 def _cluster_table(r: Report) -> tuple[list[str], list[list[str]]]:
-    head = ["cluster", "region", "billed DPU", "storage GB-mo", "month-to-date $", "forecast $", "OCC conflict rate"]
+    head = ["cluster", "region", "billed DPU", *COMPONENT_HEADS.values(), "storage GB-mo",
+            "month total $" if r.closed else "month-to-date $", "forecast $", "OCC conflict rate"]
     rows = [[c.cluster_id + ("" if c.exists else " (not listed)"), c.region, str(plain(c.billed_dpu.quantize(
-        Decimal("0.01")))), str(plain(c.storage_gb_month.quantize(Decimal("0.0001")))),
-        str(money(c.total_usd)), _fc(c), _rate(c)] for c in r.estimate.clusters]
+        Decimal("0.01")))), *(_dollars(c, c.component_usd(k)) for k in COMPONENTS),
+        str(plain(c.storage_gb_month.quantize(Decimal("0.0001")))),
+        _dollars(c, c.total_usd), _fc(c), _rate(c)] for c in r.estimate.clusters]
     return head, rows
+
+
+def _title(r: Report) -> str:
+    return f"DSQL cost report — {r.estimate.start:%Y-%m}" + (" (closed month)" if r.closed else "")
+
+
+def _spend_label(r: Report) -> str:
+    return "Month total (after free tier)" if r.closed else "Month to date (after free tier)"
 
 
 def render_md(r: Report) -> str:
     e, t = r.estimate, r.estimate.totals()
-    lines = [f"# DSQL cost report — {e.start:%Y-%m}", "",
+    lines = [f"# {_title(r)}", "",
              f"Generated {e.generated_at:%Y-%m-%d %H:%M}Z · window {e.start:%Y-%m-%d %H:%M}Z .. "
              f"{e.end:%Y-%m-%d %H:%M}Z · prices `{e.price_table}`", "",
              f"> {e.caveat}", "",
              "| | USD |", "|---|---:|",
-             f"| Month to date (after free tier) | {t['total_usd']} |",
+             f"| {_spend_label(r)} | {t['total_usd']} |",
              f"| Free tier applied | {t['free_tier_usd']} |",
              f"| Forecast, month end | {t['forecast_usd'] if t['forecast_usd'] is not None else 'n/a'} |", ""]
     occ = r.occ_rate()
@@ -250,12 +324,12 @@ def render_html(r: Report) -> str:
                       "YES" if b["exceeded"] else "no"] for b in r.budgets]) if r.budgets else "<p>none configured</p>"
     warnings = r.to_dict()["warnings"]
     body = [
-        f"<h1>DSQL cost report — {esc(e.start.strftime('%Y-%m'))}</h1>",
+        f"<h1>{esc(_title(r))}</h1>",
         f"<p>Generated {esc(e.generated_at.strftime('%Y-%m-%d %H:%M'))}Z · window "
         f"{esc(e.start.strftime('%Y-%m-%d %H:%M'))}Z .. {esc(e.end.strftime('%Y-%m-%d %H:%M'))}Z · "
         f"prices <code>{esc(e.price_table)}</code></p>",
         f'<p class="caveat">{esc(e.caveat)}</p>',
-        table(["", "USD"], [["Month to date (after free tier)", str(t["total_usd"])],
+        table(["", "USD"], [[_spend_label(r), str(t["total_usd"])],
                             ["Free tier applied", str(t["free_tier_usd"])],
                             ["Forecast, month end",
                              str(t["forecast_usd"]) if t["forecast_usd"] is not None else "n/a"]]),
@@ -290,7 +364,8 @@ def render_csv(r: Report) -> str:
     for c in r.estimate.clusters:
         b = budgets.get(c.cluster_id)
         w.writerow([c.account, c.region, c.cluster_id, str(c.exists).lower(), plain(c.billed_dpu),
-                    plain(c.storage_gb_month.quantize(Decimal("0.000001"))), money(c.total_usd), _fc(c),
+                    plain(c.storage_gb_month.quantize(Decimal("0.000001"))),
+                    money(c.total_usd) if c.priced else "", _fc(c),
                     c.occ_conflict_rate if c.occ_conflict_rate is not None else "",
                     b["budget_usd"] if b else "", str(b["exceeded"]).lower() if b else ""])
     return buf.getvalue()
@@ -315,8 +390,9 @@ def render_prometheus(r: Report) -> str:
     }
     for c in e.clusters:
         lab = {"account": c.account, "region": c.region, "cluster_id": c.cluster_id}
-        fams["dsqlops_cost_month_to_date_usd"][1].append((lab, money(c.total_usd)))
-        if c.forecast:
+        if c.priced:  # an unpriced cluster has no dollar sample (absent, not 0)
+            fams["dsqlops_cost_month_to_date_usd"][1].append((lab, money(c.total_usd)))
+        if c.forecast and c.priced:
             fams["dsqlops_cost_forecast_usd"][1].append((lab, money(c.forecast.total_usd)))
         fams["dsqlops_dpu_month_to_date"][1].append((lab, plain(c.billed_dpu)))
         fams["dsqlops_storage_gb_month"][1].append((lab, plain(c.storage_gb_month.quantize(Decimal("0.000001")))))

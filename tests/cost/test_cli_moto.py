@@ -383,3 +383,45 @@ def test_a_region_without_a_price_is_marked_the_rest_priced_and_the_exit_is_5(wo
     # tier); the total is A's alone.
     assert rows["TOTAL"].split()[-1] == "18.80"
     assert "us-east-2" in out.err and "error:" in out.err
+
+
+def test_report_month_gives_a_closing_report_for_a_past_month(world):
+    # October: A used 150,000 read + 50,000 write = 200,000 DPU on Oct 10 ($1.20 + $0.40 = $1.60) and held
+    # 10 GB, reported once (Oct 5 00:00) and billed for all 744 hours → 10 GB-month ($3.30). Free tier:
+    # 100,000 DPU ($0.80) + 1 GB-month ($0.33). Month total 1.60 + 3.30 − 1.13 = $3.77. No forecast.
+    cw1, a = world["cw1"], world["a"]
+    oct10 = dt.datetime(2026, 10, 10, 12, tzinfo=UTC)
+    _put(cw1, a, "TotalDPU", {oct10: 200_000.0})
+    _put(cw1, a, "ReadDPU", {oct10: 150_000.0})
+    _put(cw1, a, "WriteDPU", {oct10: 50_000.0})
+    _put(cw1, a, "ClusterStorageSize", {dt.datetime(2026, 10, 5, tzinfo=UTC): 10e9})
+    cfg = _config(world)
+    out = world["tmp"] / "october.json"
+    assert exit_code("report", "--config", str(cfg), "--month", "2026-10", "--format", "json", "--out", str(out)) == 0
+    d = json.loads(out.read_text())
+    assert d["month"] == "2026-10" and d["closed"] is True
+    assert d["window"] == {"start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"}
+    by = {c["cluster_id"]: c for c in d["clusters"]}
+    assert by[a]["storage_gb_month"] == "10" and by[a]["forecast"] is None
+    assert by[a]["read_usd"] == "1.20" and by[a]["write_usd"] == "0.40"
+    assert d["totals"]["total_usd"] == "3.77" and d["totals"]["forecast_usd"] is None
+    md = world["tmp"] / "october.md"
+    assert exit_code("report", "--config", str(cfg), "--month", "2026-10", "--out", str(md)) == 0
+    text = md.read_text()
+    assert "(closed month)" in text and "| Month total (after free tier) | 3.77 |" in text
+    assert "read $" in text and "| 1.20 |" in text
+
+
+def test_report_month_in_the_future_is_refused(world, capsys):
+    assert exit_code("report", "--config", str(_config(world)), "--month", "2026-12") == 252
+    assert "2026-12 is in the future" in capsys.readouterr().err
+
+
+def test_cost_table_shows_dollars_per_component(world, capsys):
+    # A in November: read 342,000 DPU × $8/1M = $2.736, write 171,000 → $1.368, compute 57,000 → $0.456.
+    r = run("cost", "--cluster-id", world["a"], "--region", "us-east-1")
+    assert r.exit_code == 0, r.output
+    head, row = r.stdout.splitlines()[0].split(), r.stdout.splitlines()[2].split()
+    cells = dict(zip(head, row, strict=True))
+    assert (cells["read_usd"], cells["write_usd"], cells["compute_usd"]) == ("2.74", "1.37", "0.46")
+    assert cells["multi_region_write_usd"] == "0.00" and cells["stream_usd"] == "0.00"
