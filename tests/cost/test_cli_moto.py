@@ -252,10 +252,12 @@ def test_budget_alarm_dry_run_create_list_delete(world):
             "--dry-run", "--pricing-file", world["prices"])
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)
-    # $240 / 30 days = $8/day = 1,000,000 DPU at $8/1M; storage: 80 % of 240/0.33 GB = 581.82 GB.
-    assert plan[0]["request"]["Threshold"] == 1_000_000.0
-    assert plan[0]["request"]["Statistic"] == "Sum" and plan[0]["request"]["Period"] == 86400
-    assert plan[1]["request"]["Threshold"] == 581.82e9
+    # One alarm on dollars per month (DPU and storage together) above $240; November has 30 days.
+    assert len(plan) == 1 and plan[0]["operation"] == "PutMetricAlarm"
+    req = plan[0]["request"]
+    assert req["Threshold"] == 240.0 and req["ComparisonOperator"] == "GreaterThanThreshold"
+    assert [q["Id"] for q in req["Metrics"]] == ["dpu", "bytes", "dpu_usd", "storage_usd", "usd_per_month"]
+    assert "FILL(dpu, 0) * 30 " in req["Metrics"][2]["Expression"]
     import boto3
 
     cw = boto3.client("cloudwatch", "us-east-1")
@@ -267,7 +269,9 @@ def test_budget_alarm_dry_run_create_list_delete(world):
     assert r.exit_code == 0, r.output
     r = run("--region", "us-east-1", "-o", "json", "budget", "alarm", "list")
     names = sorted(x["name"] for x in json.loads(r.stdout))
-    assert names == [f"dsqlops-budget-{a}-daily-dpu", f"dsqlops-budget-{a}-storage"]
+    assert names == [f"dsqlops-budget-{a}-monthly-usd"]
+    listed = json.loads(r.stdout)[0]
+    assert listed["cluster_id"] == a and listed["metric"] == "TotalDPU + ClusterStorageSize (metric math)"
     assert exit_code("--region", "us-east-1", "budget", "alarm", "delete", "--cluster", a) == 252  # no --yes, no TTY
     r = run("--region", "us-east-1", "budget", "alarm", "delete", "--cluster", a, "--yes")
     assert r.exit_code == 0, r.output
