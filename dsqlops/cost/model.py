@@ -12,8 +12,8 @@ Assumptions (also printed with every estimate and documented in docs/cost.md):
   billed) carries the last known size forward; the hours before the first datapoint in the window
   use that first datapoint (from the cluster's creation, when known). A cluster that no longer
   exists carries nothing past its last datapoint.
-* The free tier (100,000 DPU + 1 GB-month, from the price table) is applied **once per account and
-  calendar month** to the usage inside the window for that month — not prorated — and split across
+* The free tier (100,000 DPU + 1 GB-month, from the price table) is applied **once per AWS account
+  and calendar month** to the usage inside the window for that month — not prorated — and split across
   the account's clusters in proportion to their usage, priced at each cluster's regional rate.
 * Multi-Region peers are separate clusters, each priced in its own region.
 * Forecast: month-to-date + the trailing daily rate × the days left in the month. The rate is taken
@@ -49,8 +49,8 @@ ASSUMPTIONS = (
     "Storage = GB-month prorated from hourly ClusterStorageSize averages (bytes/1e9, or 2^30 where the price "
     "table says GiB) divided by the hours in the month; an hour without a datapoint carries the last known size "
     "forward, and the hours before the first datapoint use the first one.",
-    "Free tier (from the price table) applied once per account and calendar month to the usage in the window, "
-    "not prorated, split across clusters in proportion to usage.",
+    "Free tier (from the price table) applied once per AWS account (STS GetCallerIdentity) and calendar month to "
+    "the usage in the window, not prorated, split across the clusters in scope in proportion to usage.",
     "Multi-Region peers are priced in their own regions.",
     "Forecast = month-to-date + trailing daily rate (last 7 full UTC days, or fewer) x days left.",
 )
