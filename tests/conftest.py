@@ -24,6 +24,8 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("DSQLOPS_CONFIG", None)
 os.environ.pop("DSQLOPS_CLUSTER", None)
 os.environ.pop("DSQLOPS_PROFILE", None)
+# The cost history is written under the XDG data dir: never the real one from a test.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="dsqlops-test-data-")
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +59,7 @@ def pg(tmp_root: Path, pg_tls) -> Iterator[object]:  # type: ignore[no-untyped-d
 def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty XDG config home so no user config leaks into a test."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     return tmp_path / "xdg"
 
 

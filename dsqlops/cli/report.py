@@ -7,7 +7,7 @@ import sys
 import click
 
 from dsqlops.cli.common import CliEnv, pass_env
-from dsqlops.cli.cost import pricing_file_option, warn_all
+from dsqlops.cli.cost import history_option, pricing_file_option, record_history, warn_all
 from dsqlops.errors import BudgetExceeded
 
 
@@ -25,9 +25,10 @@ from dsqlops.errors import BudgetExceeded
               help="Report on this month: a past month gives a closing report (the whole month, no forecast) "
               "[default: the current month].")
 @pricing_file_option
+@history_option
 @pass_env
 def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | None, lock_file: str | None,
-           month: str | None, pricing_file: str | None) -> None:
+           month: str | None, pricing_file: str | None, history_file: str | None) -> None:
     """Write the cron cost report (md, html, json, csv, prometheus).
 
     Month-to-date spend and month-end forecast of every cluster in the configured profiles and
@@ -74,6 +75,7 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
             sys.stdout.write(text)
             sys.stdout.flush()
     est = rep.estimate
+    record_history(est, history_file, settings, command="report")
     warn_all(est.warnings)
     if rep.exceeded:
         names = ", ".join(b["cluster_id"] or "total" for b in rep.exceeded)

@@ -147,6 +147,9 @@ class ClusterCost:
     storage_hours_backfilled: int = 0
     #: False when the price table has no price for the cluster's region: its dollars are unknown.
     priced: bool = True
+    #: DPU per UTC day and component (read, write, …), and GB-month per UTC day (carried hours included).
+    daily_components: dict[dt.date, dict[str, Decimal]] = field(default_factory=dict)
+    daily_storage_gb_month: dict[dt.date, Decimal] = field(default_factory=dict)
 
     @property
     def has_data(self) -> bool:
@@ -392,6 +395,14 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
     for t, v in hourly.items():
         monthly_dpu[month_start(t)] += v
         daily[t.date()] += v
+    daily_comp: dict[dt.date, dict[str, Decimal]] = defaultdict(lambda: dict.fromkeys(COMPONENTS, ZERO))
+    for k, m in COMPONENTS.items():
+        for t, v in u.dpu.get(m, {}).items():
+            if _in(t, start, end):
+                daily_comp[t.date()][k] += v
+    daily_storage: dict[dt.date, Decimal] = defaultdict(lambda: ZERO)
+    for t, b in billed_hours.items():
+        daily_storage[t.date()] += b / price.bytes_per_unit / hours_in_month(t)
     seen = sorted(set(hourly) | set(storage) | {t for m in u.dpu.values() for t in m if _in(t, start, end)})
     latest = storage[max(storage)] if storage else None
     return ClusterCost(
@@ -401,7 +412,8 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
         first_seen=seen[0] if seen else None, last_seen=seen[-1] if seen else None, daily_dpu=dict(daily),
         transactions=u.transactions, occ_conflicts=u.occ_conflicts, monthly_dpu=dict(monthly_dpu),
         monthly_storage=dict(monthly_storage), warnings=warnings, storage_hours_carried=carried,
-        storage_hours_backfilled=backfilled)
+        storage_hours_backfilled=backfilled, daily_components={d: dict(v) for d, v in daily_comp.items()},
+        daily_storage_gb_month=dict(daily_storage))
 
 
 def _free_tier_amounts(costs: Sequence[ClusterCost], warnings: list[str]) -> tuple[Decimal, Decimal]:

@@ -429,3 +429,22 @@ def test_cost_table_shows_dollars_per_component(world, capsys):
     cells = dict(zip(head, row, strict=True))
     assert (cells["read_usd"], cells["write_usd"], cells["compute_usd"]) == ("2.74", "1.37", "0.46")
     assert cells["multi_region_write_usd"] == "0.00" and cells["stream_usd"] == "0.00"
+
+
+def test_cost_and_report_runs_are_recorded_in_the_history(world):
+    h = world["tmp"] / "history.sqlite3"
+    a = world["a"]
+    r = run("cost", "--cluster-id", a, "--region", "us-east-1", "--forecast", "--history", str(h))
+    assert r.exit_code == 0, r.output
+    r = run("cost", "--cluster-id", a, "--region", "us-east-1", "--forecast", "--history", str(h))  # same day again
+    r = run("-o", "json", "cost", "history", "--history", str(h))
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [(x["cluster_id"], x["month"], x["total_usd"], x["closed"]) for x in rows] == [
+        (a, "2026-11", "18.48", False)]
+    from dsqlops.cost import history
+
+    with history.connect(h) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM forecasts").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM daily WHERE cluster_id = ?", (a,)).fetchone()[0] == 19
