@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from dsqlops.cli.common import CliEnv, pass_env
 from dsqlops.cli.cost import history_option, pricing_file_option, record_history, warn_all
 from dsqlops.errors import BudgetExceeded
+
+
+def history_months(rep: Any, history_file: str | None, settings: Any) -> list[dict[str, Any]]:
+    """The report's clusters' dollars per month from the cost history (up to the report's month)."""
+    from dsqlops.cost import history
+    from dsqlops.cost.report import monthly_totals
+    from dsqlops.errors import DsqlopsError
+    from dsqlops.output import warn
+
+    try:
+        with history.connect(history.resolve_path(history_file, settings), create=False) as conn:
+            rows = history.month_over_month(conn, months=12, today=rep.estimate.start.date())
+    except DsqlopsError as e:
+        warn(f"no month-over-month chart: {e.message}")
+        return []
+    return monthly_totals(rows, rep.estimate.clusters, upto=f"{rep.estimate.start:%Y-%m}")
 
 
 @click.command("report")
@@ -64,6 +81,8 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
         scopes = report_scopes(cfg, settings,
                                lambda prof: resolve(config_path=env.config_path, profile=prof, flags=env.flags))
         rep = build(cfg, scopes, prices, now=utcnow(), month=month)
+        record_history(rep.estimate, history_file, settings, command="report")
+        rep.months = history_months(rep, history_file, settings)
         text = render(rep, fmt)
         if target:
             from pathlib import Path
@@ -75,7 +94,6 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
             sys.stdout.write(text)
             sys.stdout.flush()
     est = rep.estimate
-    record_history(est, history_file, settings, command="report")
     warn_all(est.warnings)
     if rep.exceeded:
         names = ", ".join(b["cluster_id"] or "total" for b in rep.exceeded)

@@ -108,6 +108,8 @@ class Report:
     fetch_calls: int = 0
     #: A past month's closing report (the whole month, no forecast).
     closed: bool = False
+    #: Dollars per month of the report's clusters, from the cost history (see :func:`monthly_totals`).
+    months: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exceeded(self) -> list[dict[str, Any]]:
@@ -131,7 +133,8 @@ class Report:
                 "clusters": [c.to_dict() for c in e.clusters],
                 "top_clusters": [c.cluster_id for c in self.top()],
                 "daily_dpu": [{"date": d, "dpu": plain(v)} for d, v in e.daily_dpu().items()],
-                "budgets": self.budgets, "free_tier": e.free_tier, "price_table": e.price_table,
+                "budgets": self.budgets, "months": self.months, "free_tier": e.free_tier,
+                "price_table": e.price_table,
                 "warnings": e.warnings + [w for c in e.clusters for w in c.warnings],
                 "assumptions": list(e.assumptions), "caveat": e.caveat}
 
@@ -269,6 +272,10 @@ def render_md(r: Report) -> str:
     lines += [f"{i}. `{c.cluster_id}` ({c.region}): ${_fc(c) or money(c.total_usd)}" for i, c in enumerate(r.top(), 1)]
     lines += ["", "## DPU per day", "", "| date | DPU |", "|---|---:|"]
     lines += [f"| {d} | {plain(v.quantize(Decimal('0.01')))} |" for d, v in r.estimate.daily_dpu().items()]
+    if r.months:
+        lines += ["", "## Month over month", "", "| month | USD | change |", "|---|---:|---:|"]
+        lines += [f"| {m['month']} | {m['total_usd']} | "
+                  f"{'' if m['change_pct'] is None else str(m['change_pct']) + ' %'} |" for m in r.months]
     if r.budgets:
         lines += ["", "## Budgets", "", "| scope | budget $ | forecast $ | exceeded |", "|---|---:|---:|---|"]
         lines += [f"| {b['cluster_id'] or 'total'} | {b['budget_usd']} | {b['forecast_usd']} | "
@@ -280,14 +287,14 @@ def render_md(r: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def svg_chart(daily: Mapping[dt.date, Decimal], *, width: int = 720, height: int = 220) -> str:
-    """A bar chart of DPU per day as inline SVG (no JavaScript, renders in mail clients)."""
+def _bar_chart(items: list[tuple[str, str, Decimal]], *, what: str, unit: str, chart_id: str,
+               width: int = 720, height: int = 220) -> str:
+    """An inline SVG bar chart (no JavaScript, renders in mail clients): one bar per (title, label, value)."""
     esc = html.escape
     pad_l, pad_b, pad_t = 60, 30, 10
-    items = list(daily.items())
-    peak = max((v for _d, v in items), default=ZERO)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="DPU per day">', f'<title>DPU per day (peak {esc(str(plain(peak)))})</title>',
+    peak = max((v for _t, _l, v in items), default=ZERO)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" id="{chart_id}" width="{width}" height="{height}" '
+             f'role="img" aria-label="{esc(what)}">', f'<title>{esc(what)} (peak {esc(str(plain(peak)))})</title>',
              f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width}" y2="{height - pad_b}" stroke="#444"/>',
              f'<text x="{pad_l - 5}" y="{pad_t + 10}" text-anchor="end" font-size="10">'
              f'{esc(str(plain(peak.quantize(Decimal(1)))))}</text>',
@@ -295,17 +302,49 @@ def svg_chart(daily: Mapping[dt.date, Decimal], *, width: int = 720, height: int
     if items and peak > 0:
         bw = (width - pad_l) / len(items)
         plot_h = height - pad_b - pad_t
-        for i, (d, v) in enumerate(items):
+        for i, (title, label, v) in enumerate(items):
             h = float(v / peak) * plot_h
             x = pad_l + i * bw
             parts.append(f'<rect x="{x + 1:.1f}" y="{height - pad_b - h:.1f}" width="{max(bw - 2, 1):.1f}" '
-                         f'height="{h:.1f}" fill="#2f6fb0"><title>{esc(d.isoformat())}: '
-                         f'{esc(str(plain(v.quantize(Decimal("0.01")))))} DPU</title></rect>')
+                         f'height="{h:.1f}" fill="#2f6fb0"><title>{esc(title)}: '
+                         f'{esc(str(plain(v.quantize(Decimal("0.01")))))} {esc(unit)}</title></rect>')
             if len(items) <= 31:
                 parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - pad_b + 14}" text-anchor="middle" '
-                             f'font-size="9">{d.day}</text>')
+                             f'font-size="9">{esc(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def svg_chart(daily: Mapping[dt.date, Decimal], *, width: int = 720, height: int = 220) -> str:
+    """A bar chart of DPU per day."""
+    return _bar_chart([(d.isoformat(), str(d.day), v) for d, v in daily.items()], what="DPU per day", unit="DPU",
+                      chart_id="dpu-per-day", width=width, height=height)
+
+
+def month_chart(months: list[dict[str, Any]], *, width: int = 720, height: int = 220) -> str:
+    """A bar chart of the report's clusters' dollars per month, from the cost history."""
+    return _bar_chart([(m["month"], m["month"][2:], m["total_usd"]) for m in months], what="USD per month",
+                      unit="USD", chart_id="month-over-month", width=width, height=height)
+
+
+def monthly_totals(rows: list[dict[str, Any]], clusters: Any, *, upto: str | None = None) -> list[dict[str, Any]]:
+    """The history's month-over-month rows of ``clusters`` summed per month (up to the month ``upto``,
+    YYYY-MM), with the change in %."""
+    keys = {(c.account, c.region, c.cluster_id) for c in clusters}
+    by: dict[str, Decimal] = {}
+    for row in rows:
+        if upto is not None and row["month"] > upto:
+            continue
+        if (row["account"], row["region"], row["cluster_id"]) in keys and row["total_usd"] is not None:
+            by[row["month"]] = by.get(row["month"], ZERO) + row["total_usd"]
+    out: list[dict[str, Any]] = []
+    prev: Decimal | None = None
+    for month in sorted(by):
+        v = by[month]
+        out.append({"month": month, "total_usd": money(v),
+                    "change_pct": ((v - prev) / prev * 100).quantize(Decimal("0.1")) if prev else None})
+        prev = v
+    return out
 
 
 def render_html(r: Report) -> str:
@@ -335,6 +374,7 @@ def render_html(r: Report) -> str:
                              str(t["forecast_usd"]) if t["forecast_usd"] is not None else "n/a"]]),
         f"<p>OCC conflict rate (all clusters): {esc(f'{occ * 100:.2f}%' if occ is not None else 'n/a')}</p>",
         "<h2>DPU per day</h2>", svg_chart(e.daily_dpu()),
+        ("<h2>Month over month</h2>" + month_chart(r.months)) if r.months else "",
         "<h2>Clusters</h2>", table(head, rows),
         "<h2>Top clusters (by forecast)</h2><ol>"
         + "".join(f"<li><code>{esc(c.cluster_id)}</code> ({esc(c.region)}): ${esc(_fc(c) or str(money(c.total_usd)))}"

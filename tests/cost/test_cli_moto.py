@@ -448,3 +448,82 @@ def test_cost_and_report_runs_are_recorded_in_the_history(world):
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
         assert conn.execute("SELECT count(*) FROM forecasts").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM daily WHERE cluster_id = ?", (a,)).fetchone()[0] == 19
+
+
+def _month_chart_bars(page: str) -> int:
+    from html.parser import HTMLParser
+
+    class Bars(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inside, self.bars = False, 0
+
+        def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+            if tag == "svg":
+                self.inside = dict(attrs).get("id") == "month-over-month"
+            elif tag == "rect" and self.inside:
+                self.bars += 1
+
+        def handle_endtag(self, tag):  # type: ignore[no-untyped-def]
+            if tag == "svg":
+                self.inside = False
+
+    p = Bars()
+    p.feed(page)
+    return p.bars
+
+
+def test_html_report_has_a_month_over_month_chart_from_the_history(world):
+    # October's closing report (as in test_report_month_gives_a_closing_report_for_a_past_month: $3.77 for A),
+    # then November's: the November page charts both months, one bar each.
+    cw1, a = world["cw1"], world["a"]
+    _put(cw1, a, "TotalDPU", {dt.datetime(2026, 10, 10, 12, tzinfo=UTC): 200_000.0})
+    _put(cw1, a, "ClusterStorageSize", {dt.datetime(2026, 10, 5, tzinfo=UTC): 10e9})
+    cfg = _config(world)
+    h = world["tmp"] / "history.sqlite3"
+    out = world["tmp"] / "page.html"
+    assert exit_code("report", "--config", str(cfg), "--month", "2026-10", "--format", "html", "--out", str(out),
+                     "--history", str(h)) == 0
+    assert _month_chart_bars(out.read_text()) == 1
+    assert exit_code("report", "--config", str(cfg), "--format", "json", "--out", str(out), "--history", str(h)) == 0
+    months = json.loads(out.read_text())["months"]
+    assert [m["month"] for m in months] == ["2026-10", "2026-11"] and months[0]["total_usd"] == "3.77"
+    assert months[1]["total_usd"] == "22.60"
+    assert exit_code("report", "--config", str(cfg), "--format", "html", "--out", str(out), "--history", str(h)) == 0
+    page = out.read_text()
+    assert _month_chart_bars(page) == 2 and "<script" not in page
+
+
+def test_html_report_renders_in_a_headless_browser():
+    """The page in a real headless browser: it loads, the month chart has one bar per month, no console
+    errors. Skipped where no browser can be installed."""
+    from decimal import Decimal as D
+
+    from dsqlops.cost.model import ClusterUsage, estimate
+    from dsqlops.cost.report import Report, read_config, render
+
+    prices = P.load(P.shipped_path())
+    u = ClusterUsage("a" * 26, "us-east-1", dpu={"TotalDPU": {NOV: D(500_000)}})
+    rep = Report(estimate([u], prices, start=NOV, end=NOW, now=NOW, forecast=True), read_config(None, None), [])
+    rep.months = [{"month": "2026-09", "total_usd": D("3.00"), "change_pct": None},
+                  {"month": "2026-10", "total_usd": D("4.50"), "change_pct": D("50.0")},
+                  {"month": "2026-11", "total_usd": D("3.20"), "change_pct": D("-28.9")}]
+    page = render(rep, "html")
+    assert _month_chart_bars(page) == 3
+    bars = 3
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is not installed (pip install playwright; "
+        "python -m playwright install chromium)")
+    errors: list[str] = []
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch()
+            tab = browser.new_page()
+            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.set_content(page)
+            assert tab.locator("svg#month-over-month rect").count() == bars
+            browser.close()
+    except sync_api.Error as e:  # no browser binary: its download is not on the package index
+        pytest.skip(f"no headless Chromium available to Playwright: {str(e).splitlines()[0]}")
+    assert errors == []
