@@ -7,6 +7,7 @@ databases/objects with unique names so that they do not depend on each other.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ os.environ.pop("DSQLOPS_CLUSTER", None)
 os.environ.pop("DSQLOPS_PROFILE", None)
 # The cost history is written under the XDG data dir: never the real one from a test.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="dsqlops-test-data-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], True)
 
 
 @pytest.fixture(scope="session")
