@@ -96,6 +96,10 @@ def account_of(aws: Any, region: str, fallback: str, warnings: list[str]) -> str
     return account
 
 
+#: Error codes that mean "you may not ask", not "there is no such cluster".
+_DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
+
+
 def describe(dsql: Any, cluster_id: str) -> dict[str, Any] | None:
     """GetCluster, or None when the region has no such cluster."""
     from dsqlops.aws import aws_errors
@@ -108,8 +112,20 @@ def describe(dsql: Any, cluster_id: str) -> dict[str, Any] | None:
         return None
 
 
-def _checked(account: str, region: str, cid: str, dsql: Any, *, explicit: bool) -> Target:
-    info = describe(dsql, cid)
+def _checked(account: str, region: str, cid: str, dsql: Any, *, explicit: bool, probe: bool = False,
+             warnings: list[str] | None = None) -> Target:
+    from dsqlops.errors import ServiceError
+
+    try:
+        info = describe(dsql, cid)
+    except ServiceError as e:
+        if e.code not in _DENIED:
+            raise
+        # A cost-only role may read CloudWatch but not the control plane: price what CloudWatch has.
+        if warnings is not None:
+            warnings.append(f"{cid}: could not check the cluster in {region} with GetCluster ({e.code}); "
+                            "allow dsql:GetCluster to have missing clusters reported and creation times used")
+        return Target(account, region, cid, exists=not probe, status=None if not probe else "not checked")
     if info is None:
         return Target(account, region, cid, exists=False, status="not found", explicit=explicit)
     created = info.get("creationTime")
@@ -120,7 +136,8 @@ def _checked(account: str, region: str, cid: str, dsql: Any, *, explicit: bool) 
 
 
 def targets(scopes: Sequence[Scope], cw_clients: dict[tuple[str, str], Any],
-            dsql_clients: dict[tuple[str, str], Any], stats: M.FetchStats) -> list[Target]:
+            dsql_clients: dict[tuple[str, str], Any], stats: M.FetchStats,
+            warnings: list[str] | None = None) -> list[Target]:
     out: dict[tuple[str, str], Target] = {}
     for s in scopes:
         for r in s.regions:
@@ -128,12 +145,14 @@ def targets(scopes: Sequence[Scope], cw_clients: dict[tuple[str, str], Any],
                 for cid in s.clusters.get(r, []):
                     if (r, cid) not in out:
                         out[(r, cid)] = _checked(s.account, r, cid, dsql_clients[(s.account, r)],
-                                                 explicit=(r, cid) not in s.probes)
+                                                 explicit=(r, cid) not in s.probes, probe=(r, cid) in s.probes,
+                                                 warnings=warnings)
                 continue
             listed = list_cluster_ids(dsql_clients[(s.account, r)])
             for cid in listed:
                 if (r, cid) not in out:
-                    out[(r, cid)] = _checked(s.account, r, cid, dsql_clients[(s.account, r)], explicit=False)
+                    out[(r, cid)] = _checked(s.account, r, cid, dsql_clients[(s.account, r)], explicit=False,
+                                             warnings=warnings)
             for cid in M.clusters_with_metrics(cw_clients[(s.account, r)], stats=stats):
                 out.setdefault((r, cid), Target(s.account, r, cid, exists=False))
     return list(out.values())
@@ -186,7 +205,7 @@ def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] =
             dsql[(s.account, r)] = s.aws.dsql(r)
     if progress:
         progress("listing clusters")
-    tgs = targets(scopes, cw, dsql, stats)
+    tgs = targets(scopes, cw, dsql, stats, warnings)
     keys_by: dict[tuple[str, str], list[M.SeriesKey]] = defaultdict(list)
     by_scope_region: dict[tuple[str, str], list[str]] = defaultdict(list)
     for t in tgs:

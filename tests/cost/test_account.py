@@ -51,3 +51,18 @@ def test_without_sts_the_profile_label_keys_the_free_tier_and_a_warning_says_so(
     denied = FakeAws("AKIADENIED", None)
     assert collect.account_of(denied, "us-east-1", "prod", warnings) == "prod"
     assert len(warnings) == 1 and "GetCallerIdentity" in warnings[0] and "'prod'" in warnings[0]
+
+
+class DeniedDsql:
+    def get_cluster(self, identifier: str) -> Any:
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "GetCluster")
+
+
+def test_a_role_without_get_cluster_still_gets_its_cost_with_a_warning():
+    warnings: list[str] = []
+    t = collect._checked("111111111111", "us-east-1", "a" * 26, DeniedDsql(), explicit=True, warnings=warnings)
+    assert t.exists and not t.explicit  # priced from CloudWatch, never reported missing
+    assert "dsql:GetCluster" in warnings[0] and "AccessDeniedException" in warnings[0]
+    probe = collect._checked("111111111111", "us-east-2", "a" * 26, DeniedDsql(), explicit=False, probe=True)
+    assert not probe.exists  # a probed id without data there is then dropped, not shown as a ghost
