@@ -17,6 +17,9 @@ class ExitCode(IntEnum):
     FAILED = 1
     #: A budget is forecast (or already) exceeded (`dsqlops report`, `cost --budget`).
     BUDGET_EXCEEDED = 3
+    #: The result was printed but is incomplete: part of it could not be computed (e.g. clusters in a
+    #: region the price table does not price).
+    INCOMPLETE = 5
     #: A bounded wait (`--timeout`) ran out; the thing waited on may still finish: re-run to resume.
     TIMEOUT = 4
     #: Another run holds the lock (cron overlap), EX_TEMPFAIL.
@@ -93,6 +96,10 @@ class WaitTimeout(DsqlopsError):
 
 class BudgetExceeded(DsqlopsError):
     exit_code = ExitCode.BUDGET_EXCEEDED
+
+
+class Incomplete(DsqlopsError):
+    exit_code = ExitCode.INCOMPLETE
 
 
 class Locked(DsqlopsError):

@@ -7,6 +7,7 @@ databases/objects with unique names so that they do not depend on each other.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -32,6 +33,10 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 for _var in [*ENV_KEYS, "DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "DSQLOPS_OUTPUT", "DSQLOPS_DEBUG", "DSQLOPS_NO_PROGRESS",
              "DSQLOPS_SANDBOX_DIR", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DSQL", "PGPASSWORD"]:
     os.environ.pop(_var, None)
+os.environ.pop("DSQLOPS_CLUSTER", None)
+# The cost history is written under the XDG data dir: never the real one from a test.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="dsqlops-test-data-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], True)
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +70,7 @@ def pg(tmp_root: Path, pg_tls) -> Iterator[object]:  # type: ignore[no-untyped-d
 def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty XDG config home so no user config leaks into a test."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     return tmp_path / "xdg"
 
 

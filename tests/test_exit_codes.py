@@ -153,12 +153,29 @@ def test_budget_exceeded_3_is_translated(run, monkeypatch):
     assert r.exit_code == ExitCode.BUDGET_EXCEEDED == 3
 
 
+def test_incomplete_5_when_a_region_has_no_price(run, tmp_path):
+    """`cost --all` over a region the price table does not price: the rest is priced, the exit is 5."""
+    import yaml
+
+    from dsqlops.cost import pricing
+
+    create(run, region="us-east-2")
+    data = yaml.safe_load(pricing.shipped_path().read_text())
+    data["regions"] = {"us-east-1": data["regions"]["us-east-1"]}
+    prices = tmp_path / "only-us-east-1.yaml"
+    prices.write_text(yaml.safe_dump(data))
+    r = run(["-o", "json", "cost", "--all", "--region", "us-east-2", "--pricing-file", str(prices)])
+    assert r.exit_code == ExitCode.INCOMPLETE == 5, r.stderr
+    assert r.json()["unpriced_regions"] == ["us-east-2"] and "no price" in r.stderr
+
+
 def test_every_exit_code_has_a_test():
     names = {n.removeprefix("test_") for n in globals() if n.startswith("test_")}
     covered = {"OK": "ok_0", "FAILED": "failed_1_cluster_failed", "BUDGET_EXCEEDED": "budget_exceeded_3_is_translated",
                "TIMEOUT": "timeout_4", "LOCKED": "locked_75", "INTERRUPTED": "interrupted_130", "USAGE": "usage_252",
                "CONFIG": "config_253_missing_credentials", "SERVICE": "service_254_not_found",
-               "INTERNAL": "internal_255_on_an_unexpected_exception"}
+               "INTERNAL": "internal_255_on_an_unexpected_exception",
+               "INCOMPLETE": "incomplete_5_when_a_region_has_no_price"}
     assert set(covered) == {c.name for c in ExitCode}
     assert set(covered.values()) <= names
 

@@ -26,7 +26,7 @@ def budget() -> None:
 
 @budget.group("alarm")
 def alarm() -> None:
-    """Budget alarms on TotalDPU (daily) and ClusterStorageSize.
+    """Budget alarms on a cluster's monthly dollars (TotalDPU and ClusterStorageSize together).
 
     \b
     Example:
@@ -48,37 +48,39 @@ def _region_of(env: CliEnv, cluster: str) -> tuple[str, str]:
 @click.option("-c", "--cluster", required=True, metavar="CLUSTER", help="Cluster id, endpoint or ARN.")
 @click.option("--monthly-usd", required=True, metavar="USD", help="Monthly budget in dollars.")
 @click.option("--sns-topic", default=None, metavar="ARN", help="SNS topic to notify (alarm and OK actions).")
-@click.option("--storage-gb", default=None, metavar="GB",
-              help="Storage alarm threshold [default: 80% of the storage the budget alone would buy].")
+@click.option("--no-free-tier", is_flag=True,
+              help="Do not subtract the free tier (e.g. when other clusters of the account use it up).")
 @pricing_file_option
 @dry_run_option
 @output_option
 @pass_env
-def create(env: CliEnv, cluster: str, monthly_usd: str, sns_topic: str | None, storage_gb: str | None,
+def create(env: CliEnv, cluster: str, monthly_usd: str, sns_topic: str | None, no_free_tier: bool,
            pricing_file: str | None, dry_run: bool) -> None:
-    """Create the daily-DPU and storage alarms for a cluster's monthly budget.
+    """Create the alarm on a cluster's monthly DSQL dollars (DPU and storage together).
 
-    The DPU threshold is the budget / 30 days converted to DPU with the cluster's regional price.
-    --dry-run prints the PutMetricAlarm requests instead.
+    One metric-math alarm: a day's TotalDPU times the days of this month plus the day's
+    ClusterStorageSize, priced with the cluster's regional prices, minus the free tier, above the
+    budget. --dry-run prints the PutMetricAlarm request instead.
 
     \b
     Example:
       dsqlops budget alarm create --cluster CLUSTER --monthly-usd 200 --dry-run
     """
     from dsqlops.cost import alarms, pricing
+    from dsqlops.cost.timewin import utcnow
 
     try:
         usd = Decimal(monthly_usd)
-        gb = Decimal(storage_gb) if storage_gb is not None else None
     except InvalidOperation:
-        raise UsageError("--monthly-usd and --storage-gb must be numbers") from None
-    if not usd.is_finite() or (gb is not None and (not gb.is_finite() or gb <= 0)):
-        raise UsageError("--monthly-usd and --storage-gb must be finite positive numbers")
+        raise UsageError("--monthly-usd must be a number") from None
+    if not usd.is_finite():
+        raise UsageError("--monthly-usd must be a finite positive number")
     if sns_topic and not (sns_topic.startswith("arn:") and ":sns:" in sns_topic):
         raise UsageError(f"--sns-topic must be an SNS topic ARN, not {sns_topic!r}")
     cid, region = _region_of(env, cluster)
     price = pricing.load_for(pricing_file, env.settings).get(region)
-    reqs = alarms.alarm_requests(cid, region, usd, price, sns_topic=sns_topic, storage_gb=gb)
+    reqs = alarms.alarm_requests(cid, region, usd, price, now=utcnow(), sns_topic=sns_topic,
+                                 free_tier=not no_free_tier)
     if dry_run:
         from dsqlops.output import to_jsonable
 
@@ -86,8 +88,8 @@ def create(env: CliEnv, cluster: str, monthly_usd: str, sns_topic: str | None, s
                                                  for r in reqs]), indent=2) + "\n")
         return
     names = alarms.create(env.aws().cloudwatch(region), reqs)
-    env.render([{"name": n, "region": region, "threshold": r["Threshold"], "metric": r["MetricName"]}
-                for n, r in zip(names, reqs, strict=True)])
+    env.render([{"name": n, "region": region, "threshold": r["Threshold"],
+                 "expression": r["Metrics"][-1]["Expression"]} for n, r in zip(names, reqs, strict=True)])
 
 
 @alarm.command("list")

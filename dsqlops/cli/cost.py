@@ -13,9 +13,6 @@ from dsqlops.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-CLUSTER_COLUMNS = ["cluster_id", "region", "billed_dpu", "storage_gb_month", "dpu_usd", "storage_usd",
-                   "free_tier_usd", "total_usd", "forecast_usd"]
-
 
 def pricing_file_option(f: F) -> F:
     return click.option("--pricing-file", default=None, metavar="FILE",
@@ -44,44 +41,28 @@ def warn_all(messages: list[str]) -> None:
         warn(m)
 
 
-def cluster_rows(est: Any) -> list[dict[str, Any]]:
-    rows = []
-    for c in est.clusters:
-        d = c.to_dict()
-        d["forecast_usd"] = d["forecast"]["total_usd"] if d["forecast"] else None
-        rows.append(d)
-    return rows
-
-
 def render_estimate(env: CliEnv, est: Any) -> None:
+    from dsqlops.cost import tables
     from dsqlops.output import info
 
     fmt = env.output_format
     if fmt in ("json", "yaml"):
         env.render(est.to_dict())
+    elif fmt == "csv":
+        env.render(tables.cluster_rows(est))
     else:
-        rows = cluster_rows(est)
-        flat = [{k: v for k, v in r.items() if k not in ("daily_dpu", "forecast", "warnings")} for r in rows]
-        if fmt == "csv":
-            env.render(flat)
-        else:
-            t = est.totals()
-            total = {"cluster_id": "TOTAL", "region": "", "billed_dpu": t["billed_dpu"],
-                     "storage_gb_month": t["storage_gb_month"], "dpu_usd": t["dpu_usd"],
-                     "storage_usd": t["storage_usd"], "free_tier_usd": t["free_tier_usd"],
-                     "total_usd": t["total_usd"], "forecast_usd": t["forecast_usd"]}
-            cols = CLUSTER_COLUMNS if est.forecast_requested else CLUSTER_COLUMNS[:-1]
-            env.render([*flat, total], columns=cols, empty_message="no clusters found")
-            for c in est.clusters:
-                if c.forecast:
-                    f = c.forecast
-                    info(f"forecast {c.cluster_id}: {f.method} ({f.rate_start:%Y-%m-%d %H:%M}Z.."
-                         f"{f.rate_end:%Y-%m-%d %H:%M}Z), {f.dpu_per_day.quantize(1)} DPU/day"
-                         if f.rate_start and f.rate_end else f"forecast {c.cluster_id}: {f.method}")
-            info(f"window {est.start:%Y-%m-%dT%H:%MZ} .. {est.end:%Y-%m-%dT%H:%MZ}; prices: {est.price_table}")
-            for a in est.assumptions:
-                info(f"assumption: {a}")
-            info(est.caveat)
+        rows, cols = tables.table(est)
+        env.render(rows, columns=cols, empty_message="no clusters found")
+        for c in est.clusters:
+            if c.forecast:
+                f = c.forecast
+                info(f"forecast {c.cluster_id}: {f.method} ({f.rate_start:%Y-%m-%d %H:%M}Z.."
+                     f"{f.rate_end:%Y-%m-%d %H:%M}Z), {f.dpu_per_day.quantize(1)} DPU/day"
+                     if f.rate_start and f.rate_end else f"forecast {c.cluster_id}: {f.method}")
+        info(f"window {est.start:%Y-%m-%dT%H:%MZ} .. {est.end:%Y-%m-%dT%H:%MZ}; prices: {est.price_table}")
+        for a in est.assumptions:
+            info(f"assumption: {a}")
+        info(est.caveat)
     warn_all(est.warnings + [w for c in est.clusters for w in c.warnings])
 
 
@@ -102,7 +83,26 @@ def cost_window(month: str | None, start: str | None, end: str | None, now: dt.d
     return w
 
 
-@click.command("cost")
+def history_option(f: F) -> F:
+    return click.option("--history", "history_file", default=None, metavar="PATH",
+                        help="Cost history file (SQLite) [default: config history_file, then "
+                        "$XDG_DATA_HOME/dsqlops/history.sqlite3].")(f)
+
+
+def record_history(est: Any, history_file: str | None, settings: Any, *, command: str) -> None:
+    """Record the run in the cost history; a history that cannot be written is a warning, never a lost answer."""
+    from dsqlops.cost import history
+    from dsqlops.errors import DsqlopsError
+    from dsqlops.output import warn
+
+    path = history.resolve_path(history_file, settings)
+    try:
+        history.record(path, est, command=command)
+    except DsqlopsError as e:
+        warn(f"cost history not recorded: {e.message}")
+
+
+@click.group("cost", invoke_without_command=True)
 @click.option("--cluster-id", "cluster_ids", multiple=True, metavar="ID",
               help="Cluster id, endpoint or ARN (repeatable). Default: the profile's cluster.")
 @click.option("--all", "all_clusters", is_flag=True,
@@ -112,24 +112,38 @@ def cost_window(month: str | None, start: str | None, end: str | None, now: dt.d
 @click.option("--start", default=None, metavar="TIME", help="Window start (ISO-8601, UTC), with --end.")
 @click.option("--end", default=None, metavar="TIME", help="Window end (exclusive).")
 @click.option("--forecast", is_flag=True, help="Add a month-end forecast (current month only).")
+@click.option("--free-tier-scope", type=click.Choice(["run", "account"]), default="run", show_default=True,
+              help="Split the account's free tier over the clusters of this run, or over every cluster of the "
+              "account in the regions covered (lists them; only the named clusters are shown).")
 @pricing_file_option
+@history_option
 @output_option
-@pass_env
-def cost(env: CliEnv, cluster_ids: tuple[str, ...], all_clusters: bool, regions: tuple[str, ...],
-         month: str | None, start: str | None, end: str | None, forecast: bool, pricing_file: str | None) -> None:
+@click.pass_context
+def cost(ctx: click.Context, cluster_ids: tuple[str, ...], all_clusters: bool, regions: tuple[str, ...],
+         month: str | None, start: str | None, end: str | None, forecast: bool, free_tier_scope: str,
+         pricing_file: str | None, history_file: str | None) -> None:
     """Estimate DSQL cost from CloudWatch, with a month-end forecast.
 
-    DPU by component, TotalDPU, storage GB-month prorated from hourly averages, the free tier
-    (once per account and month), dollars per cluster and in total. An estimate, not a bill.
+    DPU by component (and its dollars), TotalDPU, storage GB-month prorated from hourly averages, the
+    free tier (once per AWS account and month), dollars per cluster and in total. An estimate, not a
+    bill. Exit 5 when some cluster's region has no price (the others are still priced and shown).
+
+    \b
+    Every run is recorded in the cost history (see 'cost history' and 'cost anomalies').
 
     \b
     Example:
       dsqlops cost --all --region us-east-1 --region us-east-2 --forecast
       dsqlops cost --cluster-id abcdefghijklmnopqrstuvwxyz --month 2026-10 -o json
+      dsqlops cost history --months 6
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    env = ctx.ensure_object(CliEnv)
     from dsqlops.cost import pricing
     from dsqlops.cost.collect import Scope, estimate_for, scope_from_refs
     from dsqlops.cost.timewin import utcnow
+    from dsqlops.errors import Incomplete
     from dsqlops.validate import parse_cluster, validate_region
 
     for r in regions:
@@ -140,12 +154,15 @@ def cost(env: CliEnv, cluster_ids: tuple[str, ...], all_clusters: bool, regions:
     window = cost_window(month, start, end, now)
     prices = pricing.load_for(pricing_file, env.settings)
     default_region = env.settings.get("region")
-    account = env.settings.profile_name
+    label = env.settings.profile_name
+    only: set[tuple[str, str]] | None = None
+    scope_text = "clusters in this run"
     if all_clusters:
         regs = list(regions) or ([default_region] if default_region else [])
         if not regs:
             raise UsageError("--all needs a region", hint="pass --region (repeatable) or set a default region")
-        scope = Scope(account, env.aws(), regs, None)
+        scopes = [Scope(label, env.aws(), regs, None)]
+        scope_text = "every cluster of the account in the regions covered"
     else:
         refs = [parse_cluster(c) for c in cluster_ids]
         if not refs:
@@ -153,8 +170,104 @@ def cost(env: CliEnv, cluster_ids: tuple[str, ...], all_clusters: bool, regions:
             if ref is None:
                 raise UsageError("no cluster given", hint="pass --cluster-id ID (repeatable) or --all")
             refs = [ref]
-        scope = scope_from_refs(account, env.aws(), refs, list(regions), default_region)
+        named = scope_from_refs(label, env.aws(), refs, list(regions), default_region)
+        scopes = [named]
+        if free_tier_scope == "account":
+            scopes.append(Scope(label, named.aws, list(named.regions), None))
+            only = {(r, cid) for r, ids in (named.clusters or {}).items() for cid in ids}
+            scope_text = "every cluster of the account in the regions covered"
     progress = env.progress_line("cost")
-    est, _got = estimate_for([scope], window, prices, now=now, forecast=forecast, progress=progress.update)
+    est, _got = estimate_for(scopes, window, prices, now=now, forecast=forecast, progress=progress.update,
+                             only=only, free_tier_scope=scope_text)
     progress.done()
+    if not all_clusters and free_tier_scope == "run":
+        est.warnings.append(
+            f"the free tier was split over the {len(est.clusters)} cluster(s) of this run only; other clusters of "
+            "the same account share it: use --all, or --free-tier-scope account, for the account-wide split")
     render_estimate(env, est)
+    record_history(est, history_file, env.settings, command="cost")
+    if est.unpriced:
+        regs = sorted({c.region for c in est.unpriced})
+        raise Incomplete(f"{len(est.unpriced)} cluster(s) in region(s) {', '.join(regs)} have no price in "
+                         f"{est.price_table}: their dollars are missing from the totals",
+                         hint="add the region to a price table (see docs/cost.md) and pass --pricing-file")
+
+
+@cost.command("history")
+@click.option("--cluster-id", "cluster_ids", multiple=True, metavar="ID", help="Only this cluster (repeatable).")
+@click.option("--months", type=click.IntRange(1, 120), default=6, show_default=True, help="How many months back.")
+@click.option("--forecast-error", is_flag=True,
+              help="Instead: how far the forecasts made during closed months were from the closing figure, "
+              "by day of month.")
+@history_option
+@output_option
+@pass_env
+def history_cmd(env: CliEnv, cluster_ids: tuple[str, ...], months: int, forecast_error: bool,
+                history_file: str | None) -> None:
+    """Month over month cost from the local history, with the change in % and a trend.
+
+    Months are recorded by 'cost' runs whose window starts on the 1st (month to date, or a whole
+    month) and by 'report'; a closed month is one recorded after its end (e.g. 'report --month').
+
+    \b
+    Example:
+      dsqlops cost history --months 12
+      dsqlops cost history --cluster-id abcdefghijklmnopqrstuvwxyz -o csv
+      dsqlops cost history --forecast-error
+    """
+    from dsqlops.cost import history
+    from dsqlops.validate import parse_cluster
+
+    ids = [parse_cluster(c).id for c in cluster_ids]
+    with history.connect(history.resolve_path(history_file, env.settings), create=False) as conn:
+        if forecast_error:
+            rows = history.forecast_error(conn, cluster_ids=ids)
+            env.render(rows, empty_message="no forecast of a closed month in the history yet")
+            return
+        rows = history.month_over_month(conn, cluster_ids=ids, months=months)
+    if env.output_format != "table":
+        rows = [{k: v for k, v in r.items() if k != "trend"} for r in rows]
+    env.render(rows, empty_message="no months in the cost history yet")
+
+
+@cost.command("anomalies")
+@click.option("--threshold", default="3", show_default=True, metavar="K",
+              help="Flag a day whose DPU is above K x the median of the days before it.")
+@click.option("--days", type=click.IntRange(1, 366), default=7, show_default=True,
+              help="How many of the latest recorded days to check (per cluster).")
+@click.option("--trailing", type=click.IntRange(3, 90), default=7, show_default=True,
+              help="How many earlier days the median is taken over.")
+@click.option("--cluster-id", "cluster_ids", multiple=True, metavar="ID", help="Only this cluster (repeatable).")
+@history_option
+@output_option
+@pass_env
+def anomalies_cmd(env: CliEnv, threshold: str, days: int, trailing: int, cluster_ids: tuple[str, ...],
+                  history_file: str | None) -> None:
+    """Days whose DPU jumped above K x the trailing median, with the component that moved.
+
+    Reads the cost history (complete days only). Exit 3 when any day is flagged, for cron alerting.
+
+    \b
+    Example:
+      dsqlops cost anomalies --threshold 3
+      dsqlops cost anomalies --days 1 -o json || mail -s "DSQL DPU anomaly" ops@example.com
+    """
+    from decimal import Decimal, InvalidOperation
+
+    from dsqlops.cost import history
+    from dsqlops.errors import DsqlopsError, ExitCode
+    from dsqlops.validate import parse_cluster
+
+    try:
+        k = Decimal(threshold)
+    except InvalidOperation:
+        raise UsageError(f"--threshold must be a number, not {threshold!r}") from None
+    if not k.is_finite() or k <= 1:
+        raise UsageError("--threshold must be a finite number above 1")
+    ids = [parse_cluster(c).id for c in cluster_ids]
+    with history.connect(history.resolve_path(history_file, env.settings), create=False) as conn:
+        rows = history.anomalies(conn, threshold=k, days=days, trailing=trailing, cluster_ids=ids)
+    env.render(rows, empty_message="no anomalies")
+    if rows:
+        raise DsqlopsError(f"{len(rows)} day(s) with DPU above {k} x the trailing median",
+                           exit_code=ExitCode.BUDGET_EXCEEDED)

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from dsqlops.cli.common import CliEnv, pass_env
-from dsqlops.cli.cost import pricing_file_option, warn_all
+from dsqlops.cli.cost import history_option, pricing_file_option, record_history, warn_all
 from dsqlops.errors import BudgetExceeded
+
+
+def history_months(rep: Any, history_file: str | None, settings: Any) -> list[dict[str, Any]]:
+    """The report's clusters' dollars per month from the cost history (up to the report's month)."""
+    from dsqlops.cost import history
+    from dsqlops.cost.report import monthly_totals
+    from dsqlops.errors import DsqlopsError
+    from dsqlops.output import warn
+
+    try:
+        with history.connect(history.resolve_path(history_file, settings), create=False) as conn:
+            rows = history.month_over_month(conn, months=12, today=rep.estimate.start.date())
+    except DsqlopsError as e:
+        warn(f"no month-over-month chart: {e.message}")
+        return []
+    return monthly_totals(rows, rep.estimate.clusters, upto=f"{rep.estimate.start:%Y-%m}")
 
 
 @click.command("report")
@@ -21,27 +38,33 @@ from dsqlops.errors import BudgetExceeded
 @click.option("--lock-file", default=None, metavar="PATH",
               help="Lock against overlapping runs [default: config reports.lock_file, then "
               "$XDG_RUNTIME_DIR/dsqlops-report.lock].")
+@click.option("--month", default=None, metavar="YYYY-MM",
+              help="Report on this month: a past month gives a closing report (the whole month, no forecast) "
+              "[default: the current month].")
 @pricing_file_option
+@history_option
 @pass_env
 def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | None, lock_file: str | None,
-           pricing_file: str | None) -> None:
+           month: str | None, pricing_file: str | None, history_file: str | None) -> None:
     """Write the cron cost report (md, html, json, csv, prometheus).
 
     Month-to-date spend and month-end forecast of every cluster in the configured profiles and
-    regions, top clusters, OCC conflict rate, DPU per day (inline SVG in HTML, no JavaScript).
-    Never prompts. Exit 75 when another run holds the lock; exit 3 when a budget is forecast to be
-    exceeded (the report is written first).
+    regions (or, with --month, a past month's closing report), top clusters, dollars per DPU
+    component, OCC conflict rate, DPU per day (inline SVG in HTML, no JavaScript). Never prompts.
+    Exit 75 when another run holds the lock; exit 3 when a budget is forecast to be exceeded; exit 5
+    when some cluster's region has no price (the report is written first in both cases).
 
     \b
     Example:
       dsqlops report --format html --out /var/www/dsql-cost.html
+      dsqlops report --month 2026-10 --format md --out october.md
       # crontab: 15 * * * * dsqlops report --format prometheus --out /var/lib/node_exporter/dsql.prom
     """
     from dsqlops.config import resolve
     from dsqlops.cost import pricing
-    from dsqlops.cost.collect import Scope, estimate_for
-    from dsqlops.cost.report import Report, evaluate_budgets, read_config, render
-    from dsqlops.cost.timewin import make_window, month_start, next_month, utcnow
+    from dsqlops.cost.report import build, read_config, render, report_month, report_scopes
+    from dsqlops.cost.timewin import utcnow
+    from dsqlops.errors import Incomplete
     from dsqlops.fsutil import atomic_write, default_lock_path, single_instance
 
     if config_file:
@@ -52,34 +75,14 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
     fmt = fmt or cfg.format
     target = out or cfg.out
     lock = lock_file or cfg.lock_file or str(default_lock_path("dsqlops-report"))
+    report_month(month, utcnow())  # a bad --month is refused before the lock and any AWS call
     with single_instance(lock):
-        now = utcnow()
-        window = make_window(month_start(now), next_month(now), 3600, now=now)
         prices = pricing.load_for(pricing_file, settings)
-        from dsqlops.aws import AwsContext
-
-        scopes = []
-        for prof in cfg.profiles:
-            s = settings if prof is None else resolve(config_path=env.config_path, profile=prof, flags=env.flags)
-            regions = cfg.regions or ([s.get("region")] if s.get("region") else [])
-            if not regions:
-                from dsqlops.errors import ConfigError
-
-                raise ConfigError(f"no regions to report on for profile {prof or s.profile_name}",
-                                  hint="set reports.regions in the config or a region in the profile")
-            clusters: dict[str, list[str]] | None = None
-            probes: set[tuple[str, str]] = set()
-            if cfg.clusters:
-                clusters = {}
-                for ref in cfg.clusters:
-                    for r in [ref.region] if ref.region else regions:
-                        clusters.setdefault(r, []).append(ref.id)
-                        if not ref.region:
-                            probes.add((r, ref.id))
-            scopes.append(Scope(prof or s.profile_name, AwsContext.from_settings(s),
-                                sorted(clusters) if clusters else regions, clusters, probes))
-        est, got = estimate_for(scopes, window, prices, now=now, forecast=True)
-        rep = Report(est, cfg, evaluate_budgets(est, cfg), fetch_calls=got.stats.calls)
+        scopes = report_scopes(cfg, settings,
+                               lambda prof: resolve(config_path=env.config_path, profile=prof, flags=env.flags))
+        rep = build(cfg, scopes, prices, now=utcnow(), month=month)
+        record_history(rep.estimate, history_file, settings, command="report")
+        rep.months = history_months(rep, history_file, settings)
         text = render(rep, fmt)
         if target:
             from pathlib import Path
@@ -90,8 +93,13 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
         else:
             sys.stdout.write(text)
             sys.stdout.flush()
+    est = rep.estimate
     warn_all(est.warnings)
     if rep.exceeded:
         names = ", ".join(b["cluster_id"] or "total" for b in rep.exceeded)
         raise BudgetExceeded(f"budget forecast to be exceeded: {names}",
                              hint="see the report's Budgets section")
+    if est.unpriced:
+        raise Incomplete(f"{len(est.unpriced)} cluster(s) in region(s) "
+                         f"{', '.join(sorted({c.region for c in est.unpriced}))} have no price in "
+                         f"{est.price_table}: their dollars are missing from the report")

@@ -1,8 +1,10 @@
 """I/O glue between AWS and the pure model: which clusters, which series, hourly usage per cluster.
 
-One :class:`Scope` is one set of AWS credentials (a dsqlops or AWS profile, i.e. usually one
-account) and the regions to cover. Clients are built up front in the calling thread; the regions
-(and scopes) are then fetched concurrently.
+One :class:`Scope` is one set of AWS credentials (a dsqlops or AWS profile) and the regions to
+cover. The free tier belongs to the AWS account behind the credentials, so each scope's account is
+resolved with STS GetCallerIdentity (cached per credentials); two profiles of one account share one
+allowance. Clients are built up front in the calling thread; the regions (and scopes) are then
+fetched concurrently.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Scope:
+    #: A label for the credentials (the profile name); replaced by the AWS account id when STS answers.
     account: str
     aws: Any  # AwsContext
     regions: list[str]
@@ -41,6 +44,10 @@ class Target:
     region: str
     cluster_id: str
     exists: bool = True
+    status: str | None = None
+    created: dt.datetime | None = None
+    #: Named by the user (not listed, not probed): a missing one is an error, not an empty row.
+    explicit: bool = False
 
 
 @dataclass
@@ -62,18 +69,94 @@ def list_cluster_ids(dsql: Any) -> list[str]:
     return ids
 
 
+#: Account ids by (access key, endpoint): one STS call per set of credentials and process.
+_ACCOUNTS: dict[tuple[str, str | None], str] = {}
+
+
+def account_of(aws: Any, region: str, fallback: str, warnings: list[str]) -> str:
+    """The AWS account id behind ``aws``'s credentials (STS GetCallerIdentity, cached per credentials).
+
+    When STS cannot answer (no permission, an endpoint without STS) the ``fallback`` label is used and
+    a warning says that the free tier is then keyed by it.
+    """
+    from dsqlops.errors import DsqlopsError
+
+    try:
+        key = (str(aws.credentials().access_key), getattr(aws, "endpoint_url", None))
+    except DsqlopsError:
+        key = None
+    if key is not None and key in _ACCOUNTS:
+        return _ACCOUNTS[key]
+    import botocore.exceptions as bex
+
+    try:
+        account = str(aws.client("sts", region).get_caller_identity()["Account"])
+    except (bex.BotoCoreError, bex.ClientError, DsqlopsError, KeyError) as e:
+        warnings.append(f"could not find the AWS account of {fallback!r} (STS GetCallerIdentity: {e}); "
+                        f"its free tier is keyed by {fallback!r}")
+        return fallback
+    if key is not None:
+        _ACCOUNTS[key] = account
+    return account
+
+
+#: Error codes that mean "you may not ask", not "there is no such cluster".
+_DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"})
+
+
+def describe(dsql: Any, cluster_id: str) -> dict[str, Any] | None:
+    """GetCluster, or None when the region has no such cluster."""
+    from dsqlops.aws import aws_errors
+    from dsqlops.errors import NotFoundError
+
+    try:
+        with aws_errors("GetCluster"):
+            return dict(dsql.get_cluster(identifier=cluster_id))
+    except NotFoundError:
+        return None
+
+
+def _checked(account: str, region: str, cid: str, dsql: Any, *, explicit: bool, probe: bool = False,
+             warnings: list[str] | None = None) -> Target:
+    from dsqlops.errors import ServiceError
+
+    try:
+        info = describe(dsql, cid)
+    except ServiceError as e:
+        if e.code not in _DENIED:
+            raise
+        # A cost-only role may read CloudWatch but not the control plane: price what CloudWatch has.
+        if warnings is not None:
+            warnings.append(f"{cid}: could not check the cluster in {region} with GetCluster ({e.code}); "
+                            "allow dsql:GetCluster to have missing clusters reported and creation times used")
+        return Target(account, region, cid, exists=not probe, status=None if not probe else "not checked")
+    if info is None:
+        return Target(account, region, cid, exists=False, status="not found", explicit=explicit)
+    created = info.get("creationTime")
+    if isinstance(created, dt.datetime) and created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    return Target(account, region, cid, status=info.get("status"), explicit=explicit,
+                  created=created if isinstance(created, dt.datetime) else None)
+
+
 def targets(scopes: Sequence[Scope], cw_clients: dict[tuple[str, str], CloudWatchClient],
-            dsql_clients: dict[tuple[str, str], AuroraDSQLClient], stats: M.FetchStats) -> list[Target]:
+            dsql_clients: dict[tuple[str, str], AuroraDSQLClient], stats: M.FetchStats,
+            warnings: list[str] | None = None) -> list[Target]:
     out: dict[tuple[str, str], Target] = {}
     for s in scopes:
         for r in s.regions:
             if s.clusters is not None:
                 for cid in s.clusters.get(r, []):
-                    out.setdefault((r, cid), Target(s.account, r, cid))
+                    if (r, cid) not in out:
+                        out[(r, cid)] = _checked(s.account, r, cid, dsql_clients[(s.account, r)],
+                                                 explicit=(r, cid) not in s.probes, probe=(r, cid) in s.probes,
+                                                 warnings=warnings)
                 continue
             listed = list_cluster_ids(dsql_clients[(s.account, r)])
             for cid in listed:
-                out.setdefault((r, cid), Target(s.account, r, cid))
+                if (r, cid) not in out:
+                    out[(r, cid)] = _checked(s.account, r, cid, dsql_clients[(s.account, r)], explicit=False,
+                                             warnings=warnings)
             for cid in M.clusters_with_metrics(cw_clients[(s.account, r)], stats=stats):
                 out.setdefault((r, cid), Target(s.account, r, cid, exists=False))
     return list(out.values())
@@ -98,23 +181,35 @@ def to_usage(t: Target, series: dict[M.SeriesKey, M.Series]) -> ClusterUsage:
             occ += s.total()
     return ClusterUsage(t.cluster_id, t.region, dpu=dict(dpu), storage_bytes=storage, transactions=tx,
                         occ_conflicts=occ, exists=t.exists, account=t.account,
-                        status=None if t.exists else "not listed")
+                        status=t.status if t.exists else (t.status or "not listed"), created=t.created)
+
+
+def _has_data(u: ClusterUsage) -> bool:
+    return bool(any(u.dpu.values()) or u.storage_bytes or u.transactions)
 
 
 def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] = M.COST_METRICS,
             progress: Callable[[str], None] | None = None, **fetch_kw: Any) -> Collected:
-    """Fetch hourly usage of every cluster the scopes cover."""
+    """Fetch hourly usage of every cluster the scopes cover.
+
+    A cluster the user named that GetCluster does not find and that has no metrics in the window is
+    an error naming the region searched (never a silent $0).
+    """
+    from dsqlops.errors import NotFoundError
+
     stats = M.FetchStats()
+    warnings: list[str] = []
+    scopes = [Scope(account_of(s.aws, s.regions[0], s.account, warnings) if s.regions else s.account,
+                    s.aws, s.regions, s.clusters, s.probes) for s in scopes]
     cw: dict[tuple[str, str], Any] = {}
     dsql: dict[tuple[str, str], Any] = {}
     for s in scopes:
         for r in s.regions:
             cw[(s.account, r)] = s.aws.cloudwatch(r)
-            if s.clusters is None:
-                dsql[(s.account, r)] = s.aws.dsql(r)
+            dsql[(s.account, r)] = s.aws.dsql(r)
     if progress:
         progress("listing clusters")
-    tgs = targets(scopes, cw, dsql, stats)
+    tgs = targets(scopes, cw, dsql, stats, warnings)
     keys_by: dict[tuple[str, str], list[M.SeriesKey]] = defaultdict(list)
     by_scope_region: dict[tuple[str, str], list[str]] = defaultdict(list)
     for t in tgs:
@@ -125,10 +220,24 @@ def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] =
     if progress:
         progress(f"fetching {sum(len(k) for k in keys_by.values())} series of {len(tgs)} cluster(s)")
     series = M.fetch_regions(cw, keys_by, window, stats=stats, **fetch_kw)
-    warnings = [m for s in series.values() for m in s.messages]
+    warnings += [m for s in series.values() for m in s.messages]
     probes = {p for s in scopes for p in s.probes}
-    usages = [u for u in (to_usage(t, series) for t in tgs)
-              if (u.region, u.cluster_id) not in probes or any(u.dpu.values()) or u.storage_bytes or u.transactions]
+    usages: list[ClusterUsage] = []
+    missing: list[Target] = []
+    for t in tgs:
+        u = to_usage(t, series)
+        if (u.region, u.cluster_id) in probes and not t.exists and not _has_data(u):
+            continue
+        if t.explicit and not t.exists and not _has_data(u):
+            missing.append(t)
+            continue
+        usages.append(u)
+    if missing:
+        names = ", ".join(f"{t.cluster_id} in {t.region}" for t in missing)
+        raise NotFoundError(f"cluster not found: {names} (GetCluster found no such cluster and CloudWatch has no "
+                            "metrics for it in the window)", code="ResourceNotFoundException",
+                            hint="check the id, or name the cluster by endpoint or ARN (or pass --region) to "
+                            "search the region it lives in")
     return Collected(usages, stats, window, warnings)
 
 
@@ -148,12 +257,20 @@ def scope_from_refs(account: str, aws: Any, refs: Sequence[Any], regions: Sequen
 
 
 def estimate_for(scopes: Sequence[Scope], window: Window, prices: Any, *, now: dt.datetime, forecast: bool,
-                 progress: Callable[[str], None] | None = None, **fetch_kw: Any) -> tuple[Any, Collected]:
-    """collect() + model.estimate(): the one core call behind ``cost`` and ``report``."""
+                 progress: Callable[[str], None] | None = None, only: set[tuple[str, str]] | None = None,
+                 free_tier_scope: str = "clusters in this run", **fetch_kw: Any) -> tuple[Any, Collected]:
+    """collect() + model.estimate(): the one core call behind ``cost`` and ``report``.
+
+    ``only`` ((region, cluster id) pairs): price every cluster the scopes cover (so the free tier is split
+    over all of them) but show only these.
+    """
     from dsqlops.cost.model import estimate
 
     got = collect(scopes, window, progress=progress, **fetch_kw)
     est = estimate(got.usages, prices, start=window.start, end=min(window.end, max(now, window.start)),
                    now=now, forecast=forecast)
     est.warnings[:0] = got.warnings
+    est.free_tier_scope = free_tier_scope
+    if only is not None:
+        est.clusters = [c for c in est.clusters if (c.region, c.cluster_id) in only]
     return est, got

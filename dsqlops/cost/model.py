@@ -6,11 +6,14 @@ Assumptions (also printed with every estimate and documented in docs/cost.md):
   Stream) are shown too; when ``TotalDPU`` and the sum of the components disagree by more than the
   tolerance we warn. With no ``TotalDPU`` data at all, the sum of the components is billed.
 * A missing datapoint is 0 DPU (idle clusters emit nothing).
-* Storage is GB-month prorated from hourly averages: Σ over the hours present of
+* Storage is GB-month prorated from hourly averages: Σ over the hours of the window of
   (average bytes that hour / 1e9 [GiB: 2^30]) / hours in that hour's month. Not today's size for the
-  whole month.
-* The free tier (100,000 DPU + 1 GB-month, from the price table) is applied **once per account and
-  calendar month** to the usage inside the window for that month — not prorated — and split across
+  whole month. An hour without a datapoint (an idle cluster publishes nothing, yet its storage is
+  billed) carries the last known size forward; the hours before the first datapoint in the window
+  use that first datapoint (from the cluster's creation, when known). A cluster that no longer
+  exists carries nothing past its last datapoint.
+* The free tier (100,000 DPU + 1 GB-month, from the price table) is applied **once per AWS account
+  and calendar month** to the usage inside the window for that month — not prorated — and split across
   the account's clusters in proportion to their usage, priced at each cluster's regional rate.
 * Multi-Region peers are separate clusters, each priced in its own region.
 * Forecast: month-to-date + the trailing daily rate × the days left in the month. The rate is taken
@@ -33,6 +36,7 @@ from dsqlops.cost.pricing import PriceTable, RegionPrice
 from dsqlops.cost.timewin import DAY, hours_in_month, month_start, next_month
 
 ZERO = Decimal(0)
+HOUR = dt.timedelta(hours=1)
 MILLION = Decimal(1_000_000)
 CENT = Decimal("0.01")
 DEFAULT_TOLERANCE = Decimal("0.01")  # 1 % relative
@@ -43,9 +47,10 @@ CAVEAT = ("Estimate, not a bill: computed from CloudWatch metrics and list price
 ASSUMPTIONS = (
     "DPU billed = TotalDPU (Sum); missing datapoints count as 0 DPU.",
     "Storage = GB-month prorated from hourly ClusterStorageSize averages (bytes/1e9, or 2^30 where the price "
-    "table says GiB) divided by the hours in the month.",
-    "Free tier (from the price table) applied once per account and calendar month to the usage in the window, "
-    "not prorated, split across clusters in proportion to usage.",
+    "table says GiB) divided by the hours in the month; an hour without a datapoint carries the last known size "
+    "forward, and the hours before the first datapoint use the first one.",
+    "Free tier (from the price table) applied once per AWS account (STS GetCallerIdentity) and calendar month to "
+    "the usage in the window, not prorated, split across the clusters in scope in proportion to usage.",
     "Multi-Region peers are priced in their own regions.",
     "Forecast = month-to-date + trailing daily rate (last 7 full UTC days, or fewer) x days left.",
 )
@@ -54,7 +59,9 @@ COMPONENTS = {"read": "ReadDPU", "write": "WriteDPU", "compute": "ComputeDPU",
 
 
 def money(v: Decimal) -> Decimal:
-    return v.quantize(CENT, rounding=ROUND_HALF_UP)
+    """Dollars to the cent, rounded once from the unrounded amount; never negative zero."""
+    q = v.quantize(CENT, rounding=ROUND_HALF_UP)
+    return q.copy_abs() if q.is_zero() else q
 
 
 def plain(v: Decimal) -> Decimal:
@@ -83,6 +90,8 @@ class ClusterUsage:
     status: str | None = None
     exists: bool = True
     account: str = "default"
+    #: The cluster's creation time (GetCluster), when known: storage is not carried back before it.
+    created: dt.datetime | None = None
 
 
 @dataclass
@@ -132,6 +141,23 @@ class ClusterCost:
     free_tier_storage_gb_month: Decimal = ZERO
     forecast: Forecast | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Hours without a storage datapoint that were billed at a carried size (forward and backward).
+    storage_hours_carried: int = 0
+    #: Hours before the first storage datapoint that were billed at that first datapoint's size.
+    storage_hours_backfilled: int = 0
+    #: False when the price table has no price for the cluster's region: its dollars are unknown.
+    priced: bool = True
+    #: DPU per UTC day and component (read, write, …), and GB-month per UTC day (carried hours included).
+    daily_components: dict[dt.date, dict[str, Decimal]] = field(default_factory=dict)
+    daily_storage_gb_month: dict[dt.date, Decimal] = field(default_factory=dict)
+
+    @property
+    def has_data(self) -> bool:
+        """Whether CloudWatch returned any datapoint for this cluster in the window."""
+        return self.first_seen is not None
+
+    def component_usd(self, name: str) -> Decimal:
+        return self.components[name] / MILLION * self.price.dpu_usd_per_million
 
     @property
     def dpu_usd(self) -> Decimal:
@@ -154,6 +180,9 @@ class ClusterCost:
     def total_usd(self) -> Decimal:
         return self.gross_usd - self.free_tier_usd
 
+    def _usd(self, v: Decimal) -> Decimal | None:
+        return money(v) if self.priced else None
+
     @property
     def occ_conflict_rate(self) -> Decimal | None:
         if not self.transactions:
@@ -171,19 +200,26 @@ class ClusterCost:
             "total_dpu": _q(self.total_dpu_metric) if self.total_dpu_metric is not None else None,
             "billed_dpu": _q(self.billed_dpu), "dpu_basis": self.dpu_basis,
             "storage_gb_month": _q(self.storage_gb_month), "storage_unit": self.price.storage_unit,
-            "storage_hours": self.storage_hours,
-            "dpu_usd": money(self.dpu_usd), "storage_usd": money(self.storage_usd),
+            "storage_hours": self.storage_hours, "storage_hours_carried": self.storage_hours_carried,
+            "storage_first_point_used_backwards": self.storage_hours_backfilled > 0,
+            "storage_hours_backfilled": self.storage_hours_backfilled,
+            "has_data": self.has_data,
+            "priced": self.priced,
+            **{f"{k}_usd": self._usd(self.component_usd(k)) for k in COMPONENTS},
+            "dpu_usd": self._usd(self.dpu_usd), "storage_usd": self._usd(self.storage_usd),
             "free_tier_dpu": _q(self.free_tier_dpu), "free_tier_storage_gb_month": _q(self.free_tier_storage_gb_month),
-            "free_tier_usd": money(self.free_tier_usd), "total_usd": money(self.total_usd),
+            "free_tier_usd": self._usd(self.free_tier_usd), "total_usd": self._usd(self.total_usd),
             "currency": self.price.currency,
-            "dpu_usd_per_million": self.price.dpu_usd_per_million,
-            "storage_usd_per_gb_month": self.price.storage_usd_per_gb_month,
-            "price_as_of": self.price.as_of, "price_confidence": self.price.confidence,
+            "dpu_usd_per_million": self.price.dpu_usd_per_million if self.priced else None,
+            "storage_usd_per_gb_month": self.price.storage_usd_per_gb_month if self.priced else None,
+            "price_as_of": self.price.as_of if self.priced else None,
+            "price_confidence": self.price.confidence if self.priced else None,
             "transactions": _q(self.transactions), "occ_conflicts": _q(self.occ_conflicts),
             "occ_conflict_rate": self.occ_conflict_rate,
             "first_seen": self.first_seen, "last_seen": self.last_seen,
             "daily_dpu": {d.isoformat(): _q(v) for d, v in sorted(self.daily_dpu.items())},
-            "forecast": self.forecast.to_dict() if self.forecast else None,
+            "forecast": (self.forecast.to_dict() if self.priced else {**self.forecast.to_dict(), **dict.fromkeys(
+                ("gross_usd", "free_tier_usd", "total_usd"))}) if self.forecast else None,
             "warnings": list(self.warnings),
         }
 
@@ -201,6 +237,9 @@ class CostEstimate:
     assumptions: tuple[str, ...] = ASSUMPTIONS
     caveat: str = CAVEAT
     forecast_requested: bool = False
+    #: Over which clusters the free tier was split: "clusters in this run" or "every cluster of the account
+    #: in the regions covered".
+    free_tier_scope: str = "clusters in this run"
 
     @property
     def total_usd(self) -> Decimal:
@@ -214,11 +253,18 @@ class CostEstimate:
     def free_tier_usd(self) -> Decimal:
         return sum((c.free_tier_usd for c in self.clusters), ZERO)
 
+    # An unpriced cluster's stand-in prices are zero, so these sums are the priced clusters' dollars.
+
     @property
     def forecast_usd(self) -> Decimal | None:
         if not any(c.forecast for c in self.clusters):
             return None
         return sum((c.forecast.total_usd for c in self.clusters if c.forecast), ZERO)
+
+    @property
+    def unpriced(self) -> list[ClusterCost]:
+        """Clusters in regions the price table does not price (their dollars are left out of the totals)."""
+        return [c for c in self.clusters if not c.priced]
 
     def daily_dpu(self) -> dict[dt.date, Decimal]:
         out: dict[dt.date, Decimal] = defaultdict(lambda: ZERO)
@@ -235,12 +281,15 @@ class CostEstimate:
                 "storage_usd": money(sum((c.storage_usd for c in self.clusters), ZERO)),
                 "gross_usd": money(self.gross_usd), "free_tier_usd": money(self.free_tier_usd),
                 "total_usd": money(self.total_usd),
-                "forecast_usd": money(f) if f is not None else None, "currency": self.currency}
+                **{f"{k}_usd": money(sum((c.component_usd(k) for c in self.clusters), ZERO)) for k in COMPONENTS},
+                "forecast_usd": money(f) if f is not None else None, "currency": self.currency,
+                "unpriced_clusters": len(self.unpriced)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"window": {"start": self.start, "end": self.end}, "generated_at": self.generated_at,
                 "price_table": self.price_table, "clusters": [c.to_dict() for c in self.clusters],
-                "totals": self.totals(), "free_tier": self.free_tier, "warnings": list(self.warnings),
+                "totals": self.totals(), "free_tier": self.free_tier, "free_tier_scope": self.free_tier_scope,
+                "unpriced_regions": sorted({c.region for c in self.unpriced}), "warnings": list(self.warnings),
                 "assumptions": list(self.assumptions), "caveat": self.caveat}
 
 
@@ -253,9 +302,53 @@ def _split(total: Decimal, weights: Sequence[Decimal]) -> list[Decimal]:
     s = sum(weights, ZERO)
     if not s or not total:
         return [ZERO] * len(weights)
+    if total == s:  # all of it: exact, so a fully covered cluster is exactly 0, never a hair below
+        return list(weights)
     parts = [total * w / s for w in weights]
     parts[-1] = total - sum(parts[:-1], ZERO)
     return parts
+
+
+def _hour(t: dt.datetime) -> dt.datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+def storage_by_hour(points: Mapping[dt.datetime, Decimal], start: dt.datetime, end: dt.datetime, *,
+                    created: dt.datetime | None = None,
+                    carry_to_end: bool = True) -> tuple[dict[dt.datetime, Decimal], int, int]:
+    """The size billed for every hour of [start, end): a datapoint where there is one, else the last
+    known size; before the first datapoint, the first datapoint (not before ``created``, when that is
+    known and earlier than the first datapoint). With ``carry_to_end`` false (a cluster that no longer
+    exists) nothing is carried past the last datapoint.
+
+    Returns (bytes per hour, hours carried in total, of which hours filled backwards).
+    """
+    by_hour: dict[dt.datetime, Decimal] = {}
+    for t in sorted(points):
+        by_hour[_hour(t)] = points[t]
+    if not by_hour:
+        return {}, 0, 0
+    first, last = min(by_hour), max(by_hour)
+    lower = _hour(start) if start == _hour(start) else _hour(start) + HOUR
+    if created is not None and created <= first:
+        c = created if created == _hour(created) else _hour(created) + HOUR
+        lower = max(lower, min(c, first))
+    upper = end if carry_to_end else last + HOUR
+    out: dict[dt.datetime, Decimal] = {}
+    carried = backfilled = 0
+    t = min(lower, first)
+    current = by_hour[first]
+    while t < upper:
+        if t in by_hour:
+            current = by_hour[t]
+            out[t] = current
+        elif t >= lower:
+            out[t] = current
+            carried += 1
+            if t < first:
+                backfilled += 1
+        t += HOUR
+    return out, carried, backfilled
 
 
 def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: dt.datetime,
@@ -285,9 +378,15 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
         if comp_sum:
             warnings.append(f"{u.cluster_id}: no TotalDPU data; billing the sum of the DPU components")
     storage = {t: b for t, b in u.storage_bytes.items() if _in(t, start, end)}
+    billed_hours, carried, backfilled = storage_by_hour(storage, start, end, created=u.created,
+                                                        carry_to_end=u.exists)
     byte_hours: dict[dt.datetime, Decimal] = defaultdict(lambda: ZERO)
-    for t, b in storage.items():
+    for t, b in billed_hours.items():
         byte_hours[month_start(t)] += b
+    if carried:
+        warnings.append(f"{u.cluster_id}: {carried} hour(s) without a ClusterStorageSize datapoint billed at the "
+                        "last known size" + (f" ({backfilled} before the first datapoint, at its size)"
+                                             if backfilled else ""))
     # One division per month (not per hour) keeps the result exact where it can be.
     monthly_storage = {m: bh / price.bytes_per_unit / hours_in_month(m) for m, bh in byte_hours.items()}
     gbm = sum(monthly_storage.values(), ZERO)
@@ -296,6 +395,14 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
     for t, v in hourly.items():
         monthly_dpu[month_start(t)] += v
         daily[t.date()] += v
+    daily_comp: dict[dt.date, dict[str, Decimal]] = defaultdict(lambda: dict.fromkeys(COMPONENTS, ZERO))
+    for k, m in COMPONENTS.items():
+        for t, v in u.dpu.get(m, {}).items():
+            if _in(t, start, end):
+                daily_comp[t.date()][k] += v
+    daily_storage: dict[dt.date, Decimal] = defaultdict(lambda: ZERO)
+    for t, b in billed_hours.items():
+        daily_storage[t.date()] += b / price.bytes_per_unit / hours_in_month(t)
     seen = sorted(set(hourly) | set(storage) | {t for m in u.dpu.values() for t in m if _in(t, start, end)})
     latest = storage[max(storage)] if storage else None
     return ClusterCost(
@@ -304,7 +411,9 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
         dpu_basis=basis, storage_gb_month=gbm, storage_hours=len(storage), latest_storage_bytes=latest,
         first_seen=seen[0] if seen else None, last_seen=seen[-1] if seen else None, daily_dpu=dict(daily),
         transactions=u.transactions, occ_conflicts=u.occ_conflicts, monthly_dpu=dict(monthly_dpu),
-        monthly_storage=dict(monthly_storage), warnings=warnings)
+        monthly_storage=dict(monthly_storage), warnings=warnings, storage_hours_carried=carried,
+        storage_hours_backfilled=backfilled, daily_components={d: dict(v) for d, v in daily_comp.items()},
+        daily_storage_gb_month=dict(daily_storage))
 
 
 def _free_tier_amounts(costs: Sequence[ClusterCost], warnings: list[str]) -> tuple[Decimal, Decimal]:
@@ -390,17 +499,46 @@ def _price_forecasts(costs: Sequence[ClusterCost], warnings: list[str]) -> None:
             f.total_usd = f.gross_usd - f.free_tier_usd
 
 
+def _unpriced_price(prices: PriceTable, region: str) -> RegionPrice:
+    """A stand-in with zero prices (the cluster's dollars count as unknown), keeping the table's free tier
+    so the cluster still takes its share of the account's allowance."""
+    known = list(prices.regions.values())
+    return RegionPrice(region=region, dpu_usd_per_million=ZERO, storage_usd_per_gb_month=ZERO,
+                       storage_unit=known[0].storage_unit if known else "GB",
+                       free_tier_dpu=min((p.free_tier_dpu for p in known), default=ZERO),
+                       free_tier_storage_gb_month=min((p.free_tier_storage_gb_month for p in known), default=ZERO),
+                       currency=prices.currency, as_of=prices.as_of, source="no price",
+                       confidence="low", third_party=False)
+
+
+def _cost_or_unpriced(u: ClusterUsage, prices: PriceTable, start: dt.datetime, end: dt.datetime,
+                      tolerance: Decimal) -> ClusterCost:
+    if u.region in prices.regions:
+        return cluster_cost(u, prices.regions[u.region], start, end, tolerance)
+    c = cluster_cost(u, _unpriced_price(prices, u.region), start, end, tolerance)
+    c.priced = False
+    c.warnings.append(f"{u.cluster_id}: no price for region {u.region} in {prices.path}")
+    return c
+
+
 def estimate(usages: Sequence[ClusterUsage], prices: PriceTable, *, start: dt.datetime, end: dt.datetime,
              now: dt.datetime, forecast: bool = False, tolerance: Decimal = DEFAULT_TOLERANCE,
              rate_days: int = RATE_DAYS) -> CostEstimate:
     """Price ``usages`` over [start, end). ``now`` bounds the data and anchors the forecast."""
     warnings: list[str] = []
-    costs = [cluster_cost(u, prices.get(u.region), start, end, tolerance) for u in usages]
+    costs = [_cost_or_unpriced(u, prices, start, end, tolerance) for u in usages]
+    missing = sorted({c.region for c in costs if not c.priced})
+    if missing:
+        warnings.append(f"price table {prices.path} has no prices for region(s) {', '.join(missing)}: "
+                        "those clusters are listed with their usage but no dollars, and left out of the totals")
     for c in costs:
         warnings.extend(c.warnings)
         if not c.exists:
-            c.warnings.append(f"{c.cluster_id}: not listed by the control plane (deleted?) but has metrics; "
-                              "its usage is billed")
+            c.warnings.append(f"{c.cluster_id}: not found by the control plane in {c.region} (deleted?) but has "
+                              "metrics; its usage is billed")
+        elif not c.has_data:
+            c.warnings.append(f"{c.cluster_id}: CloudWatch has no datapoints for it in {c.region} in the window; "
+                              "its $0 is an absence of data, not a measurement")
     if start != month_start(start):
         warnings.append("the window does not start at the beginning of a month: the full monthly free tier is "
                         "applied to the usage in the window (an over-estimate of the free tier)")

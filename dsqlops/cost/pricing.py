@@ -300,26 +300,44 @@ def fetch_price_list(client: PricingClient, regions: Iterable[str] | None = None
     return items
 
 
-def refreshed(old: PriceTable, parsed: Mapping[str, ParsedPrices], today: dt.date, *, path: str) -> PriceTable:
-    """A new table: regions the API priced get API values and today's ``as_of``; others are kept."""
+def refreshed(old: PriceTable, parsed: Mapping[str, ParsedPrices], today: dt.date, *, path: str,
+              skipped: list[str] | None = None) -> PriceTable:
+    """A new table: regions the API priced get API values and today's ``as_of``; others are kept.
+
+    A region is ``confidence: high`` / ``third_party: false`` only when both of its prices (DPU and
+    storage) came from the API. When only one did, the other is kept from the old table and the
+    entry keeps the old entry's confidence and provenance, with the source saying which price is new.
+    A region the old table lacks and the API priced only in part is not written (a made-up price
+    would be worse than none); its name is appended to ``skipped``.
+    """
     regions = dict(old.regions)
     for region, p in parsed.items():
         if p.dpu_per_unit is None and p.storage is None:
             continue
         base = regions.get(region)
-        dpu = p.dpu_per_unit * Decimal(1_000_000) if p.dpu_per_unit is not None else None
+        complete = p.dpu_per_unit is not None and p.storage is not None
+        if not complete and base is None:
+            if skipped is not None:
+                skipped.append(region)
+            continue
+        dpu = (p.dpu_per_unit * Decimal(1_000_000)).normalize() if p.dpu_per_unit is not None else None
+        api = f"AWS Price List API GetProducts ServiceCode={SERVICE_CODE} (sku {', '.join(sorted(set(p.skus)))})"
+        if dpu is not None and p.storage is not None:
+            dpu_price, storage_price = dpu, p.storage
+            source, confidence, third_party = api, "high", False
+        else:
+            assert base is not None
+            dpu_price = dpu if dpu is not None else base.dpu_usd_per_million
+            storage_price = p.storage if p.storage is not None else base.storage_usd_per_gb_month
+            which = "DPU price" if dpu is not None else "storage price"
+            source = f"{which}: {api}; the rest: {base.source}"
+            confidence, third_party = base.confidence, base.third_party
         new = RegionPrice(
-            region=region,
-            dpu_usd_per_million=(dpu.normalize() if dpu is not None else base.dpu_usd_per_million if base
-                                 else Decimal(0)),
-            storage_usd_per_gb_month=(p.storage if p.storage is not None else
-                                      base.storage_usd_per_gb_month if base else Decimal(0)),
+            region=region, dpu_usd_per_million=dpu_price, storage_usd_per_gb_month=storage_price,
             storage_unit=p.storage_unit or (base.storage_unit if base else "GB"),
             free_tier_dpu=p.free_dpu if p.free_dpu is not None else (base.free_tier_dpu if base else Decimal(100000)),
             free_tier_storage_gb_month=base.free_tier_storage_gb_month if base else Decimal(1),
-            currency="USD", as_of=today,
-            source=f"AWS Price List API GetProducts ServiceCode={SERVICE_CODE} (sku {', '.join(sorted(set(p.skus)))})",
-            confidence="high", third_party=False)
+            currency="USD", as_of=today, source=source, confidence=confidence, third_party=third_party)
         regions[region] = new
     return PriceTable(path=path, regions=regions, as_of=today, currency=old.currency, header=old.header)
 
@@ -355,7 +373,13 @@ def refresh(client: PricingClient, old: PriceTable, out_path: Path, *, regions: 
     if not parsed:
         raise ConfigError(f"the Price List API returned no DSQL prices (ServiceCode {SERVICE_CODE})",
                           hint="the service code or usage types may have changed; see docs/cost.md")
-    new = refreshed(old, parsed, today or dt.date.today(), path=str(target))
+    skipped: list[str] = []
+    new = refreshed(old, parsed, today or dt.date.today(), path=str(target), skipped=skipped)
+    if skipped:
+        from dsqlops.output import warn
+
+        warn(f"not written: the API priced only part of region(s) {', '.join(sorted(skipped))} "
+             "(DPU or storage missing) and the old table has no entry to complete them")
     parse_table(yaml.safe_load(new.dump()), str(target))  # what we write must load
     if write:
         target.parent.mkdir(parents=True, exist_ok=True)

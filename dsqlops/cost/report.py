@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from dsqlops.cost.model import ZERO, CostEstimate, money, plain
-from dsqlops.errors import ConfigError
+from dsqlops.cost.model import COMPONENTS, ZERO, CostEstimate, money, plain
+from dsqlops.errors import ConfigError, UsageError
 
 FORMATS = ("md", "html", "json", "csv", "prometheus")
 
@@ -106,6 +106,10 @@ class Report:
     config: ReportConfig
     budgets: list[dict[str, Any]]
     fetch_calls: int = 0
+    #: A past month's closing report (the whole month, no forecast).
+    closed: bool = False
+    #: Dollars per month of the report's clusters, from the cost history (see :func:`monthly_totals`).
+    months: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exceeded(self) -> list[dict[str, Any]]:
@@ -123,15 +127,70 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         e = self.estimate
-        return {"generated_at": e.generated_at, "month": e.start.strftime("%Y-%m"),
+        return {"generated_at": e.generated_at, "month": e.start.strftime("%Y-%m"), "closed": self.closed,
                 "window": {"start": e.start, "end": e.end}, "totals": e.totals(),
                 "occ_conflict_rate": self.occ_rate(),
                 "clusters": [c.to_dict() for c in e.clusters],
                 "top_clusters": [c.cluster_id for c in self.top()],
                 "daily_dpu": [{"date": d, "dpu": plain(v)} for d, v in e.daily_dpu().items()],
-                "budgets": self.budgets, "free_tier": e.free_tier, "price_table": e.price_table,
+                "budgets": self.budgets, "months": self.months, "free_tier": e.free_tier,
+                "price_table": e.price_table,
                 "warnings": e.warnings + [w for c in e.clusters for w in c.warnings],
                 "assumptions": list(e.assumptions), "caveat": e.caveat}
+
+
+def report_month(month: str | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, bool]:
+    """The report's month: ``YYYY-MM`` (a past month gives a closing report) or, by default, the
+    current one. Returns (start, end, closed)."""
+    from dsqlops.cost.timewin import month_start, next_month, parse_month
+
+    if month is None:
+        return month_start(now), next_month(now), False
+    start, end = parse_month(month)
+    if start > now:
+        raise UsageError(f"--month {month} is in the future", hint="name the current or a past month")
+    return start, end, end <= now
+
+
+def report_scopes(cfg: ReportConfig, settings: Any, settings_for: Any) -> list[Any]:
+    """One :class:`~dsqlops.cost.collect.Scope` per configured profile (``settings_for(name)`` resolves a
+    profile's settings; ``None`` is the current one), over ``reports.regions`` or the profile's region,
+    and ``reports.clusters`` when set (a bare id is probed in every region)."""
+    from dsqlops.aws import AwsContext
+    from dsqlops.cost.collect import Scope
+
+    scopes = []
+    for prof in cfg.profiles:
+        s = settings if prof is None else settings_for(prof)
+        regions = cfg.regions or ([s.get("region")] if s.get("region") else [])
+        if not regions:
+            raise ConfigError(f"no regions to report on for profile {prof or s.profile_name}",
+                              hint="set reports.regions in the config or a region in the profile")
+        clusters: dict[str, list[str]] | None = None
+        probes: set[tuple[str, str]] = set()
+        if cfg.clusters:
+            clusters = {}
+            for ref in cfg.clusters:
+                for r in [ref.region] if ref.region else regions:
+                    clusters.setdefault(r, []).append(ref.id)
+                    if not ref.region:
+                        probes.add((r, ref.id))
+        scopes.append(Scope(prof or s.profile_name, AwsContext.from_settings(s),
+                            sorted(clusters) if clusters else regions, clusters, probes))
+    return scopes
+
+
+def build(cfg: ReportConfig, scopes: Any, prices: Any, *, now: dt.datetime, month: str | None = None) -> Report:
+    """Fetch, price and evaluate the budgets: the report for ``month`` (default: the current month, with
+    a forecast; a past month is closed: its whole usage, no forecast)."""
+    from dsqlops.cost.collect import estimate_for
+    from dsqlops.cost.timewin import make_window
+
+    start, end, closed = report_month(month, now)
+    window = make_window(start, end, 3600, now=now)
+    est, got = estimate_for(scopes, window, prices, now=now, forecast=not closed,
+                            free_tier_scope="every cluster the report covers")
+    return Report(est, cfg, evaluate_budgets(est, cfg), fetch_calls=got.stats.calls, closed=closed)
 
 
 def evaluate_budgets(est: CostEstimate, cfg: ReportConfig) -> list[dict[str, Any]]:
@@ -160,7 +219,7 @@ def evaluate_budgets(est: CostEstimate, cfg: ReportConfig) -> list[dict[str, Any
 
 
 def _fc(c: Any) -> str:
-    return str(money(c.forecast.total_usd)) if c.forecast else ""
+    return str(money(c.forecast.total_usd)) if c.forecast and c.priced else ""
 
 
 def _rate(c: Any) -> str:
@@ -168,22 +227,40 @@ def _rate(c: Any) -> str:
     return f"{r * 100:.2f}%" if r is not None else ""
 
 
+COMPONENT_HEADS = {"read": "read $", "write": "write $", "compute": "compute $",
+                   "multi_region_write": "multi-Region write $", "stream": "stream $"}
+
+
+def _dollars(c: Any, v: Decimal) -> str:
+    return str(money(v)) if c.priced else "no price"
+
+
 def _cluster_table(r: Report) -> tuple[list[str], list[list[str]]]:
-    head = ["cluster", "region", "billed DPU", "storage GB-mo", "month-to-date $", "forecast $", "OCC conflict rate"]
+    head = ["cluster", "region", "billed DPU", *COMPONENT_HEADS.values(), "storage GB-mo",
+            "month total $" if r.closed else "month-to-date $", "forecast $", "OCC conflict rate"]
     rows = [[c.cluster_id + ("" if c.exists else " (not listed)"), c.region, str(plain(c.billed_dpu.quantize(
-        Decimal("0.01")))), str(plain(c.storage_gb_month.quantize(Decimal("0.0001")))),
-        str(money(c.total_usd)), _fc(c), _rate(c)] for c in r.estimate.clusters]
+        Decimal("0.01")))), *(_dollars(c, c.component_usd(k)) for k in COMPONENTS),
+        str(plain(c.storage_gb_month.quantize(Decimal("0.0001")))),
+        _dollars(c, c.total_usd), _fc(c), _rate(c)] for c in r.estimate.clusters]
     return head, rows
+
+
+def _title(r: Report) -> str:
+    return f"DSQL cost report — {r.estimate.start:%Y-%m}" + (" (closed month)" if r.closed else "")
+
+
+def _spend_label(r: Report) -> str:
+    return "Month total (after free tier)" if r.closed else "Month to date (after free tier)"
 
 
 def render_md(r: Report) -> str:
     e, t = r.estimate, r.estimate.totals()
-    lines = [f"# DSQL cost report — {e.start:%Y-%m}", "",
+    lines = [f"# {_title(r)}", "",
              f"Generated {e.generated_at:%Y-%m-%d %H:%M}Z · window {e.start:%Y-%m-%d %H:%M}Z .. "
              f"{e.end:%Y-%m-%d %H:%M}Z · prices `{e.price_table}`", "",
              f"> {e.caveat}", "",
              "| | USD |", "|---|---:|",
-             f"| Month to date (after free tier) | {t['total_usd']} |",
+             f"| {_spend_label(r)} | {t['total_usd']} |",
              f"| Free tier applied | {t['free_tier_usd']} |",
              f"| Forecast, month end | {t['forecast_usd'] if t['forecast_usd'] is not None else 'n/a'} |", ""]
     occ = r.occ_rate()
@@ -195,6 +272,10 @@ def render_md(r: Report) -> str:
     lines += [f"{i}. `{c.cluster_id}` ({c.region}): ${_fc(c) or money(c.total_usd)}" for i, c in enumerate(r.top(), 1)]
     lines += ["", "## DPU per day", "", "| date | DPU |", "|---|---:|"]
     lines += [f"| {d} | {plain(v.quantize(Decimal('0.01')))} |" for d, v in r.estimate.daily_dpu().items()]
+    if r.months:
+        lines += ["", "## Month over month", "", "| month | USD | change |", "|---|---:|---:|"]
+        lines += [f"| {m['month']} | {m['total_usd']} | "
+                  f"{'' if m['change_pct'] is None else str(m['change_pct']) + ' %'} |" for m in r.months]
     if r.budgets:
         lines += ["", "## Budgets", "", "| scope | budget $ | forecast $ | exceeded |", "|---|---:|---:|---|"]
         lines += [f"| {b['cluster_id'] or 'total'} | {b['budget_usd']} | {b['forecast_usd']} | "
@@ -206,14 +287,14 @@ def render_md(r: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def svg_chart(daily: Mapping[dt.date, Decimal], *, width: int = 720, height: int = 220) -> str:
-    """A bar chart of DPU per day as inline SVG (no JavaScript, renders in mail clients)."""
+def _bar_chart(items: list[tuple[str, str, Decimal]], *, what: str, unit: str, chart_id: str,
+               width: int = 720, height: int = 220) -> str:
+    """An inline SVG bar chart (no JavaScript, renders in mail clients): one bar per (title, label, value)."""
     esc = html.escape
     pad_l, pad_b, pad_t = 60, 30, 10
-    items = list(daily.items())
-    peak = max((v for _d, v in items), default=ZERO)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="DPU per day">', f'<title>DPU per day (peak {esc(str(plain(peak)))})</title>',
+    peak = max((v for _t, _l, v in items), default=ZERO)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" id="{chart_id}" width="{width}" height="{height}" '
+             f'role="img" aria-label="{esc(what)}">', f'<title>{esc(what)} (peak {esc(str(plain(peak)))})</title>',
              f'<line x1="{pad_l}" y1="{height - pad_b}" x2="{width}" y2="{height - pad_b}" stroke="#444"/>',
              f'<text x="{pad_l - 5}" y="{pad_t + 10}" text-anchor="end" font-size="10">'
              f'{esc(str(plain(peak.quantize(Decimal(1)))))}</text>',
@@ -221,17 +302,49 @@ def svg_chart(daily: Mapping[dt.date, Decimal], *, width: int = 720, height: int
     if items and peak > 0:
         bw = (width - pad_l) / len(items)
         plot_h = height - pad_b - pad_t
-        for i, (d, v) in enumerate(items):
+        for i, (title, label, v) in enumerate(items):
             h = float(v / peak) * plot_h
             x = pad_l + i * bw
             parts.append(f'<rect x="{x + 1:.1f}" y="{height - pad_b - h:.1f}" width="{max(bw - 2, 1):.1f}" '
-                         f'height="{h:.1f}" fill="#2f6fb0"><title>{esc(d.isoformat())}: '
-                         f'{esc(str(plain(v.quantize(Decimal("0.01")))))} DPU</title></rect>')
+                         f'height="{h:.1f}" fill="#2f6fb0"><title>{esc(title)}: '
+                         f'{esc(str(plain(v.quantize(Decimal("0.01")))))} {esc(unit)}</title></rect>')
             if len(items) <= 31:
                 parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - pad_b + 14}" text-anchor="middle" '
-                             f'font-size="9">{d.day}</text>')
+                             f'font-size="9">{esc(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def svg_chart(daily: Mapping[dt.date, Decimal], *, width: int = 720, height: int = 220) -> str:
+    """A bar chart of DPU per day."""
+    return _bar_chart([(d.isoformat(), str(d.day), v) for d, v in daily.items()], what="DPU per day", unit="DPU",
+                      chart_id="dpu-per-day", width=width, height=height)
+
+
+def month_chart(months: list[dict[str, Any]], *, width: int = 720, height: int = 220) -> str:
+    """A bar chart of the report's clusters' dollars per month, from the cost history."""
+    return _bar_chart([(m["month"], m["month"][2:], m["total_usd"]) for m in months], what="USD per month",
+                      unit="USD", chart_id="month-over-month", width=width, height=height)
+
+
+def monthly_totals(rows: list[dict[str, Any]], clusters: Any, *, upto: str | None = None) -> list[dict[str, Any]]:
+    """The history's month-over-month rows of ``clusters`` summed per month (up to the month ``upto``,
+    YYYY-MM), with the change in %."""
+    keys = {(c.account, c.region, c.cluster_id) for c in clusters}
+    by: dict[str, Decimal] = {}
+    for row in rows:
+        if upto is not None and row["month"] > upto:
+            continue
+        if (row["account"], row["region"], row["cluster_id"]) in keys and row["total_usd"] is not None:
+            by[row["month"]] = by.get(row["month"], ZERO) + row["total_usd"]
+    out: list[dict[str, Any]] = []
+    prev: Decimal | None = None
+    for month in sorted(by):
+        v = by[month]
+        out.append({"month": month, "total_usd": money(v),
+                    "change_pct": ((v - prev) / prev * 100).quantize(Decimal("0.1")) if prev else None})
+        prev = v
+    return out
 
 
 def render_html(r: Report) -> str:
@@ -250,17 +363,18 @@ def render_html(r: Report) -> str:
                       "YES" if b["exceeded"] else "no"] for b in r.budgets]) if r.budgets else "<p>none configured</p>"
     warnings = r.to_dict()["warnings"]
     body = [
-        f"<h1>DSQL cost report — {esc(e.start.strftime('%Y-%m'))}</h1>",
+        f"<h1>{esc(_title(r))}</h1>",
         f"<p>Generated {esc(e.generated_at.strftime('%Y-%m-%d %H:%M'))}Z · window "
         f"{esc(e.start.strftime('%Y-%m-%d %H:%M'))}Z .. {esc(e.end.strftime('%Y-%m-%d %H:%M'))}Z · "
         f"prices <code>{esc(e.price_table)}</code></p>",
         f'<p class="caveat">{esc(e.caveat)}</p>',
-        table(["", "USD"], [["Month to date (after free tier)", str(t["total_usd"])],
+        table(["", "USD"], [[_spend_label(r), str(t["total_usd"])],
                             ["Free tier applied", str(t["free_tier_usd"])],
                             ["Forecast, month end",
                              str(t["forecast_usd"]) if t["forecast_usd"] is not None else "n/a"]]),
         f"<p>OCC conflict rate (all clusters): {esc(f'{occ * 100:.2f}%' if occ is not None else 'n/a')}</p>",
         "<h2>DPU per day</h2>", svg_chart(e.daily_dpu()),
+        ("<h2>Month over month</h2>" + month_chart(r.months)) if r.months else "",
         "<h2>Clusters</h2>", table(head, rows),
         "<h2>Top clusters (by forecast)</h2><ol>"
         + "".join(f"<li><code>{esc(c.cluster_id)}</code> ({esc(c.region)}): ${esc(_fc(c) or str(money(c.total_usd)))}"
@@ -290,7 +404,8 @@ def render_csv(r: Report) -> str:
     for c in r.estimate.clusters:
         b = budgets.get(c.cluster_id)
         w.writerow([c.account, c.region, c.cluster_id, str(c.exists).lower(), plain(c.billed_dpu),
-                    plain(c.storage_gb_month.quantize(Decimal("0.000001"))), money(c.total_usd), _fc(c),
+                    plain(c.storage_gb_month.quantize(Decimal("0.000001"))),
+                    money(c.total_usd) if c.priced else "", _fc(c),
                     c.occ_conflict_rate if c.occ_conflict_rate is not None else "",
                     b["budget_usd"] if b else "", str(b["exceeded"]).lower() if b else ""])
     return buf.getvalue()
@@ -315,8 +430,9 @@ def render_prometheus(r: Report) -> str:
     }
     for c in e.clusters:
         lab = {"account": c.account, "region": c.region, "cluster_id": c.cluster_id}
-        fams["dsqlops_cost_month_to_date_usd"][1].append((lab, money(c.total_usd)))
-        if c.forecast:
+        if c.priced:  # an unpriced cluster has no dollar sample (absent, not 0)
+            fams["dsqlops_cost_month_to_date_usd"][1].append((lab, money(c.total_usd)))
+        if c.forecast and c.priced:
             fams["dsqlops_cost_forecast_usd"][1].append((lab, money(c.forecast.total_usd)))
         fams["dsqlops_dpu_month_to_date"][1].append((lab, plain(c.billed_dpu)))
         fams["dsqlops_storage_gb_month"][1].append((lab, plain(c.storage_gb_month.quantize(Decimal("0.000001")))))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal as D
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -191,9 +190,20 @@ def test_free_tier_is_per_account():
     assert e.totals()["total_usd"] == D("0.00")
 
 
-def test_unknown_region_names_the_price_file():
-    with pytest.raises(Exception, match=r"test\.yaml.*eu-north-1"):
-        estimate([usage(region="eu-north-1")], PRICES, start=NOV, end=DEC, now=DEC)
+def test_a_region_without_a_price_is_marked_and_left_out_of_the_totals():
+    # A priced alone: 1,100,000 DPU = $8.80. The eu-north-1 cluster still takes its share of the free
+    # tier (the allowance is the account's): 1,100,000:100,000 → A gets 91,666.67 free DPU ($0.733333).
+    a = usage(total={NOV: D(1_100_000)})
+    x = usage(B, region="eu-north-1", total={NOV: D(100_000)})
+    e = estimate([a, x], PRICES, start=NOV, end=DEC, now=DEC)
+    by = {c.cluster_id: c for c in e.clusters}
+    assert by[B].priced is False and by[A].priced is True
+    assert e.totals()["total_usd"] == D("8.07") and e.totals()["unpriced_clusters"] == 1
+    d = e.to_dict()
+    xb = next(c for c in d["clusters"] if c["cluster_id"] == B)
+    assert xb["billed_dpu"] == D(100_000) and xb["total_usd"] is None and xb["dpu_usd_per_million"] is None
+    assert d["unpriced_regions"] == ["eu-north-1"]
+    assert any("test.yaml" in w and "eu-north-1" in w for w in e.warnings)
 
 
 def test_forecast_outside_the_current_month_is_refused_with_a_warning():

@@ -221,3 +221,24 @@ def test_any_bad_value_is_a_config_error_never_a_crash(key, value):
         assert "fuzz.yaml" in str(e)
     else:
         assert t.get("us-east-1").dpu_usd_per_million >= 0
+
+
+def test_refresh_with_only_part_of_a_regions_prices_is_not_high_confidence():
+    # The API answers the DPU price of us-east-1 (known: medium, third party) but no storage price,
+    # and only a DPU price for ap-south-2 (not in the table at all).
+    parsed = P.parse_price_list([
+        _product("us-east-1", "USE1-DistributedProcessingUnits", "DPU", "0.0000085000"),
+        _product("ap-south-2", "APS2-DistributedProcessingUnits", "DPU", "0.0000099000"),
+        PRICE_LIST[2], PRICE_LIST[3],  # eu-north-1: both prices
+    ])
+    old = P.load(P.shipped_path())
+    skipped: list[str] = []
+    new = P.refreshed(old, parsed, dt.date(2026, 12, 1), path="x.yaml", skipped=skipped)
+    use1 = new.regions["us-east-1"]
+    assert use1.dpu_usd_per_million == D("8.5")
+    assert use1.storage_usd_per_gb_month == old.regions["us-east-1"].storage_usd_per_gb_month
+    assert use1.confidence == old.regions["us-east-1"].confidence != "high"
+    assert use1.third_party is True
+    assert use1.source.startswith("DPU price: AWS Price List API") and "the rest:" in use1.source
+    assert "ap-south-2" not in new.regions and skipped == ["ap-south-2"]
+    assert new.regions["eu-north-1"].confidence == "high" and not new.regions["eu-north-1"].third_party
