@@ -160,7 +160,12 @@ def _leave_enforcing_index(conn: Any, job: Job) -> None:
     ident = sql.Identifier(schema, name)
     plain = _UNIQUE_PREFIX.sub("CREATE INDEX", job.statement, count=1)
     try:
-        conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(ident))
+        # An internal swap, not the user's DROP: no DROP job (the event trigger fires only for origin).
+        conn.execute("SET session_replication_role = replica")
+        try:
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(ident))
+        finally:
+            conn.execute("RESET session_replication_role")
         conn.execute(plain)
         conn.execute("UPDATE pg_catalog.pg_index SET indisunique = true, indisvalid = false "
                      "WHERE indexrelid = %s::regclass", (ident.as_string(conn),))
