@@ -271,6 +271,106 @@ def test_f11_job_wait_reconnects_after_pg_terminate_backend(sb, cluster, admin, 
     assert row["job_id"] == job_id and row["status"] == "completed" and row["method"] == method
 
 
+class _ResettingProxy:
+    """A TCP relay in front of the sandbox whose connections can be reset (RST) on demand."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.pairs: list[tuple[Any, Any]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.pairs.append((client, upstream))
+                self.accepted += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def reset_all(self) -> int:
+        import socket
+        import struct
+
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for client, upstream in pairs:
+            # linger 0: the close that follows sends RST. A blocked recv() keeps a socket open, so
+            # wake the pumps first (shutdown); the pump that closes the client socket resets it.
+            for sock, how, linger in ((client, socket.SHUT_RD, True), (upstream, socket.SHUT_RDWR, False)):
+                try:
+                    if linger:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.shutdown(how)
+                except OSError:
+                    pass
+        return len(pairs)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.reset_all()
+
+
+@pytest.mark.parametrize("method", ["call", "poll"])
+def test_f11_job_wait_reconnects_after_a_connection_reset(sb, cluster, admin, method, monkeypatch):
+    import os
+
+    proxy = _ResettingProxy(int(os.environ["DSQLOPS_PORT"]))
+    monkeypatch.setenv("DSQLOPS_PORT", str(proxy.port))
+    tbl = uniq("f11r")
+    admin.execute(f"CREATE TABLE {tbl} (id int PRIMARY KEY, v int)")
+    lock = sb.superuser_connect(cluster, sslmode="disable")
+    lock.execute(f"LOCK TABLE public.{tbl} IN EXCLUSIVE MODE")  # the build waits until released
+    killer = sb.superuser_connect(cluster, sslmode="disable", autocommit=True)
+    result: list[Any] = []
+    try:
+        job_id = admin.execute(f"CREATE INDEX ASYNC {tbl}_v_idx ON {tbl} (v)").fetchone()[0]
+        t = threading.Thread(target=lambda: result.append(
+            invoke(["-o", "json", "job", "wait", job_id, "--timeout", "120", "--method", method])))
+        t.start()
+        _until(lambda: killer.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s",
+                                      [_WAITING_SQL[method]]).fetchone()[0], "the wait's session")
+        assert proxy.reset_all() >= 1
+        _until(lambda: proxy.accepted >= 2 or not t.is_alive(), "the wait to reconnect")
+        time.sleep(0.3)
+        assert t.is_alive(), result and result[0].stderr
+    finally:
+        lock.rollback()
+        lock.close()
+        killer.close()
+    t.join(120)
+    proxy.close()
+    (r,) = result
+    assert r.exit_code == 0, r.stderr
+    (row,) = r.json()
+    assert row["job_id"] == job_id and row["status"] == "completed" and row["method"] == method
+
+
 class _DeadConn:
     """A connection whose session was killed: every statement fails as psycopg reports it."""
 
