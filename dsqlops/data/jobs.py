@@ -361,7 +361,7 @@ def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
         raise ServiceError(f"waiting for job {job_id} failed: {_first_line(err)}", code=code,
                            hint=f"the job goes on; resume with: dsqlops job wait {job_id}")
     # the final row carries the details (the CALL only says succeeded true/false)
-    job = _final_read(connect, job_id, readers[0], start, timeout)
+    job = _final_read(connect, job_id, readers[0])
     timed_out = bool(outcome.get("timeout")) and not (job is not None and job.terminal)
     if job is None and outcome.get("succeeded") is not None:
         ok = bool(outcome["succeeded"])
@@ -370,9 +370,9 @@ def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
     return _result(job, job_id, start, "call", timed_out=timed_out)
 
 
-def _final_read(connect: ConnFactory, job_id: str, reader: Any, start: float, timeout: float) -> Job | None:
-    """The job's row after the CALL returned, on the status connection or a new one (replaced once
-    if it turns out to be gone)."""
+def _final_read(connect: ConnFactory, job_id: str, reader: Any) -> Job | None:
+    """The job's row, on the status connection or a new one (replaced once if it turns out to be
+    gone)."""
     own = reader is None
     if own:
         reader = connect()
@@ -406,13 +406,7 @@ def wait_all(connect: ConnFactory, job_ids: Sequence[str], *, timeout: float, me
         left = timeout - (time.monotonic() - start)
         cb = (lambda s, _j=jid: on_status(_j, s)) if on_status is not None else None
         if left <= 0.05:
-            own = status_conn is None
-            c = status_conn if status_conn is not None else connect()
-            try:
-                job = get_job(c, jid)
-            finally:
-                if own:
-                    c.close()
+            job = _final_read(connect, jid, status_conn)
             out.append(_result(job, jid, time.monotonic(), "poll",
                                timed_out=job is not None and not job.terminal))
             continue

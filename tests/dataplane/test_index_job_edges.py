@@ -408,3 +408,23 @@ def test_f11_job_wait_reconnects_until_the_timeout_and_keeps_the_job_id(method):
     assert res.job_id == job_id and res.timed_out is True and res.succeeded is False
     assert "connection lost" in (res.details or "") and "connection refused" in (res.details or "")
     assert len(calls) >= 3  # it kept trying to reconnect until the timeout
+
+
+def test_repair_duplicates_follow_expression_keys_predicate_and_nulls_not_distinct(sb, admin):
+    tbl = uniq("rpx")
+    admin.execute(f"CREATE TABLE {tbl} (id int PRIMARY KEY, email text, active boolean, team int)")
+    admin.execute(f"INSERT INTO {tbl} VALUES (1, 'A@x', true, NULL), (2, 'a@x', true, NULL), "
+                  "(3, 'b@x', true, 1), (4, 'B@x', false, 1)")
+    expr = invoke(["index", "build", tbl, "(lower(email))", "--unique", "--where", "active", "--name",
+                   f"{tbl}_email_uq", "--wait"])
+    assert expr.exit_code == 1, expr.stderr
+    nnd = invoke(["index", "build", tbl, "team", "--unique", "--nulls-not-distinct", "--name", f"{tbl}_team_uq",
+                  "--wait"])
+    assert nnd.exit_code == 1, nnd.stderr
+    dry = invoke(["-o", "json", "index", "repair", "--table", tbl, "--dry-run"])
+    assert dry.exit_code == 0, dry.stderr
+    plan = {p["index"]: p["duplicates"] for p in dry.json()}
+    # b@x/B@x is not a duplicate: one of the rows is outside the predicate
+    assert plan[f"public.{tbl}_email_uq"] == [{"key": {"lower(email)": "a@x"}, "rows": 2}]
+    # under NULLS NOT DISTINCT the two NULL teams collide too
+    assert plan[f"public.{tbl}_team_uq"] == [{"key": {"team": 1}, "rows": 2}, {"key": {"team": None}, "rows": 2}]
