@@ -287,25 +287,38 @@ def _print_destructive(steps: Sequence[Any]) -> None:
 
 @role.command("check")
 @cluster_option
-@click.option("--role", "role_name", required=True, metavar="NAME", help="The role to log in as.")
+@click.option("--role", "role_name", default=None, metavar="NAME", help="The role to log in as.")
+@click.option("--arn", default=None, metavar="ARN",
+              help="Check another IAM principal instead (no login): its mappings, roles and IAM policy.")
 @output_option
 @pass_env
-def check_cmd(env: CliEnv, cluster: str | None, role_name: str) -> int:
+def check_cmd(env: CliEnv, cluster: str | None, role_name: str | None, arn: str | None) -> int:
     """Try a real login as a role with your IAM identity, and explain a failure.
 
     Checks the caller identity (STS), the clock against AWS, mints a token for the right action
     (DbConnectAdmin for admin, DbConnect otherwise), logs in, and on failure looks up the role and
     its IAM mappings as admin to say why (no mapping, NOLOGIN, wrong action, expired token, skew).
 
+    With --arn, for a principal whose credentials you do not have: the roles it is mapped to (as
+    admin), whether each exists with LOGIN, and whether its IAM policy allows dsql:DbConnect /
+    DbConnectAdmin on the cluster (iam:SimulatePrincipalPolicy; when that is denied or unavailable
+    it says so and still reports the database side). --role narrows it to one role.
+
     \b
     Example:
       dsqlops role check -c CLUSTER --role app
+      dsqlops role check -c CLUSTER --arn arn:aws:iam::123456789012:role/app
     """
     from dsqlops.data.rolecheck import check_login
-    from dsqlops.errors import ExitCode
+    from dsqlops.errors import ExitCode, UsageError
     from dsqlops.validate import validate_role_name
 
-    validate_role_name(role_name, allow_reserved=True)
+    if role_name is not None:
+        validate_role_name(role_name, allow_reserved=True)
+    if arn is not None:
+        return _check_arn(env, cluster, arn, role_name)
+    if role_name is None:
+        raise UsageError("name the role to log in as (--role NAME), or a principal to look up (--arn ARN)")
     target = env.connection_target(cluster, user=role_name)
     try:
         sts = env.aws().sts(target.region or None)
@@ -322,3 +335,42 @@ def check_cmd(env: CliEnv, cluster: str | None, role_name: str) -> int:
         return int(ExitCode.OK)
     _info(f"login as {role_name} FAILED: {report.summary}")
     return int(ExitCode.FAILED)
+
+
+def _check_arn(env: CliEnv, cluster: str | None, arn: str, role_name: str | None) -> int:
+    from dsqlops.data.principalcheck import check_principal, cluster_arn_for
+    from dsqlops.data.rolecheck import principal_of
+    from dsqlops.errors import DsqlopsError, ExitCode
+    from dsqlops.validate import validate_iam_arn
+
+    validate_iam_arn(principal_of(arn.strip()))
+    target = env.connection_target(cluster)
+    aws = env.aws()
+
+    def client(service: str) -> Any:
+        try:
+            return aws.client(service, target.region or None)
+        except DsqlopsError:
+            return None
+
+    dsql, sts, iam = client("dsql"), client("sts"), client("iam")
+    cluster_arn, arn_note = (cluster_arn_for(dsql, target.cluster_id, region=target.region, sts=sts,
+                                             partition_of=arn) if dsql is not None else (None, "no dsql client"))
+    conn = None
+    admin_error = None
+    try:
+        conn = env.connect(cluster, user="admin")
+    except DsqlopsError as e:
+        admin_error = e.message
+    try:
+        report = check_principal(arn.strip(), admin_conn=conn, iam=iam, cluster_arn=cluster_arn, role=role_name,
+                                 admin_error=admin_error, cluster_arn_note=arn_note)
+    finally:
+        if conn is not None:
+            conn.close()
+    if env.output_format in ("json", "yaml"):
+        env.render(report.to_dict())
+    else:
+        env.render(report.rows(), columns=["check", "status", "detail"])
+    _info(report.summary)
+    return int(ExitCode.OK if report.ok else ExitCode.FAILED)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from dsqlops.data.retry import RetryPolicy
 from dsqlops.errors import NotFoundError, UsageError
 from dsqlops.validate import validate_identifier
 
@@ -110,6 +111,53 @@ def build_statement(table: str, columns: Sequence[str], *, name: str | None = No
     if where:
         parts.append(sql.SQL("WHERE {}").format(sql.SQL(_check_predicate(where))))
     return sql.SQL(" ").join(parts)
+
+
+_SQL_COLUMNS = """
+SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s
+"""
+_SQL_RELATION = """
+SELECT c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
+
+
+def preflight(conn: Any, table: str, columns: Sequence[str], *, include: Sequence[str] = (),
+              name: str | None = None, if_not_exists: bool = False) -> bool:
+    """Check the build before submitting it: the table and every plain column (key or INCLUDE) must
+    exist (``information_schema.columns``), else a job would be accepted only to fail later. Returns
+    True when ``if_not_exists`` and a relation called ``name`` is already in the table's schema
+    (nothing to submit). Expression keys are left to the engine."""
+    schema, tbl = _table_ref(table)
+    try:
+        have = {r[0] for r in conn.execute(_SQL_COLUMNS, [schema, tbl]).fetchall()}
+        if not have:
+            raise NotFoundError(f"table {schema}.{tbl} does not exist (or you may not see its columns)",
+                                code="42P01")
+        wanted = [c.strip() for c in (*columns, *include) if not c.strip().startswith("(")]
+        missing = [c for c in dict.fromkeys(wanted) if c not in have]
+        if missing:
+            raise UsageError(f"table {schema}.{tbl} has no column {', '.join(missing)}",
+                             hint=f"its columns: {', '.join(sorted(have))}")
+        if if_not_exists and name is not None:
+            return conn.execute(_SQL_RELATION, [schema, name]).fetchone() is not None
+        return False
+    finally:
+        if not conn.autocommit:
+            conn.rollback()
+
+
+def existing_index(conn: Any, qualified: str | None) -> bool:
+    """Whether the index ``schema.name`` is in the catalog (a failed build may or may not leave one)."""
+    if not qualified:
+        return False
+    schema, _, name = qualified.partition(".")
+    try:
+        row = conn.execute(_SQL_RELATION, [schema, name]).fetchone()
+    finally:
+        if not conn.autocommit:
+            conn.rollback()
+    return row is not None and row[0] in ("i", "I")
 
 
 @dataclass
@@ -214,53 +262,118 @@ def _resolve_index(conn: Any, name: str) -> IndexInfo:
     return found[0]
 
 
-def drop_index(conn: Any, name: str) -> IndexInfo:
-    """``DROP INDEX schema.name`` (autocommit). Also cancels a build in progress."""
+#: ``DROP INDEX`` meets OC001 while another transaction still uses the table (or when the build it
+#: cancels updates the catalog); a few seconds of backoff outlast an ordinary transaction.
+DROP_RETRY = RetryPolicy(max_attempts=8, base_delay=0.1, max_delay=2.0)
+
+
+def drop_index(conn: Any, name: str, *, policy: RetryPolicy | None = None) -> IndexInfo:
+    """``DROP INDEX schema.name`` in its own transaction, re-run on an OCC conflict (40001, e.g.
+    OC001) like any transaction (:func:`dsqlops.data.retry.run_transaction`). Also cancels a build
+    in progress: the first attempt may cancel it and then conflict, leaving the cancelled build's
+    INVALID index, which the next attempt drops."""
     from psycopg import sql
+
+    from dsqlops.data.retry import run_transaction
 
     info = _resolve_index(conn, name)
     if info.primary:
         raise UsageError(f"{info.schema}.{info.name} is the primary key; it is not an index you can drop")
-    was = conn.autocommit
-    conn.autocommit = True
-    try:
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(info.schema, info.name)))
-    finally:
-        conn.autocommit = was
+    stmt = sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(info.schema, info.name))
+    run_transaction(conn, lambda c: c.execute(stmt), policy=policy or DROP_RETRY)
     return info
 
 
-def rebuild_statement(conn: Any, info: IndexInfo) -> Any:
+@dataclass
+class IndexParts:
+    """An index's definition as the catalog gives it: key and INCLUDE items (a column, quoted when it
+    needs to be, or an expression), uniqueness, NULLS NOT DISTINCT and the partial-index predicate."""
+    keys: list[str]
+    include: list[str]
+    unique: bool
+    nulls_not_distinct: bool
+    predicate: str | None
+
+
+def index_parts(conn: Any, info: IndexInfo) -> IndexParts:
+    from psycopg import sql
+
+    try:
+        oid_row = conn.execute("SELECT %s::regclass::oid",
+                               [sql.Identifier(info.schema, info.name).as_string(conn)]).fetchone()
+        nkey, _natts, unique, pred, nnd, cols = conn.execute(_SQL_PARTS, [oid_row[0]]).fetchone()
+    finally:
+        if not conn.autocommit:
+            conn.rollback()
+    return IndexParts(list(cols[:nkey]), list(cols[nkey:]), bool(unique), bool(nnd), pred)
+
+
+def _item(c: str) -> Any:
+    from psycopg import sql
+
+    # pg_get_indexdef gives a column (already quoted when it needs to be) or an expression
+    if _SIMPLE_COL_RE.fullmatch(c):
+        return sql.SQL(c)
+    return sql.SQL("({})").format(sql.SQL(c))
+
+
+def rebuild_statement(conn: Any, info: IndexInfo, parts: IndexParts | None = None) -> Any:
     """The ``CREATE INDEX ASYNC`` that recreates ``info`` from its catalog parts (keys, INCLUDE,
     uniqueness, NULLS NOT DISTINCT, predicate), whatever access method name the catalog shows."""
     from psycopg import sql
 
-    oid_row = conn.execute("SELECT %s::regclass::oid", [sql.Identifier(info.schema, info.name).as_string(conn)]
-                           ).fetchone()
-    row = conn.execute(_SQL_PARTS, [oid_row[0]]).fetchone()
-    nkey, _natts, unique, pred, nnd, cols = row
-    keys = [c for c in cols[:nkey]]
-    include = [c for c in cols[nkey:]]
+    p = parts or index_parts(conn, info)
+    out: list[sql.Composable] = [sql.SQL("CREATE UNIQUE INDEX ASYNC" if p.unique else "CREATE INDEX ASYNC"),
+                                 sql.Identifier(info.name),
+                                 sql.SQL("ON {} ({})").format(sql.Identifier(info.schema, info.table),
+                                                              sql.SQL(", ").join(_item(c) for c in p.keys))]
+    if p.include:
+        out.append(sql.SQL("INCLUDE ({})").format(sql.SQL(", ").join(_item(c) for c in p.include)))
+    if p.nulls_not_distinct:
+        out.append(sql.SQL("NULLS NOT DISTINCT"))
+    if p.predicate:
+        out.append(sql.SQL("WHERE {}").format(sql.SQL(p.predicate)))
+    return sql.SQL(" ").join(out)
 
-    def col(c: str) -> sql.Composable:
-        # pg_get_indexdef gives a column (already quoted when it needs to be) or an expression
-        if _SIMPLE_COL_RE.fullmatch(c):
-            return sql.SQL(c)
-        return sql.SQL("({})").format(sql.SQL(c))
 
-    parts: list[sql.Composable] = [sql.SQL("CREATE UNIQUE INDEX ASYNC" if unique else "CREATE INDEX ASYNC"),
-                                   sql.Identifier(info.name),
-                                   sql.SQL("ON {} ({})").format(sql.Identifier(info.schema, info.table),
-                                                                sql.SQL(", ").join(col(c) for c in keys))]
-    if include:
-        parts.append(sql.SQL("INCLUDE ({})").format(sql.SQL(", ").join(col(c) for c in include)))
-    if nnd:
-        parts.append(sql.SQL("NULLS NOT DISTINCT"))
-    if pred:
-        parts.append(sql.SQL("WHERE {}").format(sql.SQL(pred)))
-    if not conn.autocommit:
-        conn.rollback()
-    return sql.SQL(" ").join(parts)
+#: How many duplicated keys ``index repair`` shows per index (the most duplicated first).
+DUPLICATES_SHOWN = 20
+
+
+def duplicate_keys(conn: Any, info: IndexInfo, parts: IndexParts, *, limit: int = DUPLICATES_SHOWN
+                   ) -> tuple[list[dict[str, Any]], int]:
+    """The keys that stop a UNIQUE index from building: ``GROUP BY`` the key items ``HAVING
+    count(*) > 1`` over the rows the index covers (its predicate; rows with a NULL key part do not
+    collide unless NULLS NOT DISTINCT). Returns (up to ``limit`` keys, most rows first, each
+    ``{"key": {item: value}, "rows": n}``; how many keys are duplicated in all)."""
+    from psycopg import sql
+
+    if not parts.unique:
+        return [], 0
+    items = [_item(k) for k in parts.keys]
+    where: list[sql.Composable] = []
+    if parts.predicate:
+        where.append(sql.SQL("({})").format(sql.SQL(parts.predicate)))
+    if not parts.nulls_not_distinct:
+        where.extend(sql.SQL("{} IS NOT NULL").format(i) for i in items)
+    n = len(items)
+    q = sql.SQL("SELECT {items}, count(*), count(*) OVER () FROM {table}{where} GROUP BY {pos} "
+                "HAVING count(*) > 1 ORDER BY {cnt} DESC, {pos} LIMIT {limit}").format(
+        items=sql.SQL(", ").join(items), table=sql.Identifier(info.schema, info.table),
+        where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
+        pos=sql.SQL(", ").join(sql.SQL(str(k)) for k in range(1, n + 1)), cnt=sql.SQL(str(n + 1)),
+        limit=sql.Literal(max(1, int(limit))))
+    try:
+        rows = conn.execute(q).fetchall()
+    finally:
+        if not conn.autocommit:
+            conn.rollback()
+    out = []
+    for r in rows:
+        key = {k: (v if v is None or isinstance(v, bool | int | float | str) else str(v))
+               for k, v in zip(parts.keys, r[:n], strict=True)}
+        out.append({"key": key, "rows": int(r[n])})
+    return out, int(rows[0][n + 1]) if rows else 0
 
 
 @dataclass
@@ -268,21 +381,48 @@ class RepairPlanItem:
     index: IndexInfo
     rebuild_sql: str
     statement: Any = None
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    duplicate_keys: int = 0
+
+    @property
+    def blocked(self) -> bool:
+        """A UNIQUE index whose table still holds duplicate keys: rebuilding it would fail again."""
+        return self.duplicate_keys > 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": f"{self.index.schema}.{self.index.name}", "table": f"{self.index.schema}.{self.index.table}",
-                "drop_sql": f'DROP INDEX "{self.index.schema}"."{self.index.name}"', "rebuild_sql": self.rebuild_sql}
+                "action": "fix duplicates first" if self.blocked else "rebuild",
+                "drop_sql": f'DROP INDEX "{self.index.schema}"."{self.index.name}"', "rebuild_sql": self.rebuild_sql,
+                "duplicate_keys": self.duplicate_keys, "duplicates": self.duplicates}
 
 
-def repair_plan(conn: Any, *, table: str | None = None) -> list[RepairPlanItem]:
-    """Invalid indexes that are not being built right now, with the statement that rebuilds each."""
+def repair_plan(conn: Any, *, table: str | None = None, duplicates_shown: int = DUPLICATES_SHOWN
+                ) -> list[RepairPlanItem]:
+    """Invalid indexes that are not being built right now, with the statement that rebuilds each
+    and, for a UNIQUE one, the duplicate keys that would make the rebuild fail again."""
     items = []
     for info in list_indexes(conn, table=table, invalid=True):
         if info.building_job:
             continue
-        stmt = rebuild_statement(conn, info)
-        items.append(RepairPlanItem(info, stmt.as_string(conn), stmt))
+        parts = index_parts(conn, info)
+        stmt = rebuild_statement(conn, info, parts)
+        dups, ndup = duplicate_keys(conn, info, parts, limit=duplicates_shown)
+        items.append(RepairPlanItem(info, stmt.as_string(conn), stmt, dups, ndup))
     return items
+
+
+def describe_duplicates(item: RepairPlanItem) -> list[str]:
+    """Lines for the operator: which keys are duplicated, and how often."""
+    name = f"{item.index.schema}.{item.index.name}"
+    shown = len(item.duplicates)
+    more = f" (the {shown} most repeated shown)" if item.duplicate_keys > shown else ""
+    lines = [f"{name}: {item.duplicate_keys} key(s) of {item.index.schema}.{item.index.table} occur more than "
+             f"once{more}; the UNIQUE rebuild would fail again"]
+    for d in item.duplicates:
+        cols = ", ".join(d["key"])
+        vals = ", ".join("NULL" if v is None else str(v) for v in d["key"].values())
+        lines.append(f"  ({cols})=({vals}): {d['rows']} rows")
+    return lines
 
 
 def repair(conn: Any, items: Sequence[RepairPlanItem]) -> list[dict[str, Any]]:

@@ -15,7 +15,9 @@ outlive a connection (timeout above :data:`CALL_CAP_SECONDS`) or when asked to.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import re
 import threading
 import time
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsqlops.errors import NotFoundError, UsageError
+
+log = logging.getLogger(__name__)
 
 JOB_ID_RE = re.compile(r"[a-z2-7]{26}")
 TERMINAL = ("completed", "failed", "cancelled", "canceled")
@@ -190,17 +194,78 @@ def wait_for_job(connect: ConnFactory, job_id: str, *, timeout: float, method: s
                  status_conn=status_conn)
 
 
+def _lost(exc: BaseException, conn: Any = None) -> bool:
+    """The connection went away (killed backend, reset, server restart): reconnect and go on."""
+    from dsqlops.data.retry import is_connection_lost
+
+    return is_connection_lost(exc, conn)
+
+
+def _close(conn: Any) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _reconnect(connect: ConnFactory, job_id: str, start: float, timeout: float,
+               first_error: BaseException) -> tuple[Any, str | None]:
+    """A new connection (``connect()`` mints a fresh token), tried with backoff until the wait's
+    deadline. Returns (connection, None), or (None, why) when the deadline passed first. Errors
+    that are not about reaching the server (bad configuration) are raised as they are."""
+    from dsqlops.errors import ConfigError
+
+    why = _first_line(first_error)
+    log.info("job %s: the connection was lost (%s); reconnecting", job_id, why)
+    delay = 0.1
+    while True:
+        try:
+            return connect(), None
+        except (ConfigError, UsageError):
+            raise
+        except Exception as e:  # noqa: BLE001 - psycopg or our mapped connect errors: try again
+            why = f"{why}; reconnecting failed: {_first_line(e)}"
+            left = timeout - (time.monotonic() - start)
+            if left <= 0:
+                return None, why
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _lost_result(job_id: str, status: str | None, start: float, method: str, why: str) -> WaitResult:
+    """The deadline passed while the server could not be reached: a timeout (the job goes on)."""
+    return WaitResult(job_id, status or "unknown", False, f"connection lost, not re-established before the "
+                      f"timeout: {why}", elapsed=time.monotonic() - start, method=method, timed_out=True)
+
+
 def _poll(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: float,
           on_status: Callable[[str], None] | None, start: float, conn: Any = None) -> WaitResult:
     own = conn is None
     opened_at = time.monotonic()
-    conn = conn if conn is not None else connect()
+    last: str | None = None
     interval = max(0.05, poll_interval)
     try:
+        if conn is None:
+            conn = connect()
         while True:
-            job = get_job(conn, job_id)
+            try:
+                job = get_job(conn, job_id)
+            except Exception as e:
+                if not _lost(e, conn):
+                    raise
+                if own:
+                    _close(conn)
+                conn, why = _reconnect(connect, job_id, start, timeout, e)
+                own, opened_at = True, time.monotonic()
+                if conn is None:
+                    return _lost_result(job_id, last, start, "poll", why or "")
+                continue
             if job is None or job.terminal:
                 return _result(job, job_id, start, "poll")
+            last = job.status
             if on_status is not None:
                 on_status(job.status)
             left = timeout - (time.monotonic() - start)
@@ -213,22 +278,22 @@ def _poll(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
                 conn, opened_at = connect(), time.monotonic()
     finally:
         if own:
-            conn.close()
+            _close(conn)
 
 
-def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: float,
-          on_status: Callable[[str], None] | None, start: float, status_conn: Any) -> WaitResult:
+def _call_once(conn: Any, job_id: str, *, left: float, poll_interval: float, start: float, timeout: float,
+               on_status: Callable[[str], None] | None, status_conn: list[Any]) -> dict[str, Any]:
+    """One ``CALL sys.wait_for_job`` on ``conn`` (a thread, so Ctrl-C and status lines work),
+    bounded by ``statement_timeout`` = ``left``. Returns the outcome: ``succeeded``, ``timeout``
+    or ``error``. ``status_conn`` is a one-item list: the status reader, dropped if it breaks."""
     import psycopg
     from psycopg import sql
 
     outcome: dict[str, Any] = {}
-    conn = connect()
-    if not conn.autocommit:
-        conn.autocommit = True  # CALL sys.wait_for_job refuses to run inside a transaction block
 
     def worker() -> None:
         try:
-            ms = max(1, int(timeout * 1000))
+            ms = max(1, int(left * 1000))
             conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(ms)))
             row = conn.execute("CALL sys.wait_for_job(%s)", [job_id]).fetchone()
             outcome["succeeded"] = bool(row[0]) if row else None
@@ -244,8 +309,14 @@ def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
             t.join(timeout=max(0.05, poll_interval))
             if not t.is_alive():
                 break
-            if on_status is not None and status_conn is not None:
-                job = get_job(status_conn, job_id)
+            if on_status is not None and status_conn[0] is not None:
+                try:
+                    job = get_job(status_conn[0], job_id)
+                except Exception as e:
+                    if not _lost(e, status_conn[0]):
+                        raise
+                    status_conn[0] = None  # the live status line stops; the wait goes on
+                    job = None
                 if job is not None:
                     on_status(job.status)
             if time.monotonic() - start > timeout + 10.0:  # statement_timeout should have fired
@@ -260,28 +331,65 @@ def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
         raise
     finally:
         if not t.is_alive():
-            conn.close()
-    err = outcome.get("error")
+            _close(conn)
+    return outcome
+
+
+def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: float,
+          on_status: Callable[[str], None] | None, start: float, status_conn: Any) -> WaitResult:
+    readers = [status_conn]
+    conn = connect()
+    while True:
+        if not conn.autocommit:
+            conn.autocommit = True  # CALL sys.wait_for_job refuses to run inside a transaction block
+        left = max(0.001, timeout - (time.monotonic() - start))
+        outcome = _call_once(conn, job_id, left=left, poll_interval=poll_interval, start=start, timeout=timeout,
+                             on_status=on_status, status_conn=readers)
+        err = outcome.get("error")
+        if err is None or not _lost(err, conn):
+            break
+        # the waiting session was killed or reset: a new one, a fresh token, the same job id
+        conn, why = _reconnect(connect, job_id, start, timeout, err)
+        if conn is None:
+            return _lost_result(job_id, None, start, "call", why or "")
     if err is not None:
         code = getattr(err, "sqlstate", None)
         if code in ("42704", "22P02"):
             return _result(None, job_id, start, "call")
         from dsqlops.errors import ServiceError
 
-        raise ServiceError(f"waiting for job {job_id} failed: {str(err).strip().splitlines()[0]}", code=code)
+        raise ServiceError(f"waiting for job {job_id} failed: {_first_line(err)}", code=code,
+                           hint=f"the job goes on; resume with: dsqlops job wait {job_id}")
     # the final row carries the details (the CALL only says succeeded true/false)
-    reader = status_conn if status_conn is not None else connect()
-    try:
-        job = get_job(reader, job_id)
-    finally:
-        if status_conn is None:
-            reader.close()
+    job = _final_read(connect, job_id, readers[0])
     timed_out = bool(outcome.get("timeout")) and not (job is not None and job.terminal)
     if job is None and outcome.get("succeeded") is not None:
         ok = bool(outcome["succeeded"])
         return WaitResult(job_id, "completed" if ok else "failed", ok, None, elapsed=time.monotonic() - start,
                           method="call")
     return _result(job, job_id, start, "call", timed_out=timed_out)
+
+
+def _final_read(connect: ConnFactory, job_id: str, reader: Any) -> Job | None:
+    """The job's row, on the status connection or a new one (replaced once if it turns out to be
+    gone)."""
+    own = reader is None
+    if own:
+        reader = connect()
+    try:
+        try:
+            return get_job(reader, job_id)
+        except Exception as e:
+            if not _lost(e, reader):
+                raise
+            if own:
+                _close(reader)
+            own = True
+            reader = connect()
+            return get_job(reader, job_id)
+    finally:
+        if own:
+            _close(reader)
 
 
 def wait_all(connect: ConnFactory, job_ids: Sequence[str], *, timeout: float, method: str = "auto",
@@ -298,13 +406,7 @@ def wait_all(connect: ConnFactory, job_ids: Sequence[str], *, timeout: float, me
         left = timeout - (time.monotonic() - start)
         cb = (lambda s, _j=jid: on_status(_j, s)) if on_status is not None else None
         if left <= 0.05:
-            own = status_conn is None
-            c = status_conn if status_conn is not None else connect()
-            try:
-                job = get_job(c, jid)
-            finally:
-                if own:
-                    c.close()
+            job = _final_read(connect, jid, status_conn)
             out.append(_result(job, jid, time.monotonic(), "poll",
                                timed_out=job is not None and not job.terminal))
             continue

@@ -7,8 +7,9 @@ marks it ``processing``, runs it as the role that submitted it (a plain ``CREATE
 table's writers let it start within 50 ms, so idle readers never stall it; else ``CREATE INDEX
 CONCURRENTLY``, so writers are never blocked for long), and marks it ``completed`` or ``failed``
 with the engine's error in ``details`` (a failed UNIQUE build leaves its invalid index behind,
-like DSQL). DROP jobs (recorded by an event trigger) are completed; tables whose rows changed a
-lot get an ``ANALYZE`` job (DSQL's auto-analyze); terminal rows are pruned after 30 minutes. All
+still rejecting duplicate keys on writes, like DSQL; a build cancelled by ``DROP INDEX`` is
+``cancelled``). DROP jobs (recorded by an event trigger) are completed; tables whose rows changed
+a lot get an ``ANALYZE`` job (DSQL's auto-analyze); terminal rows are pruned after 30 minutes. All
 state lives in the cluster database, so jobs survive a sandbox restart: a job found ``processing``
 at start-up was interrupted, and is re-run (its half-built index dropped first) up to 3 attempts,
 then failed.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -158,12 +160,48 @@ def execute(conn: Any, job: Job, *, stopping: Callable[[], bool] | None = None) 
             if conn.closed or (stopping is not None and stopping()):
                 raise
             status, details = "failed", _error_text(exc)
+            if exc.sqlstate == "57014":
+                # Only DROP INDEX cancels a build (sys._cancel_index_builds) when we are not stopping.
+                # Its own update to 'cancelled' is lost if the DROP then fails (a transaction holds
+                # the table), so record the cancellation here too.
+                status, details = "cancelled", "cancelled by DROP INDEX"
+            elif exc.sqlstate == "23505" and job.job_type == "INDEX_BUILD" and job.object_name:
+                _leave_enforcing_index(conn, job)
     object_id_sql = ("object_id = coalesce(to_regclass(object_name)::oid, object_id), "
                      if job.job_type == "INDEX_BUILD" else "")
     # Only while still ours: DROP INDEX may have cancelled it meanwhile (status 'cancelled').
     conn.execute(f"UPDATE sys._jobs SET status = %s, details = %s, {object_id_sql}update_time = now() "
                  "WHERE job_uuid = %s AND status = 'processing'", (status, details, job.job_uuid))
     return status, details
+
+
+_UNIQUE_PREFIX = re.compile(r"\A\s*CREATE\s+UNIQUE\s+INDEX\b", re.IGNORECASE)
+
+
+def _leave_enforcing_index(conn: Any, job: Job) -> None:
+    """After a UNIQUE build failed on duplicates, leave what DSQL leaves: the index, INVALID (no
+    query uses it), still rejecting writes that would duplicate a key until it is dropped (FACTS
+    §3.1). PostgreSQL's failed CONCURRENTLY build is neither maintained nor enforced, so the runner
+    replaces it: the same index built without UNIQUE (duplicates and all), then marked unique and
+    invalid in the catalog, which makes every later insert or key update check it."""
+    from psycopg import sql
+
+    assert job.object_name is not None and job.statement is not None
+    schema, _, name = job.object_name.partition(".")
+    ident = sql.Identifier(schema, name)
+    plain = _UNIQUE_PREFIX.sub("CREATE INDEX", job.statement, count=1)
+    try:
+        # An internal swap, not the user's DROP: no DROP job (the event trigger fires only for origin).
+        conn.execute("SET session_replication_role = replica")
+        try:
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(ident))
+        finally:
+            conn.execute("RESET session_replication_role")
+        conn.execute(plain)
+        conn.execute("UPDATE pg_catalog.pg_index SET indisunique = true, indisvalid = false "
+                     "WHERE indexrelid = %s::regclass", (ident.as_string(conn),))
+    except Exception as exc:  # noqa: BLE001 - the job has failed either way; say so in the log
+        log.warning("job %s: could not leave %s enforcing uniqueness: %s", job.job_id, job.object_name, exc)
 
 
 def submit_auto_analyze(conn: Any) -> int:

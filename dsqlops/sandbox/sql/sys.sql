@@ -127,8 +127,14 @@ BEGIN
       n := n + 1;
       name := index_name || n;
     END LOOP;
-  ELSIF NOT if_not_exists
-     AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = name AND c.relnamespace = nsp::regnamespace) THEN
+  ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = name AND c.relnamespace = nsp::regnamespace)
+     OR EXISTS (SELECT 1 FROM sys._jobs j WHERE j.job_type = 'INDEX_BUILD'
+                AND j.status IN ('submitted', 'processing') AND j.object_name = nsp || '.' || name) THEN
+    -- IF NOT EXISTS on a name that is taken (or being built) starts no job, as in PostgreSQL.
+    IF if_not_exists THEN
+      RAISE NOTICE 'relation "%" already exists, skipping', name;
+      RETURN NULL;
+    END IF;
     RAISE EXCEPTION USING ERRCODE = '42P07', MESSAGE = format('relation "%s" already exists', name);
   END IF;
   INSERT INTO sys._jobs (job_type, class_id, object_id, object_name, schema_name, statement)
