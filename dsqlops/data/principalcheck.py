@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsqlops.data.rolecheck import _aws_code, principal_of
+from dsqlops.aws import error_code
+from dsqlops.data.rolecheck import principal_of
 
 ACTIONS = ("dsql:DbConnect", "dsql:DbConnectAdmin")
 
@@ -69,7 +70,7 @@ def simulate(iam: Any, principal_arn: str, cluster_arn: str) -> tuple[dict[str, 
                 break
             kwargs["Marker"] = resp["Marker"]
     except Exception as e:  # noqa: BLE001 - an unavailable simulation is a finding, not a crash
-        code = _aws_code(e)
+        code = error_code(e)
         if code in ("AccessDenied", "AccessDeniedException"):
             why = "you may not call iam:SimulatePrincipalPolicy (AccessDenied)"
         elif code == "NoSuchEntity":
@@ -182,13 +183,13 @@ def cluster_arn_for(dsql: Any, cluster_id: str, *, region: str, sts: Any = None,
     try:
         return str(dsql.get_cluster(identifier=cluster_id)["arn"]), None
     except Exception as e:  # noqa: BLE001
-        why = f"GetCluster failed ({_aws_code(e) or type(e).__name__})"
+        why = f"GetCluster failed ({error_code(e) or type(e).__name__})"
     if sts is not None:
         try:
             account = sts.get_caller_identity()["Account"]
             part = (partition_of or "arn:aws:").split(":")[1] or "aws"
             return f"arn:{part}:dsql:{region}:{account}:cluster/{cluster_id}", None
         except Exception as e:  # noqa: BLE001
-            why += f"; sts:GetCallerIdentity failed ({_aws_code(e) or type(e).__name__})"
+            why += f"; sts:GetCallerIdentity failed ({error_code(e) or type(e).__name__})"
     return None, why
 

@@ -161,18 +161,20 @@ def test_index_drop_during_a_build_retries_the_conflict_and_reports_the_job_canc
     admin.execute(f"CREATE TABLE {tbl} (id int PRIMARY KEY, v int)")
     admin.execute(f"INSERT INTO {tbl} SELECT g, g FROM generate_series(1, 200) g")
     holder = sb.superuser_connect(cluster, sslmode="disable")
-    holder.execute(f"SELECT count(*) FROM public.{tbl}")  # an open transaction that has read the table
+    # an open transaction that has written the table: the build cannot take its lock in one go, so it
+    # runs concurrently and waits for this writer
+    holder.execute(f"UPDATE public.{tbl} SET v = v WHERE id = 1")
     result: list[Any] = []
     try:
         started = invoke(["-o", "json", "index", "build", tbl, "v", "--name", name])
         assert started.exit_code == 0, started.stderr
         job_id = started.json()["job_id"]
-        # the build runs (it waits for the reader's snapshot), so the drop cancels a running build
+        # the build runs (it waits for the writer), so the drop cancels a running build
         _until(lambda: admin.execute("SELECT status FROM sys.jobs WHERE job_id = %s", [job_id]).fetchone()[0]
                == "processing", "the build to start")
         t = threading.Thread(target=lambda: result.append(invoke(["-o", "json", "index", "drop", name, "--yes"])))
         t.start()
-        # the first DROP cancelled the build and then conflicted with the reader (OC001)
+        # the first DROP cancelled the build and then conflicted with the writer (OC001)
         _until(lambda: admin.execute("SELECT status FROM sys.jobs WHERE job_id = %s", [job_id]).fetchone()[0]
                != "processing" or not t.is_alive(), "the build to be cancelled")
     finally:
