@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dsqlops.bench.stats import Recorder, Snapshot
-from dsqlops.bench.txn import Policy, run_one
+from dsqlops.bench.txn import run_one
 from dsqlops.bench.workloads import Check, Workload, make_workload
+from dsqlops.data.retry import RetryPolicy
 from dsqlops.errors import UsageError
 
 
@@ -67,7 +68,7 @@ class BenchConfig:
     processes: int = 1
     setup: bool = False
     log: bool | None = None
-    policy: Policy = field(default_factory=Policy)
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
     seed: int | None = None
 
     def validate(self) -> None:
@@ -87,8 +88,6 @@ class BenchConfig:
             raise UsageError("--transactions must be ≥ 1")
         if self.rate is not None and self.rate <= 0:
             raise UsageError("--rate must be > 0")
-        if self.policy.max_attempts < 1:
-            raise UsageError("--max-attempts must be ≥ 1")
 
 
 @dataclass
@@ -144,7 +143,7 @@ class _Pacer:
         return not stop.is_set()
 
 
-def _worker(pool: Any, workload: Workload, policy: Policy, pacer: _Pacer, rec: Recorder,
+def _worker(pool: Any, workload: Workload, policy: RetryPolicy, pacer: _Pacer, rec: Recorder,
             stop: threading.Event, seed: int) -> None:
     rng = random.Random(seed)
 

@@ -62,14 +62,14 @@ def _run(env: CliEnv, workload: str, *, cluster: str | None, accounts: int, conc
     from dsqlops.bench.cost import bench_cost, flush_sandbox, price_per_million, sandbox_dir_for, window_usage
     from dsqlops.bench.pools import DsqlPoolSpec
     from dsqlops.bench.runner import BenchConfig, run_bench
-    from dsqlops.bench.txn import Policy
+    from dsqlops.data.retry import RetryPolicy
     from dsqlops.output import warn
 
     if duration is None and transactions is None:
         duration = 10.0
     cfg = BenchConfig(workload=workload, accounts=accounts, concurrency=concurrency, duration=duration,
                       transactions=transactions, rate=rate, processes=processes, setup=setup, log=log,
-                      policy=Policy(max_attempts=max_attempts), seed=seed)
+                      policy=RetryPolicy(max_attempts=max_attempts), seed=seed)
     cfg.validate()
     target = env.connection_target(cluster)
     spec = DsqlPoolSpec(target, env.config_path, env.profile,
