@@ -13,7 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dsqlops.data.retry import OccRetriesExhausted, RetryPolicy, RetryStats, is_occ_error, run_transaction
+from dsqlops.data.retry import (
+    OccRetriesExhausted,
+    RetryPolicy,
+    RetryStats,
+    UnknownOutcomeError,
+    is_connection_lost,
+    is_occ_error,
+    run_transaction,
+)
 
 
 @dataclass
@@ -23,6 +31,8 @@ class Outcome:
     conflicts: int
     seconds: float
     error: str | None = None
+    #: The failure was a lost connection (or a pool that could not connect): the cluster may be gone.
+    lost: bool = False
 
 
 def _error_key(exc: BaseException) -> str:
@@ -39,9 +49,11 @@ def run_one(pool: Any, fn: Callable[[Any], str], policy: RetryPolicy) -> Outcome
     """
     start = time.perf_counter()
     stats = RetryStats()
+    lost = False
     try:
         outcome, err = str(run_transaction(pool, fn, stats=stats, policy=policy)), None
     except Exception as exc:  # noqa: BLE001 - every failure is counted, classified and reported
         outcome = "occ_escaped" if isinstance(exc, OccRetriesExhausted) or is_occ_error(exc) else "error"
         err = _error_key(exc)
-    return Outcome(outcome, max(stats.attempts, 1), stats.occ_conflicts, time.perf_counter() - start, err)
+        lost = outcome == "error" and (isinstance(exc, UnknownOutcomeError) or is_connection_lost(exc))
+    return Outcome(outcome, max(stats.attempts, 1), stats.occ_conflicts, time.perf_counter() - start, err, lost)

@@ -58,7 +58,7 @@ def build_cmd(env: CliEnv, table: str, columns: tuple[str, ...], name: str | Non
       dsqlops index build orders customer_id --include total --where "status <> 'done'"
     """
     from dsqlops.data.indexes import build_statement, start_build
-    from dsqlops.errors import ExitCode, OperationFailed, WaitTimeout
+    from dsqlops.errors import ExitCode, OperationFailed, Terminated, WaitTimeout
     from dsqlops.output import info
 
     stmt = build_statement(table, columns, name=name, unique=unique, include=include, where=where,
@@ -89,7 +89,7 @@ def build_cmd(env: CliEnv, table: str, columns: tuple[str, ...], name: str | Non
     try:
         code, results = wait_and_report(env, cluster, [started.job_id], timeout=timeout, single=True,
                                         extra={"index": started.index, "table": started.table, "sql": started.sql})
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         env.render({**started.to_dict(), "status": "interrupted"})
         raise
     r = results[0]
