@@ -37,6 +37,8 @@ class Outcome:
 
 def _error_key(exc: BaseException) -> str:
     code = getattr(exc, "sqlstate", None) or getattr(exc, "code", None)
+    if isinstance(exc, UnknownOutcomeError):
+        return f"{code} connection lost during COMMIT (outcome unknown, not retried)"
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
     return f"{code} {first}" if code else f"{type(exc).__name__}: {first}"
 

@@ -90,7 +90,7 @@ def _run(env: CliEnv, workload: str, *, cluster: str | None, accounts: int, conc
         progress.finish()
     for w in result.warnings:
         warn(w)
-    if cost:
+    if cost and not result.lost:   # a cluster that went away may not have published its last work
         try:
             result.cost, notes = meter.price(env.aws().cloudwatch(target.region), env.settings, target.region,
                                              target.cluster_id, committed=result.snapshot.committed,
