@@ -472,19 +472,27 @@ def run_bench(spec: PoolSpec, cfg: BenchConfig, *, on_tick: Callable[[Snapshot],
     snap = ran.snapshot
     snap.in_flight = 0   # abandoned transactions (if any) are not counted; the reason says how many
     warnings: list[str] = []
-    if after_run is not None:
-        try:
-            after_run()   # before the checks, so their reads stay out of a metered window
-        except Exception as exc:  # noqa: BLE001 - the run's counters matter more than its cost window
-            warnings.append(f"could not close the cost window: {exc}")
+    checks: list[Check] | None = None
     try:
-        with spec.connect() as conn:
-            checks = workload.check(conn, baseline, snap.committed)
-    except Exception as exc:  # a run cut short by a lost cluster still reports
-        if ran.reason is None:
+        if after_run is not None:
+            try:
+                after_run()   # before the checks, so their reads stay out of a metered window
+            except Exception as exc:  # noqa: BLE001 - the run's counters matter more than its cost window
+                warnings.append(f"could not close the cost window: {exc}")
+        try:
+            with spec.connect() as conn:
+                checks = workload.check(conn, baseline, snap.committed)
+        except Exception as exc:  # a run cut short by a lost cluster still reports
+            if ran.reason is None:
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            checks = [Check(name, None, f"not checked: {first}") for name in workload.check_names]
+    except (KeyboardInterrupt, Terminated) as exc:   # a signal after the clients stopped: still report
+        if ran.interrupted is not None:
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        checks = [Check(name, None, f"not checked: {first}") for name in workload.check_names]
+        ran.interrupted, ran.reason = exc, ran.reason or _interrupt_reason(exc)
+    if checks is None:
+        checks = [Check(name, None, f"not checked: {ran.reason}") for name in workload.check_names]
     return BenchResult(workload=cfg.workload, target=spec.describe(), host=socket.gethostname(),
                        started_at=started, ended_at=ended, elapsed_seconds=ran.elapsed, concurrency=cfg.concurrency,
                        processes=cfg.processes, accounts=cfg.accounts, snapshot=snap, checks=checks,

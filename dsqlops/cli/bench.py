@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from dsqlops.cli.common import CliEnv, cluster_option, output_option, pass_env
-from dsqlops.errors import OperationFailed, ServiceError
+from dsqlops.errors import OperationFailed, ServiceError, Terminated
 
 
 @click.group()
@@ -99,6 +99,10 @@ def _run(env: CliEnv, workload: str, *, cluster: str | None, accounts: int, conc
                 warn(w)
         except Exception as exc:  # noqa: BLE001 - the run itself is reported; say why there is no cost
             warn(f"no cost for this run: {exc}")
+        except (KeyboardInterrupt, Terminated) as exc:   # stopped while pricing: write the run anyway
+            if result.interrupted is not None:
+                raise
+            result.interrupted = exc
     if results_file:
         results.append_json_line(results_file, result)
     env.render(results.summary(result))
