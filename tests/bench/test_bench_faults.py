@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.sandbox
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 
 def _env(sandbox: Any) -> dict[str, str]:
@@ -42,15 +42,17 @@ def _setup(sandbox: Any, cid: str, accounts: int) -> int:
     return int(json.loads(p.stdout)["committed"])
 
 
-def test_bench_stops_reports_and_writes_results_when_the_cluster_goes_away(sandbox: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_bench_stops_reports_and_writes_results_when_the_cluster_goes_away(sandbox: Any, tmp_path: Path,
+                                                                           processes: str) -> None:
     cid = sandbox.create_cluster()
     _setup(sandbox, cid, 50)
     results = tmp_path / "r.jsonl"
     duration = 8.0
     t0 = time.monotonic()
     proc = _start(sandbox, "-o", "json", "bench", "transfer", "-c", cid, "--accounts", "50", "--concurrency", "8",
-                  "--duration", str(duration), "--results", str(results))
-    time.sleep(3.0)
+                  "--processes", processes, "--duration", str(duration), "--results", str(results))
+    time.sleep(3.0 if processes == "1" else 4.5)   # spawned processes take a moment to start
     sandbox.client("dsql").delete_cluster(identifier=cid)
     out, err = proc.communicate(timeout=120)
     took = time.monotonic() - t0
