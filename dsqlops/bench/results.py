@@ -159,6 +159,18 @@ def to_json_line(result: BenchResult) -> str:
     return json.dumps(d, sort_keys=False, default=str)
 
 
+def check_writable(path: str | Path) -> None:
+    """Refuse a results file that could not be appended to (its folder missing, a folder, …)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"--results {p}: is a folder")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"--results {p}: the folder {folder} does not exist")
+    if not os.access(p if p.exists() else folder, os.W_OK):
+        raise UsageError(f"--results {p}: not writable")
+
+
 def append_json_line(path: str | Path, result: BenchResult) -> None:
     """Append the result as one line, in one write (a reader never sees half a line of it)."""
     line = (to_json_line(result) + "\n").encode()

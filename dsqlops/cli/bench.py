@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from dsqlops.cli.common import CliEnv, cluster_option, output_option, pass_env
-from dsqlops.errors import OperationFailed, ServiceError, Terminated
+from dsqlops.errors import OperationFailed, ServiceError, Terminated, UsageError
 
 
 @click.group()
@@ -73,6 +73,8 @@ def _run(env: CliEnv, workload: str, *, cluster: str | None, accounts: int, conc
                       transactions=transactions, rate=rate, processes=processes, setup=setup, log=log,
                       policy=RetryPolicy(max_attempts=max_attempts), seed=seed)
     cfg.validate()
+    if results_file:
+        results.check_writable(results_file)   # before the run, not after minutes of it
     target = env.connection_target(cluster)
     spec = DsqlPoolSpec(target, env.config_path, env.profile,
                         tuple(sorted((k, v) for k, v in env.flags.items() if v is not None)))
@@ -103,9 +105,15 @@ def _run(env: CliEnv, workload: str, *, cluster: str | None, accounts: int, conc
             if result.interrupted is not None:
                 raise
             result.interrupted = exc
+    unwritten: UsageError | None = None
     if results_file:
-        results.append_json_line(results_file, result)
+        try:
+            results.append_json_line(results_file, result)
+        except UsageError as exc:   # the summary is still printed below
+            unwritten = exc
     env.render(results.summary(result))
+    if unwritten is not None:
+        raise unwritten
     _verdict(result, allow_give_ups=allow_give_ups, results_file=results_file)
 
 
