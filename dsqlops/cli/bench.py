@@ -129,6 +129,10 @@ def _verdict(result: Any, *, allow_give_ups: bool, results_file: str | None) -> 
     if not result.ok:
         failed = [c for c in result.checks if c.ok is False]
         raise OperationFailed("invariant violated: " + "; ".join(f"{c.name} ({c.detail})" for c in failed))
+    if not result.checked:
+        unchecked = next(c for c in result.checks if c.ok is None)
+        raise ServiceError(f"the invariants could not be checked after the run: {unchecked.detail}",
+                           hint=f"check them by hand before trusting the numbers{written}")
     if not result.complete:
         raise OperationFailed(f"bench stopped early: {result.incomplete_reason}")
     if result.gave_up and not allow_give_ups:
