@@ -93,3 +93,43 @@ def test_merge_cli_prints_the_cost_and_the_warning(tmp_path, capsys, isolated_co
     assert s["cost_total_dpu"] == pytest.approx(22.0)
     assert Decimal(s["cost_usd"]) == Decimal(22) * PRICE / 1_000_000
     assert "warning:" in err and "do not overlap" in err
+
+
+@pytest.mark.sandbox
+@pytest.mark.slow
+def test_two_hosts_side_by_side_on_the_sandbox_are_not_billed_twice(sandbox: Any, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **sandbox.env(), "DSQLOPS_NO_PROGRESS": "1"}
+    for k in ("DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "AWS_PROFILE", "DSQLOPS_SANDBOX_DIR"):
+        env.pop(k, None)
+    cid = sandbox.create_cluster()
+
+    def dsqlops(*args: str) -> list[str]:
+        return [sys.executable, "-m", "dsqlops", *args]
+
+    setup = subprocess.run(dsqlops("bench", "transfer", "-c", cid, "--setup", "--accounts", "50", "--transactions",
+                                   "1", "--concurrency", "1", "--no-cost"), env=env, capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert setup.returncode == 0, setup.stderr
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    hosts = [subprocess.Popen(dsqlops("bench", "transfer", "-c", cid, "--accounts", "50", "--concurrency", "2",
+                                      "--duration", "4", "--results", str(f)), env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for f in files]
+    for h in hosts:
+        _out, err = h.communicate(timeout=120)
+        assert h.returncode == 0, err
+    parts = [json.loads(f.read_text())["cost"] for f in files]
+    assert all(p["cluster_id"] == cid and p["window_exact"] for p in parts)
+    m = subprocess.run(dsqlops("-o", "json", "bench", "merge", *map(str, files)), env=env, capture_output=True,
+                       text=True, timeout=120, check=False)
+    assert m.returncode == 0, m.stderr
+    assert "warning" not in m.stderr, m.stderr
+    s = json.loads(m.stdout)
+    biggest, both = max(p["total_dpu"] for p in parts), sum(p["total_dpu"] for p in parts)
+    # each host measured the whole cluster: the union of the windows is more than either part and
+    # less than their sum (which would count the time they ran together twice)
+    assert biggest <= s["cost_total_dpu"] < both
+    assert s["cost_cluster_transactions"] >= s["committed"]
