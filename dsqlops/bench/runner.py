@@ -305,15 +305,15 @@ def _run_threads(spec: PoolSpec, workload: Workload, cfg: BenchConfig, clients: 
                     break
                 try:
                     alive[0].join(timeout=0.25)
+                    if on_tick is not None and time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + 1.0
+                        on_tick(rec.snapshot())
                 except (KeyboardInterrupt, Terminated) as exc:   # SIGINT; SIGTERM as raised by the CLI
                     if interrupted is not None:
                         raise
                     interrupted, reason = exc, _interrupt_reason(exc)
                     stop.set()
                 now = time.monotonic()
-                if on_tick is not None and now >= next_tick:
-                    next_tick = now + 1.0
-                    on_tick(rec.snapshot())
                 if not lost and health.gone():
                     lost = True
                     reason = reason or (f"the cluster stopped answering ({health.first_lost})"

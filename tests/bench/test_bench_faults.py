@@ -105,19 +105,22 @@ def test_l1_hot_row_load_counts_every_transfer_once_and_reports_give_ups(sandbox
     assert [x["committed"] for x in _lines(results)] == [s["committed"], s2["committed"]]
 
 
-def test_f18_sigterm_during_bench_writes_partial_results_and_exits_143(sandbox: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig, code, message", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                 (signal.SIGINT, 130, "aborted")])
+def test_f18_sigterm_during_bench_writes_partial_results_and_exits_143(sandbox: Any, tmp_path: Path, sig: int,
+                                                                       code: int, message: str) -> None:
     cid = sandbox.create_cluster()
     _setup(sandbox, cid, 50)
     results = tmp_path / "r.jsonl"
     proc = _start(sandbox, "-o", "json", "bench", "transfer", "-c", cid, "--accounts", "50", "--concurrency", "4",
                   "--duration", "60", "--results", str(results))
     time.sleep(4.0)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert err.strip().splitlines()[-1] == "terminated (SIGTERM)", err
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == message, err
     [line] = _lines(results)
-    assert line["complete"] is False and "SIGTERM" in line["incomplete_reason"]
+    assert line["complete"] is False and signal.Signals(sig).name in line["incomplete_reason"]
     assert line["committed"] > 0 and line["elapsed_seconds"] < 30
     summary = json.loads(out)
     assert summary["committed"] == line["committed"] and summary["invariants_ok"] is True
