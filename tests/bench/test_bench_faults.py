@@ -107,7 +107,7 @@ def test_l1_hot_row_load_counts_every_transfer_once_and_reports_give_ups(sandbox
 
 @pytest.mark.parametrize("sig, code, message", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
                                                  (signal.SIGINT, 130, "aborted")])
-def test_f18_sigterm_during_bench_writes_partial_results_and_exits_143(sandbox: Any, tmp_path: Path, sig: int,
+def test_f18_signal_during_bench_writes_partial_results_and_exits_143_or_130(sandbox: Any, tmp_path: Path, sig: int,
                                                                        code: int, message: str) -> None:
     cid = sandbox.create_cluster()
     _setup(sandbox, cid, 50)
