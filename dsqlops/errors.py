@@ -26,6 +26,8 @@ class ExitCode(IntEnum):
     LOCKED = 75
     #: Interrupted by SIGINT (Ctrl-C).
     INTERRUPTED = 130
+    #: Stopped by SIGTERM (128 + 15, what a shell reports for a process killed by it).
+    TERMINATED = 143
     #: Bad arguments or input (the AWS CLI's 252).
     USAGE = 252
     #: Environment, configuration or credentials are missing or invalid (253).
@@ -104,3 +106,13 @@ class Incomplete(DsqlopsError):
 
 class Locked(DsqlopsError):
     exit_code = ExitCode.LOCKED
+
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread (``dsqlops.cli.main``) so that cleanup runs as it does on
+    Ctrl-C: ``finally`` and ``with`` blocks remove temp files and release locks, bench writes its
+    partial results. A BaseException, like KeyboardInterrupt, so ``except Exception`` does not
+    swallow it; unlike it, click does not turn it into an "Aborted!"."""
+
+    signal_name = "SIGTERM"

@@ -124,6 +124,17 @@ def test_interrupted_130(run, monkeypatch):
     assert r.exit_code == ExitCode.INTERRUPTED == 130
 
 
+def test_terminated_143(run, monkeypatch):
+    """SIGTERM is raised as Terminated in the main thread (so cleanup runs); main() exits 143.
+    The real signal, sent to real processes: tests/test_f18_sigterm.py."""
+    import dsqlops.control.clusters as cc
+    from dsqlops.errors import Terminated
+
+    monkeypatch.setattr(cc, "list_clusters", _raising(Terminated()))
+    r = run(["cluster", "list"])
+    assert r.exit_code == ExitCode.TERMINATED == 143 and r.stderr.strip() == "terminated (SIGTERM)"
+
+
 def test_locked_75(run, monkeypatch, tmp_path):
     """A second run that needs a lock another run holds exits 75 (EX_TEMPFAIL)."""
     import dsqlops.control.clusters as cc
@@ -172,7 +183,8 @@ def test_incomplete_5_when_a_region_has_no_price(run, tmp_path):
 def test_every_exit_code_has_a_test():
     names = {n.removeprefix("test_") for n in globals() if n.startswith("test_")}
     covered = {"OK": "ok_0", "FAILED": "failed_1_cluster_failed", "BUDGET_EXCEEDED": "budget_exceeded_3_is_translated",
-               "TIMEOUT": "timeout_4", "LOCKED": "locked_75", "INTERRUPTED": "interrupted_130", "USAGE": "usage_252",
+               "TIMEOUT": "timeout_4", "LOCKED": "locked_75", "INTERRUPTED": "interrupted_130",
+               "TERMINATED": "terminated_143", "USAGE": "usage_252",
                "CONFIG": "config_253_missing_credentials", "SERVICE": "service_254_not_found",
                "INTERNAL": "internal_255_on_an_unexpected_exception",
                "INCOMPLETE": "incomplete_5_when_a_region_has_no_price"}

@@ -165,18 +165,21 @@ class Demo:
 
     # -- steps with logic -----------------------------------------------------------------------------
     def _start_sandbox(self) -> None:
-        from dsqlops.sandbox import lifecycle
-        from dsqlops.sandbox.state import SandboxDir
+        from dsqlops.sandbox import client
 
-        sdir = SandboxDir(self.opts.sandbox_dir)
-        if sdir.pid() is None:
-            args = ["sandbox", "start"] + (["--dir", str(sdir.path)] if self.opts.sandbox_dir else [])
+        sandbox = client.running(self.opts.sandbox_dir)
+        if sandbox is None:
+            args = ["sandbox", "start"] + (["--dir", str(client.folder(self.opts.sandbox_dir))]
+                                           if self.opts.sandbox_dir else [])
             self.dsqlops("Start the local DSQL sandbox", args)
+            sandbox = client.running(self.opts.sandbox_dir)
+            if sandbox is None:
+                raise OperationFailed("`dsqlops sandbox start` returned but no sandbox is running",
+                                      hint="see its log: dsqlops sandbox status")
         else:
             self._title("Reuse the running sandbox")
-            self._say(f"sandbox already running in {sdir.path}")
-        self.env = dict(lifecycle.env_vars(sdir))
-        self.env["DSQLOPS_SANDBOX_DIR"] = str(sdir.path)
+            self._say(f"sandbox already running in {sandbox.path}")
+        self.env = sandbox.env()
         self._prompt('eval "$(dsqlops sandbox env)"')
 
     def _iam_role(self, name: str) -> tuple[str, dict[str, str]]:

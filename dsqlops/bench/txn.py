@@ -1,8 +1,9 @@
 """Run one bench transaction with OCC retries, and classify its outcome for the telemetry.
 
-Retrying is ``dsqlops.data.retry.run_transaction`` (the whole transaction again on SQLSTATE
-40001, on a fresh pooled connection, exponential backoff with jitter, bounded attempts, never
-after an unknown-outcome COMMIT); this module only turns its outcome into bench telemetry.
+Retrying is ``dsqlops.data.retry.run_transaction`` with its :class:`RetryPolicy` (the whole
+transaction again on SQLSTATE 40001, on a fresh pooled connection, exponential backoff with
+jitter, bounded attempts, never after an unknown-outcome COMMIT); this module only turns its
+outcome into bench telemetry.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-OCC_SQLSTATE = "40001"
-
-
-@dataclass(frozen=True)
-class Policy:
-    max_attempts: int = 5
-    base_delay: float = 0.05
-    max_delay: float = 5.0
-    jitter: bool = True
+from dsqlops.data.retry import (
+    OccRetriesExhausted,
+    RetryPolicy,
+    RetryStats,
+    UnknownOutcomeError,
+    is_connection_lost,
+    is_occ_error,
+    run_transaction,
+)
 
 
 @dataclass
@@ -30,41 +31,31 @@ class Outcome:
     conflicts: int
     seconds: float
     error: str | None = None
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    # psycopg errors carry ``sqlstate``; dsqlops ServiceErrors (OccRetriesExhausted) carry ``code``.
-    return getattr(exc, "sqlstate", None) or getattr(exc, "code", None)
-
-
-def _is_occ(exc: BaseException) -> bool:
-    if _sqlstate(exc) == OCC_SQLSTATE:
-        return True
-    return type(exc).__name__ == "OccRetriesExhausted"
+    #: The failure was a lost connection (or a pool that could not connect): the cluster may be gone.
+    lost: bool = False
 
 
 def _error_key(exc: BaseException) -> str:
-    code = _sqlstate(exc)
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "code", None)
+    if isinstance(exc, UnknownOutcomeError):
+        return f"{code} connection lost during COMMIT (outcome unknown, not retried)"
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
     return f"{code} {first}" if code else f"{type(exc).__name__}: {first}"
 
 
-def run_one(pool: Any, fn: Callable[[Any], str], policy: Policy) -> Outcome:
-    """One logical transaction: ``fn(conn)`` then COMMIT, retried whole on 40001."""
-    from dsqlops.data.retry import RetryPolicy, RetryStats, run_transaction
+def run_one(pool: Any, fn: Callable[[Any], str], policy: RetryPolicy) -> Outcome:
+    """One logical transaction: ``fn(conn)`` then COMMIT, retried whole on 40001.
 
+    ``occ_escaped``: every attempt conflicted (the transaction gave up); ``error``: anything
+    else that ended it, an unknown-outcome COMMIT included.
+    """
     start = time.perf_counter()
     stats = RetryStats()
+    lost = False
     try:
-        result = run_transaction(pool, fn, stats=stats, policy=RetryPolicy(
-            max_attempts=policy.max_attempts, base_delay=policy.base_delay, max_delay=policy.max_delay,
-            jitter=policy.jitter))
-        outcome, err = str(result), None
+        outcome, err = str(run_transaction(pool, fn, stats=stats, policy=policy)), None
     except Exception as exc:  # noqa: BLE001 - every failure is counted, classified and reported
-        outcome = "occ_escaped" if _is_occ(exc) else "error"
+        outcome = "occ_escaped" if isinstance(exc, OccRetriesExhausted) or is_occ_error(exc) else "error"
         err = _error_key(exc)
-    attempts = max(stats.attempts, 1)
-    conflicts = stats.occ_conflicts
-    if outcome == "occ_escaped":
-        conflicts = max(conflicts, attempts)  # the last attempt's conflict is not retried, count it too
-    return Outcome(outcome, attempts, conflicts, time.perf_counter() - start, err)
+        lost = outcome == "error" and (isinstance(exc, UnknownOutcomeError) or is_connection_lost(exc))
+    return Outcome(outcome, max(stats.attempts, 1), stats.occ_conflicts, time.perf_counter() - start, err, lost)

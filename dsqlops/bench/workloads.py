@@ -36,7 +36,8 @@ COMMITTED = "committed"
 @dataclass
 class Check:
     name: str
-    ok: bool
+    #: None: the check could not run (the cluster did not answer after a run cut short).
+    ok: bool | None
     detail: str
 
 
@@ -71,6 +72,8 @@ def load_accounts(conn: Any, accounts: int, *, progress: Callable[[int], None] |
 class Workload:
     name = ""
     read_only = False
+    #: The names of the invariants ``check`` reports.
+    check_names: tuple[str, ...] = ()
 
     def __init__(self, accounts: int, *, log: bool | None = None) -> None:
         if accounts < 2:
@@ -103,6 +106,7 @@ class Transfer(Workload):
     """The banking transfer of the talk: read both balances, check funds, move money, log it."""
 
     name = "transfer"
+    check_names = ("total_money_unchanged", "no_negative_balance")
 
     def setup(self, conn: Any, *, progress: Callable[[int], None] | None = None) -> None:
         _ddl(conn, ACCOUNTS_DDL)
@@ -169,6 +173,7 @@ class Counter(Workload):
     """One hot key incremented by every transaction: shows OCC conflicts and retries."""
 
     name = "counter"
+    check_names = ("no_lost_updates",)
 
     def setup(self, conn: Any, *, progress: Callable[[int], None] | None = None) -> None:
         _ddl(conn, COUNTER_DDL)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
-import time
 from typing import Any
 
 import click
 
 from dsqlops.cli.common import CliEnv, cluster_option, output_option, pass_env
-from dsqlops.errors import OperationFailed
+from dsqlops.errors import OperationFailed, ServiceError, Terminated, UsageError
 
 
 @click.group()
@@ -47,6 +45,8 @@ def _common(f: Any) -> Any:
         click.option("--cost/--no-cost", default=True, show_default=True,
                      help="Read the cluster's DPU metrics for the run and price them."),
         click.option("--seed", type=int, default=None, help="Random seed (repeatable runs)."),
+        click.option("--allow-give-ups", is_flag=True,
+                     help="Exit 0 even if transactions gave up after --max-attempts OCC conflicts."),
         output_option,
         pass_env,
     ]
@@ -57,92 +57,88 @@ def _common(f: Any) -> Any:
 
 def _run(env: CliEnv, workload: str, *, cluster: str | None, accounts: int, concurrency: int,
          duration: float | None, transactions: int | None, rate: float | None, processes: int, setup: bool,
-         max_attempts: int, results_file: str | None, cost: bool, seed: int | None, log: bool | None = None) -> None:
+         max_attempts: int, results_file: str | None, cost: bool, seed: int | None, allow_give_ups: bool,
+         log: bool | None = None) -> None:
     from dsqlops.bench import results
-    from dsqlops.bench.cost import bench_cost, flush_sandbox, price_per_million, sandbox_dir_for, window_usage
+    from dsqlops.bench.cost import RunCost
     from dsqlops.bench.pools import DsqlPoolSpec
     from dsqlops.bench.runner import BenchConfig, run_bench
-    from dsqlops.bench.txn import Policy
+    from dsqlops.data.retry import RetryPolicy
     from dsqlops.output import warn
+    from dsqlops.sandbox.client import serving
 
     if duration is None and transactions is None:
         duration = 10.0
     cfg = BenchConfig(workload=workload, accounts=accounts, concurrency=concurrency, duration=duration,
                       transactions=transactions, rate=rate, processes=processes, setup=setup, log=log,
-                      policy=Policy(max_attempts=max_attempts), seed=seed)
+                      policy=RetryPolicy(max_attempts=max_attempts), seed=seed)
     cfg.validate()
+    if results_file:
+        results.check_writable(results_file)   # before the run, not after minutes of it
     target = env.connection_target(cluster)
     spec = DsqlPoolSpec(target, env.config_path, env.profile,
                         tuple(sorted((k, v) for k, v in env.flags.items() if v is not None)))
-    sandbox_dir = sandbox_dir_for(env.settings.get("endpoint_url"), env.settings.get("sslrootcert")) if cost \
-        else None
-    marks: dict[str, Any] = {}
+    meter = RunCost(serving(env.settings.get("endpoint_url"), env.settings.get("sslrootcert")) if cost else None)
+    progress = results.Progress(sys.stderr, enabled=env.progress)
 
-    def before_run() -> None:
-        if sandbox_dir is not None:
-            marks["from"] = flush_sandbox(sandbox_dir)
+    def start() -> None:
+        meter.before_run()
+        progress.start()
 
-    tty = sys.stderr.isatty()
-    t0 = [time.monotonic(), 0.0]
-
-    def tick(s: Any) -> None:
-        if not env.progress:
-            return
-        now = time.monotonic()
-        if not tty and now - t0[1] < 2.0:
-            return
-        t0[1] = now
-        line = results.live_line(s, now - t0[0])
-        sys.stderr.write(("\r\033[K" + line) if tty else (line + "\n"))
-        sys.stderr.flush()
-
-    def on_setup(n: int) -> None:
-        if env.progress and tty:
-            sys.stderr.write(f"\r\033[Kloading rows: {n}")
-            sys.stderr.flush()
-
-    def start_clock() -> None:
-        before_run()
-        t0[0] = time.monotonic()
-
-    def stop_clock() -> None:
-        if sandbox_dir is not None:
-            # the sandbox stamps datapoints to the second: publish in a later second than "from"
-            start = marks.get("from")
-            if start is not None:
-                time.sleep(max(0.0, (start + dt.timedelta(seconds=1) - dt.datetime.now(dt.UTC)).total_seconds()))
-            marks["to"] = flush_sandbox(sandbox_dir)
-
-    result = run_bench(spec, cfg, on_tick=tick, on_setup=on_setup, before_run=start_clock, after_run=stop_clock)
-    if env.progress and tty:
-        sys.stderr.write("\n")
-    if cost:
+    try:
+        result = run_bench(spec, cfg, on_tick=progress.tick, on_setup=progress.setup, before_run=start,
+                           after_run=meter.after_run)
+    finally:
+        progress.finish()
+    for w in result.warnings:
+        warn(w)
+    if cost and not result.lost:   # a cluster that went away may not have published its last work
         try:
-            region = target.region
-            cw = env.aws().cloudwatch(region)
-            if sandbox_dir is not None and marks.get("from") and marks.get("to"):
-                start, end = marks["from"], marks["to"]
-                usage = window_usage(cw, region, target.cluster_id, start + dt.timedelta(seconds=1),
-                                     end + dt.timedelta(seconds=1), period=1)
-                exact = True
-            else:
-                usage = window_usage(cw, region, target.cluster_id, result.started_at, result.ended_at, period=60)
-                start, end, exact = result.started_at, result.ended_at, False
-                if not usage.get("TotalDPU"):
-                    warn("no DPU datapoints for the run yet (CloudWatch lags a few minutes): re-run "
-                         "`dsqlops cost` for the window later")
-            price, source = price_per_million(env.settings, region)
-            result.cost = bench_cost(usage, result.snapshot.committed, price, source, window=(start, end),
-                                     exact=exact)
-        except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why there is no cost
+            result.cost, notes = meter.price(env.aws().cloudwatch(target.region), env.settings, target.region,
+                                             target.cluster_id, committed=result.snapshot.committed,
+                                             started_at=result.started_at, ended_at=result.ended_at)
+            for w in notes:
+                warn(w)
+        except Exception as exc:  # noqa: BLE001 - the run itself is reported; say why there is no cost
             warn(f"no cost for this run: {exc}")
+        except (KeyboardInterrupt, Terminated) as exc:   # stopped while pricing: write the run anyway
+            if result.interrupted is not None:
+                raise
+            result.interrupted = exc
+    unwritten: UsageError | None = None
     if results_file:
-        with open(results_file, "a", encoding="utf-8") as fh:
-            fh.write(results.to_json_line(result) + "\n")
+        try:
+            results.append_json_line(results_file, result)
+        except UsageError as exc:   # the summary is still printed below
+            unwritten = exc
     env.render(results.summary(result))
+    if unwritten is not None:
+        raise unwritten
+    _verdict(result, allow_give_ups=allow_give_ups, results_file=results_file)
+
+
+def _verdict(result: Any, *, allow_give_ups: bool, results_file: str | None) -> None:
+    """The one error a finished run ends with, if any (its results are rendered and written first)."""
+    if result.interrupted is not None:
+        raise result.interrupted
+    written = f"; the results were written to {results_file}" if results_file else ""
+    if result.lost:
+        raise ServiceError(f"bench stopped early: {result.incomplete_reason}",
+                           hint=f"{result.snapshot.committed} transaction(s) committed before; the summary is marked "
+                                f"incomplete{written}")
     if not result.ok:
-        failed = [c for c in result.checks if not c.ok]
+        failed = [c for c in result.checks if c.ok is False]
         raise OperationFailed("invariant violated: " + "; ".join(f"{c.name} ({c.detail})" for c in failed))
+    if not result.checked:
+        unchecked = next(c for c in result.checks if c.ok is None)
+        raise ServiceError(f"the invariants could not be checked after the run: {unchecked.detail}",
+                           hint=f"check them by hand before trusting the numbers{written}")
+    if not result.complete:
+        raise OperationFailed(f"bench stopped early: {result.incomplete_reason}")
+    if result.gave_up and not allow_give_ups:
+        raise OperationFailed(f"{result.gave_up} transaction(s) gave up: every attempt hit an OCC conflict",
+                              hint="raise --max-attempts, spread the load over more rows, or accept them with "
+                                   "--allow-give-ups")
 
 
 @bench.command()
@@ -194,7 +190,10 @@ def read_cmd(env: CliEnv, cluster: str | None, **kw: Any) -> None:
 def merge(env: CliEnv, files: tuple[str, ...]) -> None:
     """Merge JSON-lines results of runs made side by side (several hosts) into one summary.
 
-    Counters and latency histograms add up, so p50/p99 cover every sample.
+    Counters and latency histograms add up, so p50/p99 cover every sample. The cost is the
+    cluster's over the union of the runs' windows (disjoint windows add up, the same window counts
+    once, overlapping windows are fetched again from CloudWatch). Warns when the runs do not
+    overlap in time.
 
     \b
     Example:
@@ -202,8 +201,15 @@ def merge(env: CliEnv, files: tuple[str, ...]) -> None:
       dsqlops bench merge host-a.jsonl host-b.jsonl
     """
     from dsqlops.bench import results
+    from dsqlops.bench.cost import window_usage
+    from dsqlops.output import warn
 
-    merged = results.merge(results.read_json_lines(files))
+    def fetch(region: str, cluster_id: str, start: Any, end: Any, exact: bool) -> dict[str, float]:
+        return window_usage(env.aws().cloudwatch(region), region, cluster_id, start, end, exact=exact)
+
+    merged = results.merge(results.read_json_lines(files), fetch=fetch)
+    for w in merged.warnings:
+        warn(w)
     env.render(results.summary(merged))
     if not merged.ok:
         raise OperationFailed("an invariant was violated in at least one run")

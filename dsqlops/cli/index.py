@@ -58,7 +58,7 @@ def build_cmd(env: CliEnv, table: str, columns: tuple[str, ...], name: str | Non
       dsqlops index build orders customer_id --include total --where "status <> 'done'"
     """
     from dsqlops.data.indexes import build_statement, preflight, start_build
-    from dsqlops.errors import ExitCode, OperationFailed, WaitTimeout
+    from dsqlops.errors import ExitCode, OperationFailed, Terminated, WaitTimeout
     from dsqlops.output import info
 
     stmt = build_statement(table, columns, name=name, unique=unique, include=include, where=where,
@@ -95,7 +95,7 @@ def build_cmd(env: CliEnv, table: str, columns: tuple[str, ...], name: str | Non
     try:
         code, results = wait_and_report(env, cluster, [started.job_id], timeout=timeout, single=True,
                                         extra={"index": started.index, "table": started.table, "sql": started.sql})
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         env.render({**started.to_dict(), "status": "interrupted"})
         raise
     r = results[0]
@@ -113,7 +113,7 @@ def _failed_build_hint(env: CliEnv, cluster: str | None, index: str | None, *, u
 
     A failed build leaves its index INVALID: never used by queries, still counted toward the
     24-index limit, and a UNIQUE one keeps rejecting writes that would duplicate a key until it is
-    dropped (FACTS §3.1; docs/dataplane.md "Failed builds")."""
+    dropped (dsql-facts.md §3.1; docs/dataplane.md "Failed builds")."""
     from dsqlops.data.indexes import existing_index
 
     try:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 from typing import Any, ClassVar
 
 import click
 
 from dsqlops import __version__
 from dsqlops.cli.common import CliEnv
-from dsqlops.errors import DsqlopsError, ExitCode
+from dsqlops.errors import DsqlopsError, ExitCode, Terminated
 from dsqlops.output import FORMATS
 
 #: name -> (module, attribute, one-line summary shown by ``dsqlops --help``).
@@ -139,9 +141,17 @@ def translate(exc: BaseException) -> DsqlopsError | None:
     return None
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn every outcome into an ExitCode."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("DSQLOPS_DEBUG"))
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (systemd, docker stop, a cron timeout) unwinds like Ctrl-C instead of killing the
+        # process mid-write: temp files go, locks are released, bench writes what it counted.
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         rv: Any = cli.main(args=argv, prog_name="dsqlops", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -159,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         code = ExitCode.INTERRUPTED
+    except Terminated:
+        sys.stderr.write("terminated (SIGTERM)\n")
+        code = ExitCode.TERMINATED
     except BrokenPipeError:
         code = ExitCode.OK
     except Exception as e:  # noqa: BLE001 - the one translation point

@@ -3,13 +3,13 @@
 Two sides, each reported on its own so one unavailable side never hides the other:
 
 - **Database** (as admin): which roles is the principal mapped to in ``sys.iam_pg_role_mappings``
-  (``AWS IAM GRANT``; an assumed-role session ARN counts as its role, FACTS §3.3), does each role
+  (``AWS IAM GRANT``; an assumed-role session ARN counts as its role, dsql-facts.md §3.3), does each role
   exist and have LOGIN.
 - **IAM**: ``iam:SimulatePrincipalPolicy`` for ``dsql:DbConnect`` and ``dsql:DbConnectAdmin`` on
   the cluster's ARN: the principal's identity-based policies, permissions boundary and, where
   they apply, Organizations SCPs (EvalDecision ``allowed`` | ``explicitDeny`` | ``implicitDeny``,
   https://docs.aws.amazon.com/IAM/latest/APIReference/API_SimulatePrincipalPolicy.html). ``admin``
-  needs DbConnectAdmin, any other role DbConnect (FACTS §2.1). When the caller may not simulate
+  needs DbConnectAdmin, any other role DbConnect (dsql-facts.md §2.1). When the caller may not simulate
   (AccessDenied) or the endpoint does not offer it (e.g. moto), the IAM side is ``unknown`` and
   says why.
 

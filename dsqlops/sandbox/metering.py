@@ -49,7 +49,11 @@ log = logging.getLogger("dsqlops.sandbox.metering")
 NAMESPACE = "AWS/AuroraDSQL"
 DEFAULT_INTERVAL = 60.0
 STATE_FILE = "metering.json"
-REQUEST_FILE = "metering-request.json"
+#: One file per flush request (``NONCE.req``), answered by ``NONCE.done``: concurrent callers each
+#: get their own answer instead of overwriting one shared request.
+REQUESTS_DIR = "metering-requests"
+#: Answers nobody collected (the caller gave up) are removed after this many seconds.
+STALE_ANSWER_SECONDS = 600.0
 
 #: Metric → CloudWatch unit, in the order they are published.
 UNITS: dict[str, str] = {
@@ -310,7 +314,7 @@ class Meter:
                  publish: Callable[[str, list[dict[str, Any]]], None] = publish_moto, *,
                  interval: float | None = None, tap: Tap = TAP, install_explain: bool = False) -> None:
         self.state_path = Path(state_dir) / STATE_FILE
-        self.request_path = Path(state_dir) / REQUEST_FILE
+        self.requests_dir = Path(state_dir) / REQUESTS_DIR
         self.clusters = clusters
         self.publish = publish
         self.interval = interval if interval is not None else float(
@@ -335,8 +339,9 @@ class Meter:
 
         atomic_write(self.state_path, (json.dumps(self.state, indent=1, sort_keys=True) + "\n").encode())
 
-    def flush(self, *, nonce: str | None = None) -> dict[str, dict[str, float]]:
-        """Collect and publish now. Returns {cluster_id: metrics}."""
+    def flush(self, *, nonces: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+        """Collect and publish now; answer the flush requests ``nonces`` (all made before this
+        flush started). Returns {cluster_id: metrics}."""
         import psycopg
 
         with self._lock:
@@ -359,18 +364,43 @@ class Meter:
             self.state["last_flush"] = now.isoformat().replace("+00:00", "Z")
             self.state["last_published"] = published
             self.state["flushes"] = int(self.state.get("flushes", 0)) + 1
-            if nonce is not None:
-                self.state["served"] = nonce
             self._save()
+            self._answer(nonces)
             return published
 
-    def _pending_request(self) -> str | None:
+    def _answer(self, nonces: tuple[str, ...]) -> None:
+        from dsqlops.fsutil import atomic_write
+
+        if not nonces:
+            return
+        body = (json.dumps(self.state, sort_keys=True) + "\n").encode()
+        for nonce in nonces:
+            try:
+                atomic_write(self.requests_dir / f"{nonce}.done", body)
+            except OSError as exc:
+                log.warning("metering: cannot answer flush request %s: %s", nonce, exc)
+            with contextlib.suppress(OSError):
+                (self.requests_dir / f"{nonce}.req").unlink()
+
+    def _pending_requests(self) -> tuple[str, ...]:
+        """The nonces of the flush requests waiting now, oldest first; drops stale answers."""
         try:
-            req = json.loads(self.request_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        nonce = req.get("nonce") if isinstance(req, dict) else None
-        return str(nonce) if nonce and nonce != self.state.get("served") else None
+            entries = list(self.requests_dir.iterdir())
+        except OSError:
+            return ()
+        pending: list[tuple[float, str]] = []
+        now = time.time()
+        for p in entries:
+            try:
+                mtime = p.stat().st_mtime
+            except OSError:
+                continue
+            if p.suffix == ".req" and _is_nonce(p.stem):
+                pending.append((mtime, p.stem))
+            elif p.suffix == ".done" and now - mtime > STALE_ANSWER_SECONDS:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        return tuple(n for _, n in sorted(pending))
 
     def _install_explain(self) -> None:
         """Install the EXPLAIN DPU function (explain_dpu.py) in every cluster database, once."""
@@ -396,11 +426,11 @@ class Meter:
     def _loop(self) -> None:
         next_at = time.monotonic() + self.interval
         while not self._stop.wait(0.25):
-            nonce = self._pending_request()
-            if nonce is None and time.monotonic() < next_at:
+            nonces = self._pending_requests()
+            if not nonces and time.monotonic() < next_at:
                 continue
             try:
-                self.flush(nonce=nonce)
+                self.flush(nonces=nonces)
             except Exception:
                 log.exception("metering flush failed")
             next_at = time.monotonic() + self.interval
@@ -438,25 +468,46 @@ def start(registry: Any) -> Meter:
 # The client side: `dsqlops sandbox flush-metrics`
 
 
+def _is_nonce(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
 def request_flush(state_dir: Path, *, timeout: float = 30.0) -> dict[str, Any]:
-    """Ask the running sandbox to publish now; wait for it. Returns the state it wrote."""
+    """Ask the running sandbox to publish now; wait for it. Returns the state it wrote.
+
+    Each call drops its own request file and waits for its own answer, so any number of callers
+    can ask at once; the flush that answers a request always started after it was made.
+    """
     from dsqlops.errors import ServiceError, WaitTimeout
     from dsqlops.fsutil import atomic_write
 
     state_dir = Path(state_dir)
-    nonce = uuid.uuid4().hex
-    atomic_write(state_dir / REQUEST_FILE, json.dumps({"nonce": nonce}).encode())
-    deadline = time.monotonic() + timeout
-    state_path = state_dir / STATE_FILE
-    while time.monotonic() < deadline:
-        try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            state = {}
-        if isinstance(state, dict) and state.get("served") == nonce:
-            return state
-        time.sleep(0.1)
     if not (state_dir / "sandbox.pid").exists():
         raise ServiceError(f"no sandbox is running in {state_dir}", hint="start it with: dsqlops sandbox start")
+    requests = state_dir / REQUESTS_DIR
+    nonce = uuid.uuid4().hex
+    request, answer = requests / f"{nonce}.req", requests / f"{nonce}.done"
+    try:
+        requests.mkdir(exist_ok=True)
+        atomic_write(request, json.dumps({"nonce": nonce, "pid": os.getpid()}).encode())
+    except OSError as exc:
+        raise ServiceError(f"cannot ask the sandbox in {state_dir} to publish: {exc.strerror or exc}") from None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                state = json.loads(answer.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                time.sleep(0.05)
+                continue
+            if isinstance(state, dict):
+                return state
+    finally:
+        for p in (request, answer):
+            with contextlib.suppress(OSError):
+                p.unlink()
+    if not (state_dir / "sandbox.pid").exists():
+        raise ServiceError(f"the sandbox in {state_dir} stopped before publishing",
+                           hint="start it with: dsqlops sandbox start")
     raise WaitTimeout(f"the sandbox did not publish metrics within {timeout:.0f}s",
                       hint="is it running this version of dsqlops? see its log (dsqlops sandbox status)")

@@ -54,3 +54,12 @@ def test_bench_merge_cli(tmp_path, capsys, isolated_config) -> None:  # type: ig
 def test_flush_metrics_without_sandbox(tmp_path, capsys, isolated_config) -> None:  # type: ignore[no-untyped-def]
     code, out, err = _run(["sandbox", "flush-metrics", "--dir", str(tmp_path), "--timeout", "0.5"], capsys)
     assert code == 254 and "no sandbox" in err and out == ""
+
+
+def test_bench_refuses_an_unwritable_results_file_before_running(tmp_path, capsys, isolated_config) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = _run(["--region", "us-east-1", "bench", "transfer", "-c", "abcdefghijklmnopqrstuvwxyz",
+                           "--results", str(tmp_path / "missing" / "r.jsonl")], capsys)
+    assert code == 252 and "does not exist" in err and out == ""
+    code, out, err = _run(["--region", "us-east-1", "bench", "transfer", "-c", "abcdefghijklmnopqrstuvwxyz",
+                           "--results", str(tmp_path)], capsys)
+    assert code == 252 and "is a directory" in err   # click.Path(dir_okay=False)

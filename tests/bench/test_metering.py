@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import psycopg
@@ -135,3 +136,36 @@ def test_request_flush_without_a_sandbox_fails_loudly(tmp_path) -> None:  # type
 
     with pytest.raises(ServiceError, match="no sandbox"):
         metering.request_flush(tmp_path, timeout=0.5)
+
+
+def test_concurrent_flush_requests_are_all_served(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Several `sandbox flush-metrics` at once: every caller's request gets a flush that follows it."""
+    import os
+    import threading
+
+    (tmp_path / "sandbox.pid").write_text(str(os.getpid()))
+    published: list[str] = []
+    meter = metering.Meter(tmp_path, lambda: [], lambda region, data: published.append(region), interval=3600)
+    outcomes: dict[int, Any] = {}
+
+    def ask(i: int) -> None:
+        try:
+            outcomes[i] = metering.request_flush(tmp_path, timeout=5)
+        except Exception as exc:
+            outcomes[i] = exc
+
+    callers = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for t in callers:
+        t.start()
+    time.sleep(0.5)          # every request is on disk before the meter looks (the racy case)
+    meter.start()
+    try:
+        for t in callers:
+            t.join(timeout=20)
+    finally:
+        meter.stop()
+    failed = {i: o for i, o in outcomes.items() if isinstance(o, BaseException)}
+    assert len(outcomes) == 6 and not failed, failed
+    assert all("last_flush" in o for o in outcomes.values())
+    # served requests leave nothing behind in the sandbox folder
+    assert not [p for p in tmp_path.rglob("*") if p.suffix in (".req", ".done")]

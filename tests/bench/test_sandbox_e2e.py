@@ -94,3 +94,15 @@ def test_demo_end_to_end_small(sandbox: Any) -> None:
     assert "refused, as expected" in p.stdout
     assert "per 1,000 transfers" in p.stdout
     assert "Statement DPU Estimate:" in p.stdout
+
+
+def test_concurrent_flush_metrics_commands_are_all_served(sandbox: Any) -> None:
+    """Several `sandbox flush-metrics` at once (cron, benches on several terminals): each one is
+    answered (a single shared request file served one and timed the others out with exit 4)."""
+    sandbox.create_cluster()
+    procs = [subprocess.Popen([sys.executable, "-m", "dsqlops", "-o", "json", "sandbox", "flush-metrics", "--dir",
+                               str(sandbox.dir), "--timeout", "20"], env=_env(sandbox), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
+    outcomes = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    assert [code for code, _out, _err in outcomes] == [0] * 6, [err for _c, _o, err in outcomes]
+    assert all(json.loads(out) for _code, out, _err in outcomes)

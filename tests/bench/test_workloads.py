@@ -9,7 +9,7 @@ import pytest
 
 from dsqlops.bench import results
 from dsqlops.bench.runner import BenchConfig, ConninfoPoolSpec, run_bench
-from dsqlops.bench.txn import Policy
+from dsqlops.data.retry import RetryPolicy
 from dsqlops.errors import UsageError
 
 pytestmark = pytest.mark.postgres
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.postgres
 def test_transfer_keeps_money_and_absorbs_conflicts(bench_db: str) -> None:
     # 8 clients over 5 accounts: transfers collide all the time, so conflicts must happen and be retried.
     cfg = BenchConfig(workload="transfer", accounts=5, concurrency=8, duration=None, transactions=300, setup=True,
-                      policy=Policy(max_attempts=10, base_delay=0.001, max_delay=0.02), seed=1)
+                      policy=RetryPolicy(max_attempts=10, base_delay=0.001, max_delay=0.02), seed=1)
     ticks = []
     res = run_bench(ConninfoPoolSpec(bench_db), cfg, on_tick=ticks.append)
     s = res.snapshot
@@ -38,7 +38,7 @@ def test_transfer_keeps_money_and_absorbs_conflicts(bench_db: str) -> None:
 
 def test_counter_reports_escaped_conflicts_with_one_attempt(bench_db: str) -> None:
     cfg = BenchConfig(workload="counter", concurrency=6, duration=None, transactions=200, setup=True,
-                      policy=Policy(max_attempts=1), seed=2)
+                      policy=RetryPolicy(max_attempts=1), seed=2)
     res = run_bench(ConninfoPoolSpec(bench_db), cfg)
     s = res.snapshot
     assert s.occ_escaped > 0 and s.retries == 0 and s.occ_absorbed == 0

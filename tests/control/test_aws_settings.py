@@ -1,6 +1,6 @@
 """How dsqlops reaches AWS: the retry policy (botocore's, configurable, one loop only), the endpoint
 URL and the AWS profile. HTTP attempts are counted at botocore's ``before-send`` (Stubber would skip
-the retry handler, RELIABILITY §0.2); what gets through is answered by moto."""
+the retry handler, dsql-facts.md §R0.2); what gets through is answered by moto."""
 
 from __future__ import annotations
 
