@@ -130,13 +130,15 @@ def load_file(path: Path) -> dict[str, Any]:
     """Parse and shape-check a config file; errors name the file and line."""
     import yaml
 
+    from dsqlops import yamlsafe
+
     _check_file_safety(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yamlsafe.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from dsqlops.cli.common import CliEnv, pass_env
 from dsqlops.cli.cost import pricing_file_option, warn_all
-from dsqlops.errors import BudgetExceeded
+from dsqlops.errors import BudgetExceeded, UsageError
 
 
 @click.command("report")
@@ -21,16 +22,20 @@ from dsqlops.errors import BudgetExceeded
 @click.option("--lock-file", default=None, metavar="PATH",
               help="Lock against overlapping runs [default: config reports.lock_file, then "
               "$XDG_RUNTIME_DIR/dsqlops-report.lock].")
+@click.option("--mode", "file_mode", default=None, metavar="OCTAL",
+              help="Permissions of the --out file, e.g. 0644 [default: 0600; the report names clusters "
+              "and spend].")
 @pricing_file_option
 @pass_env
 def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | None, lock_file: str | None,
-           pricing_file: str | None) -> None:
+           file_mode: str | None, pricing_file: str | None) -> None:
     """Write the cron cost report (md, html, json, csv, prometheus).
 
     Month-to-date spend and month-end forecast of every cluster in the configured profiles and
     regions, top clusters, OCC conflict rate, DPU per day (inline SVG in HTML, no JavaScript).
     Never prompts. Exit 75 when another run holds the lock; exit 3 when a budget is forecast to be
-    exceeded (the report is written first).
+    exceeded (the report is written first). --out is written atomically with mode 0600 (unless
+    --mode), into a folder that must already exist.
 
     \b
     Example:
@@ -52,6 +57,8 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
     fmt = fmt or cfg.format
     target = out or cfg.out
     lock = lock_file or cfg.lock_file or str(default_lock_path("dsqlops-report"))
+    mode = _parse_mode(file_mode)
+    out_path = _check_out(target) if target else None
     with single_instance(lock):
         now = utcnow()
         window = make_window(month_start(now), next_month(now), 3600, now=now)
@@ -81,12 +88,8 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
         est, got = estimate_for(scopes, window, prices, now=now, forecast=True)
         rep = Report(est, cfg, evaluate_budgets(est, cfg), fetch_calls=got.stats.calls)
         text = render(rep, fmt)
-        if target:
-            from pathlib import Path
-
-            p = Path(str(target)).expanduser()
-            p.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(p, text.encode("utf-8"))
+        if out_path is not None:
+            atomic_write(out_path, text.encode("utf-8"), mode=mode)
         else:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -95,3 +98,27 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
         names = ", ".join(b["cluster_id"] or "total" for b in rep.exceeded)
         raise BudgetExceeded(f"budget forecast to be exceeded: {names}",
                              hint="see the report's Budgets section")
+
+
+def _parse_mode(text: str | None) -> int:
+    if text is None:
+        return 0o600
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise UsageError(f"--mode must be octal permissions such as 0600 or 0644, not {text!r}")
+    return mode
+
+
+def _check_out(target: object) -> Path:
+    """Refuse, before any AWS call, an --out whose folder does not exist: a typo in a crontab must
+    not create folder trees, and a report that cannot be written is not worth fetching."""
+    p = Path(str(target)).expanduser()
+    parent = p.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {p}: the folder {parent} does not exist (dsqlops does not create folders)")
+    if p.is_dir():
+        raise UsageError(f"--out {p} is a folder; give a file name")
+    return p

@@ -430,8 +430,10 @@ def price_for(region: str, *, pricing_file: str | Path | None = None, settings: 
 def _read_price_file(path: Path, region: str) -> Price | None:
     import yaml
 
+    from dsqlops import yamlsafe
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yamlsafe.load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as e:
         raise UsageError(f"cannot read the price table {path}: {e}") from None
     regions = data.get("regions") if isinstance(data, dict) else None
