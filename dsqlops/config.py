@@ -33,6 +33,7 @@ PROFILE_DEFAULTS: dict[str, Any] = {
     "hostaddr": None,
     "port": 5432,
     "connect_timeout": 10,
+    "statement_timeout": 330,
     "application_name": "dsqlops",
     "token_expires_in": 900,
 }
@@ -50,13 +51,15 @@ ENV_KEYS: dict[str, str] = {
     "DSQLOPS_HOSTADDR": "hostaddr",
     "DSQLOPS_PORT": "port",
     "DSQLOPS_CONNECT_TIMEOUT": "connect_timeout",
+    "DSQLOPS_STATEMENT_TIMEOUT": "statement_timeout",
     "DSQLOPS_APPLICATION_NAME": "application_name",
     "DSQLOPS_TOKEN_EXPIRES_IN": "token_expires_in",
 }
 
-INT_KEYS = {"port", "connect_timeout", "token_expires_in"}
+INT_KEYS = {"port", "connect_timeout", "statement_timeout", "token_expires_in"}
 #: Inclusive bounds of the integer keys (token lifetime: FACTS §2.1, at most one week).
 INT_RANGES: dict[str, tuple[int, int]] = {"port": (1, 65535), "connect_timeout": (1, 3600),
+                                          "statement_timeout": (1, 86400),
                                           "token_expires_in": (1, 604800)}
 SSLMODES = {"verify-full", "verify-ca", "require"}
 #: auto = direct TLS only with libpq >= 17 and no hostaddr/port override (dsqlops.data.tls).

@@ -55,6 +55,9 @@ class ConnectionTarget:
     token_expires_in: int = 900
     #: ``auto`` | ``direct`` | ``postgres``; see :mod:`dsqlops.data.tls`.
     sslnegotiation: str = "auto"
+    #: Seconds a round trip may go unanswered before the connection is given up
+    #: (:mod:`dsqlops.data.deadline`, whose DEFAULT_ANSWER_TIMEOUT this is); ``None`` waits forever.
+    statement_timeout: int | None = 330
 
     @property
     def cluster_id(self) -> str:
@@ -130,6 +133,11 @@ def target_for(settings: Any, cluster_ref: Any, *, user: str | None = None) -> C
     timeout = _int("connect_timeout", 10)
     if timeout < 1:
         raise ConfigError(f"connect_timeout must be at least 1 second: {timeout}")
+    from dsqlops.data.deadline import DEFAULT_ANSWER_TIMEOUT
+
+    answer = _int("statement_timeout", DEFAULT_ANSWER_TIMEOUT)
+    if answer < 1:
+        raise ConfigError(f"statement_timeout must be at least 1 second: {answer}")
     from dsqlops.data.tokens import validate_expires_in
 
     try:
@@ -141,7 +149,7 @@ def target_for(settings: Any, cluster_ref: Any, *, user: str | None = None) -> C
         hostaddr=get("hostaddr") or None, sslmode=get("sslmode") or "verify-full",
         sslrootcert=get("sslrootcert") or None, connect_timeout=timeout,
         application_name=get("application_name") or "dsqlops", token_expires_in=expires,
-        sslnegotiation=get("sslnegotiation") or "auto",
+        sslnegotiation=get("sslnegotiation") or "auto", statement_timeout=answer,
     )
 
 
@@ -243,10 +251,14 @@ def connect(target: ConnectionTarget, tokens: TokenProvider, *, autocommit: bool
     token = tokens(target)
     log.debug("connecting to %s (sslmode=%s, sslnegotiation=%s)", target.describe(), params["sslmode"],
               params.get("sslnegotiation", "postgres"))
+    from dsqlops.data.deadline import DeadlineConnection
+
     try:
-        return psycopg.connect(autocommit=autocommit, password=token, **{**params, **kw})
+        conn = DeadlineConnection.connect(autocommit=autocommit, password=token, **{**params, **kw})
     except psycopg.OperationalError as e:
         raise explain_connect_error(e, target, token=token) from None
+    conn.answer_timeout = target.statement_timeout
+    return conn
 
 
 def create_pool(target: ConnectionTarget, tokens: TokenProvider, *, min_size: int = 1, max_size: int = 10,
@@ -274,6 +286,17 @@ def create_pool(target: ConnectionTarget, tokens: TokenProvider, *, min_size: in
         return {**base, **extra, "autocommit": autocommit, "password": tokens(target)}
 
     kw.setdefault("check", ConnectionPool.check_connection)
+    from dsqlops.data.deadline import DeadlineConnection
+
+    kw.setdefault("connection_class", DeadlineConnection)
+    user_configure = kw.pop("configure", None)
+
+    def configure(conn: Any) -> None:
+        conn.answer_timeout = target.statement_timeout  # a silent server must not hang a pool worker
+        if user_configure is not None:
+            user_configure(conn)
+
+    kw["configure"] = configure
     kw.setdefault("name", f"dsqlops-{target.cluster_id}")
     kw.setdefault("reconnect_timeout", max(30.0, 3.0 * target.connect_timeout))
     pool: ConnectionPool = ConnectionPool(kwargs=kwargs, min_size=min_size, max_size=max_size,

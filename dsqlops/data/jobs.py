@@ -225,6 +225,8 @@ def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
     conn = connect()
     if not conn.autocommit:
         conn.autocommit = True  # CALL sys.wait_for_job refuses to run inside a transaction block
+    if getattr(conn, "answer_timeout", None) is not None:
+        conn.answer_timeout = timeout + 15.0  # the CALL itself may take all of --timeout
 
     def worker() -> None:
         try:
