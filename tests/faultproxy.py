@@ -53,6 +53,8 @@ class FaultProxy:
         self.accepted = 0  # client connections accepted
         self.bytes = {UP: 0, DOWN: 0}
         self._drop_after: int | None = None
+        #: Cut each new connection at its N-th client->server chunk (before forwarding it).
+        self.cut_at_up_chunk: int | None = None
         self._cut: _Cut | None = None
         self._cut_done = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -184,6 +186,12 @@ class FaultProxy:
                     await asyncio.sleep(self.delay)
                 if conn.closed:
                     break
+                if direction == UP:
+                    conn.up_chunks += 1
+                    if self.cut_at_up_chunk is not None and conn.up_chunks >= self.cut_at_up_chunk:
+                        conn.close(rst=True)
+                        self._cut_done.set()
+                        break
                 cut = self._cut
                 if cut is not None and cut.direction == direction:
                     self._cut = None
@@ -217,6 +225,7 @@ class _Conn:
         self.upstream = upstream
         self.closed = False
         self.sent = 0
+        self.up_chunks = 0
 
     def close(self, *, rst: bool) -> None:
         if self.closed:
