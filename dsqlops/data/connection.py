@@ -17,6 +17,8 @@ Errors are mapped to dsqlops errors with a hint; the token never appears in a me
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,12 @@ log = logging.getLogger(__name__)
 TokenProvider = Callable[["ConnectionTarget"], str]
 
 DEFAULT_MAX_LIFETIME = 3300.0
+#: DSQL refuses more than 100 new connections per second per cluster (SQLSTATE 53400, burst
+#: 1,000): a refused connect is retried this many times in all, with full-jitter exponential
+#: backoff from RATE_LIMIT_BASE seconds, each delay at most RATE_LIMIT_CAP (~11 s in the worst case).
+RATE_LIMIT_ATTEMPTS = 8
+RATE_LIMIT_BASE = 0.1
+RATE_LIMIT_CAP = 5.0
 #: DSQL closes every connection after 60 minutes.
 DSQL_MAX_CONNECTION_SECONDS = 3600.0
 
@@ -203,9 +211,12 @@ def explain_connect_error(exc: BaseException, target: ConnectionTarget, *, token
         return ServiceError(f"cannot connect to {where}: the host name does not resolve ({first})",
                             code="ConnectionError",
                             hint="check the cluster id and region; a deleted cluster's endpoint stops resolving")
+    # A startup refusal carries no SQLSTATE through libpq, only DSQL's text (CHAP_quotas:
+    # "Unable to accept connection, too many open connections." / "…, rate exceeded.").
     if (code in ("53300", "53400") or "53300" in low or "53400" in low or "too many connections" in low
-            or "too_many_connections" in low or "configured_limit_exceeded" in low):
-        rate = "53400" in low or "configured_limit" in low
+            or "too many open connections" in low or "too_many_connections" in low
+            or "configured_limit_exceeded" in low or "rate exceeded" in low):
+        rate = code == "53400" or "53400" in low or "configured_limit" in low or "rate exceeded" in low
         return ServiceError(f"cannot connect to {where}: {first}", code=code or ("53400" if rate else "53300"),
                             hint="the cluster's connection limit (10,000) or connection rate (100/s) is exceeded; "
                             "back off and retry, keep pools small")
@@ -253,12 +264,22 @@ def connect(target: ConnectionTarget, tokens: TokenProvider, *, autocommit: bool
               params.get("sslnegotiation", "postgres"))
     from dsqlops.data.deadline import DeadlineConnection
 
-    try:
-        conn = DeadlineConnection.connect(autocommit=autocommit, password=token, **{**params, **kw})
-    except psycopg.OperationalError as e:
-        raise explain_connect_error(e, target, token=token) from None
-    conn.answer_timeout = target.statement_timeout
-    return conn
+    for attempt in range(1, RATE_LIMIT_ATTEMPTS + 1):
+        try:
+            conn = DeadlineConnection.connect(autocommit=autocommit, password=token, **{**params, **kw})
+        except psycopg.OperationalError as e:
+            err = explain_connect_error(e, target, token=token)
+            if getattr(err, "code", None) != "53400" or attempt == RATE_LIMIT_ATTEMPTS:
+                raise err from None
+            # Full jitter: a storm of clients refused together must not come back together.
+            delay = random.uniform(0, min(RATE_LIMIT_CAP, RATE_LIMIT_BASE * 2 ** (attempt - 1)))
+            log.debug("connection rate exceeded (53400), attempt %d; retrying in %.2fs", attempt, delay)
+            time.sleep(delay)
+            token = tokens(target)
+            continue
+        conn.answer_timeout = target.statement_timeout
+        return conn
+    raise AssertionError("unreachable")
 
 
 def create_pool(target: ConnectionTarget, tokens: TokenProvider, *, min_size: int = 1, max_size: int = 10,
