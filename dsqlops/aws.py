@@ -74,7 +74,11 @@ class AwsContext:
         kwargs: dict[str, Any] = {"region_name": r, "config": self.botocore_config(**extra)}
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
-        return self.session().client(service, **kwargs)  # type: ignore[call-overload]
+        try:
+            return self.session().client(service, **kwargs)  # type: ignore[call-overload]
+        except ValueError as e:  # botocore: "Invalid endpoint: …" (--endpoint-url, AWS_ENDPOINT_URL)
+            raise ConfigError(f"cannot make a {service} client: {e}",
+                              hint="an endpoint URL looks like https://host[:port]") from None
 
     def dsql(self, region: str | None = None) -> Any:
         return self.client("dsql", region)

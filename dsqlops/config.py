@@ -224,12 +224,12 @@ def resolve(*, config_path: str | None = None, profile: str | None = None,
     if config_path:
         path: Path | None = Path(config_path).expanduser()
         s.sources["config_file"] = _flag_source("--config", config_path, env, "DSQLOPS_CONFIG")
-        if not Path(config_path).expanduser().exists():
+        if not os.path.exists(Path(config_path).expanduser()):  # os.path: False, not OSError, for too-long names
             raise ConfigError(f"config file {path} (from {s.sources['config_file']}) does not exist")
     elif env.get("DSQLOPS_CONFIG"):
         path = Path(env["DSQLOPS_CONFIG"]).expanduser()
         s.sources["config_file"] = "env DSQLOPS_CONFIG"
-        if not Path(env["DSQLOPS_CONFIG"]).expanduser().exists():
+        if not os.path.exists(Path(env["DSQLOPS_CONFIG"]).expanduser()):
             raise ConfigError(f"config file {path} (from DSQLOPS_CONFIG) does not exist")
     else:
         path = default_config_path()

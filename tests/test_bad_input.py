@@ -161,3 +161,28 @@ def test_report_bad_mode_is_252(isolated_config, tmp_path, bad) -> None:  # type
                 "--lock-file", str(tmp_path / "lock")], env=NO_NET)
     assert r.exit_code == 252, r.stderr
     assert "--mode" in _one_clear_line(r.stderr)
+
+
+# --------------------------------------------------------------------------- found by tests/test_fuzz_cli.py
+
+
+@pytest.mark.parametrize("args, env", [
+    (["--endpoint-url", "0", "token"], {}),
+    (["token"], {"AWS_ENDPOINT_URL": "not a url"}),
+])
+def test_invalid_endpoint_url_is_253(isolated_config, args, env) -> None:  # type: ignore[no-untyped-def]
+    r = invoke(["--region", "us-east-1", *args, "-c", HOST], env={**NO_NET, **env})
+    assert r.exit_code == 253, r.stderr
+    assert "endpoint" in _one_clear_line(r.stderr).lower()
+
+
+def test_config_path_too_long_to_stat_is_253(isolated_config) -> None:  # type: ignore[no-untyped-def]
+    r = invoke(["--config", "9" * 5000, "config", "show"])
+    assert r.exit_code == 253, r.stderr[:300]
+    assert "does not exist" in _one_clear_line(r.stderr)
+
+
+def test_flush_metrics_without_a_sandbox_is_a_clear_error(isolated_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    r = invoke(["sandbox", "flush-metrics", "--dir", str(tmp_path / "nowhere"), "--timeout", "1"])
+    assert r.exit_code == 254, r.stderr
+    assert "no sandbox" in _one_clear_line(r.stderr)
