@@ -186,3 +186,12 @@ def test_flush_metrics_without_a_sandbox_is_a_clear_error(isolated_config, tmp_p
     r = invoke(["sandbox", "flush-metrics", "--dir", str(tmp_path / "nowhere"), "--timeout", "1"])
     assert r.exit_code == 254, r.stderr
     assert "no sandbox" in _one_clear_line(r.stderr)
+
+
+@pytest.mark.parametrize("name", ["9" * 5000, "a-file/below-it"])
+def test_config_init_unwritable_path_is_252(isolated_config, tmp_path, monkeypatch, name) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    r = invoke(["config", "init", "--path", name])
+    assert r.exit_code == 252, r.stderr[:300]
+    assert "cannot write" in _one_clear_line(r.stderr)

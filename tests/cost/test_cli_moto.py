@@ -155,7 +155,7 @@ def test_metrics_table_json_csv(world):
     ["--since", "soon"],
     ["--since", "1d", "--start", "2026-11-01"],
 ])
-def test_bad_windows_exit_252(world, args):
+def test_b6_bad_windows_exit_252(world, args):
     assert exit_code("--region", "us-east-1", "metrics", world["a"], *args) == 252
 
 
