@@ -17,6 +17,9 @@ Faults (toxiproxy's vocabulary where it has a word for it):
   ``direction``, either before forwarding it (the server never sees it) or right after (the
   server acts on it, the client never hears back: a COMMIT whose outcome is unknown);
 - ``hold()`` / ``release()``: a gate; held chunks wait, in order, until released.
+- ``cut_at_up_chunk = k`` / ``stall_at_up_chunk = k``: cut, or stall, every connection at its
+  k-th client chunk (``connection_up_chunks`` records how many each closed connection sent, to
+  calibrate k, e.g. past the login).
 
 The proxy runs its own asyncio loop in a daemon thread, so synchronous tests drive it directly.
 """
@@ -55,6 +58,9 @@ class FaultProxy:
         self._drop_after: int | None = None
         #: Cut each new connection at its N-th client->server chunk (before forwarding it).
         self.cut_at_up_chunk: int | None = None
+        #: Stall each connection from its N-th client->server chunk on (that chunk is held).
+        self.stall_at_up_chunk: int | None = None
+        self.connection_up_chunks: list[int] = []  # client chunks of each connection, once it closed
         self._cut: _Cut | None = None
         self._cut_done = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -172,6 +178,7 @@ class FaultProxy:
         finally:
             conn.close(rst=False)
             self._conns.discard(conn)
+            self.connection_up_chunks.append(conn.up_chunks)
 
     async def _pump(self, conn: _Conn, src: asyncio.StreamReader, dst: asyncio.StreamWriter, direction: str) -> None:
         assert self._flowing is not None and self._gate is not None
@@ -192,6 +199,11 @@ class FaultProxy:
                         conn.close(rst=True)
                         self._cut_done.set()
                         break
+                    if self.stall_at_up_chunk is not None and conn.up_chunks >= self.stall_at_up_chunk:
+                        conn.stalled = True
+                if conn.stalled:
+                    await conn.forever.wait()  # set only when the connection is closed
+                    break
                 cut = self._cut
                 if cut is not None and cut.direction == direction:
                     self._cut = None
@@ -226,11 +238,14 @@ class _Conn:
         self.closed = False
         self.sent = 0
         self.up_chunks = 0
+        self.stalled = False
+        self.forever = asyncio.Event()
 
     def close(self, *, rst: bool) -> None:
         if self.closed:
             return
         self.closed = True
+        self.forever.set()
         _abort(self.client, rst=rst)
         _abort(self.upstream, rst=rst)
 

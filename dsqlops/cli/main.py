@@ -128,6 +128,17 @@ def translate(exc: BaseException) -> DsqlopsError | None:
     if mod.startswith("psycopg"):
         from dsqlops.errors import ServiceError
 
+        # Cleaning up after a lost connection (a rollback on it) raises "the connection is closed"
+        # and hides why it was lost; report the first cause.
+        seen = exc.__context__
+        for _ in range(8):
+            if seen is None:
+                break
+            if type(seen).__name__ == "NoAnswer":
+                exc = seen
+                break
+            seen = seen.__context__
+
         code = getattr(exc, "sqlstate", None)
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return ServiceError(f"database error{f' {code}' if code else ''}: {text}", code=code)

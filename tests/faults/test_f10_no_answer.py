@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -140,3 +141,27 @@ def test_f10_bench_gives_up_when_the_server_stops_answering(sandbox, cluster, pr
     first = err.strip().splitlines()[0]
     # The stalled round trip hits the deadline; reconnecting then meets connect_timeout.
     assert first.startswith("error: ") and ("no answer" in first or "timeout" in first), err
+
+
+def test_f10_role_apply_gives_up_when_the_server_stops_answering_mid_run(sandbox, cluster, proxy, via_proxy,  # type: ignore[no-untyped-def]
+                                                                        tmp_path) -> None:
+    from dsqlops.aws import AwsContext
+    from dsqlops.config import resolve
+    from dsqlops.data.connection import connect, target_for
+    from dsqlops.data.tokens import TokenSource
+
+    settings = resolve()
+    connect(target_for(settings, cluster), TokenSource(AwsContext.from_settings(settings))).close()
+    for _ in range(600):  # the proxy records the connection once it has seen it close
+        if proxy.connection_up_chunks:
+            break
+        time.sleep(0.05)
+    login = proxy.connection_up_chunks[-1] - 1  # the login's client chunks (without the Terminate)
+    proxy.stall_at_up_chunk = login + 2  # the second round trip after the login never comes back
+    roles = _roles_file(tmp_path)
+    code, err = _finish(_spawn(_child_env({**via_proxy, "DSQLOPS_STATEMENT_TIMEOUT": "3"}), "role", "apply", roles))
+    proxy.stall_at_up_chunk = None
+    assert code in (1, 254), err
+    assert "no answer from the server within 3 s" in err, err
+    again = _finish(_spawn(_child_env(via_proxy), "role", "apply", roles))
+    assert again[0] == 0, again[1]
