@@ -195,3 +195,25 @@ def test_config_init_unwritable_path_is_252(isolated_config, tmp_path, monkeypat
     r = invoke(["config", "init", "--path", name])
     assert r.exit_code == 252, r.stderr[:300]
     assert "cannot write" in _one_clear_line(r.stderr)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["select %s"], None),  # no --params: the text goes as it is; only the connection fails here
+    (["select %s", "--params", "1", "--params", "2"], "1 %s placeholder(s) but --params has 2"),
+    (["select '\udcff'"], "not valid UTF-8"),
+])
+def test_explain_params_and_encoding_checked_before_connecting(isolated_config, args, needle) -> None:  # type: ignore[no-untyped-def]
+    r = invoke(["explain", "-c", HOST, *args], env=NO_NET)
+    if needle is None:
+        assert r.exit_code == 254 and "cannot connect" in r.stderr, r.stderr
+        return
+    assert r.exit_code == 252, r.stderr
+    assert needle in _one_clear_line(r.stderr)
+
+
+def test_explain_file_not_utf8_is_252(isolated_config, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "q.sql"
+    f.write_bytes(b"select '\xff'")
+    r = invoke(["explain", "-c", HOST, "-f", str(f)], env=NO_NET)
+    assert r.exit_code == 252, r.stderr
+    assert "not UTF-8" in _one_clear_line(r.stderr)
