@@ -217,3 +217,15 @@ def test_explain_file_not_utf8_is_252(isolated_config, tmp_path) -> None:  # typ
     r = invoke(["explain", "-c", HOST, "-f", str(f)], env=NO_NET)
     assert r.exit_code == 252, r.stderr
     assert "not UTF-8" in _one_clear_line(r.stderr)
+
+
+@pytest.mark.parametrize("args, code", [
+    (["pricing", "show", "--pricing-file", "{f}"], 253),
+    (["bench", "merge", "{f}"], 252),
+])
+def test_binary_input_files_are_refused_not_internal_errors(isolated_config, tmp_path, args, code) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "binary"
+    f.write_bytes(b"\xff\xfe\x00junk")
+    r = invoke([a.replace("{f}", str(f)) for a in args], env=NO_NET)
+    assert r.exit_code == code, r.stderr
+    assert "not UTF-8" in _one_clear_line(r.stderr)

@@ -200,6 +200,8 @@ def load(path: Path | str) -> PriceTable:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read price table {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cannot read price table {p}: not UTF-8 ({e.reason} at byte {e.start})") from None
     try:
         data = yamlsafe.load(text)
     except yaml.YAMLError as e:
