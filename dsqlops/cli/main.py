@@ -125,7 +125,7 @@ def translate(exc: BaseException) -> DsqlopsError | None:
 
         mapped = translate_client_error(exc)
         return mapped if isinstance(mapped, DsqlopsError) else None
-    if mod.startswith("psycopg"):
+    if any((c.__module__ or "").startswith("psycopg") for c in type(exc).__mro__):  # incl. subclasses of ours
         from dsqlops.errors import ServiceError
 
         # Cleaning up after a lost connection (a rollback on it) raises "the connection is closed"

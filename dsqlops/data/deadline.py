@@ -36,5 +36,5 @@ class DeadlineConnection(psycopg.Connection[Any]):
             if timeout is not None:  # the caller asked for this bound itself
                 raise
             self.close()  # its state is unknown mid-protocol: nothing may reuse it
-            raise NoAnswer(f"no answer from the server within {limit:g} s (statement_timeout); "
+            raise NoAnswer(f"no answer from the server within {limit:.0f} s (statement_timeout); "
                            "the connection was closed") from None

@@ -198,6 +198,9 @@ def _poll(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
     interval = max(0.05, poll_interval)
     try:
         while True:
+            if getattr(conn, "answer_timeout", None) is not None:  # a stalled poll must not outlive --timeout
+                left = timeout - (time.monotonic() - start)
+                conn.answer_timeout = max(1.0, min(float(conn.answer_timeout), left + 10.0))
             job = get_job(conn, job_id)
             if job is None or job.terminal:
                 return _result(job, job_id, start, "poll")

@@ -93,7 +93,9 @@ def test_f10_sql_gives_up_when_the_server_stops_answering_mid_statement(sandbox,
     assert "no answer" in first and "3" in first, err
 
 
-def test_f10_job_wait_gives_up_when_the_server_stops_answering(sandbox, cluster, proxy, via_proxy) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("method", ["call", "poll"])
+def test_f10_job_wait_gives_up_when_the_server_stops_answering(sandbox, cluster, proxy, via_proxy,  # type: ignore[no-untyped-def]
+                                                              method) -> None:
     table = f"f10_{uuid.uuid4().hex[:8]}"
     with sandbox.connect(cluster, autocommit=True) as admin:
         admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v int)")
@@ -101,8 +103,9 @@ def test_f10_job_wait_gives_up_when_the_server_stops_answering(sandbox, cluster,
     # Hold the build back: CREATE INDEX CONCURRENTLY waits for this lock, so the job stays open.
     with sandbox.superuser_connect(cluster) as blocker:
         blocker.execute(f"LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE")
-        p = _spawn(_child_env(via_proxy), "job", "wait", job_id, "--timeout", "4", "--method", "call")
-        wait_for_backend(sandbox, cluster, "query ILIKE '%wait_for_job%'")
+        p = _spawn(_child_env(via_proxy), "job", "wait", job_id, "--timeout", "4", "--method", method)
+        wait_for_backend(sandbox, cluster, "query ILIKE '%wait_for_job%'" if method == "call"
+                         else "query ILIKE '%sys.jobs%' AND application_name LIKE 'dsqlops%'")
         proxy.stall()
         code, err = _finish(p)
         proxy.unstall()
