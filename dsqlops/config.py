@@ -199,7 +199,12 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             f"sslmode {value!r} (from {source}) is not allowed; DSQL requires TLS: "
             f"use one of {', '.join(sorted(SSLMODES))}"
         )
-    return str(value) if not isinstance(value, str) else value
+    text = str(value) if not isinstance(value, str) else value
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in the environment or argv, kept as surrogates
+        raise ConfigError(f"{key} (from {source}) is not valid UTF-8: {text!a}") from None
+    return text
 
 
 _ENV_OF = {k: var for var, k in ENV_KEYS.items()}

@@ -229,3 +229,15 @@ def test_binary_input_files_are_refused_not_internal_errors(isolated_config, tmp
     r = invoke([a.replace("{f}", str(f)) for a in args], env=NO_NET)
     assert r.exit_code == code, r.stderr
     assert "not UTF-8" in _one_clear_line(r.stderr)
+
+
+def test_undecodable_environment_value_is_253(isolated_config) -> None:  # type: ignore[no-untyped-def]
+    r = invoke(["sql", "-c", HOST, "select 1"], env={**NO_NET, "DSQLOPS_APPLICATION_NAME": "x\udcff"})
+    assert r.exit_code == 253, r.stderr
+    assert "application_name" in _one_clear_line(r.stderr) and "UTF-8" in r.stderr
+
+
+def test_sslrootcert_too_long_to_stat_is_253(isolated_config) -> None:  # type: ignore[no-untyped-def]
+    r = invoke(["sql", "-c", HOST, "select 1"], env={**NO_NET, "DSQLOPS_SSLROOTCERT": "9" * 5000})
+    assert r.exit_code == 253, r.stderr[:300]
+    assert "not a readable file" in _one_clear_line(r.stderr)

@@ -112,3 +112,23 @@ def test_random_strings_into_every_option_never_exit_255(path, cmd, fail_fast_en
         assert "Traceback" not in r.stderr, (argv, r.stderr[-2000:])
 
     run()
+
+
+@pytest.mark.parametrize("command", [["config", "show"], ["token"], ["sql", "select 1"], ["cluster", "list"]],
+                         ids=" ".join)
+def test_random_environment_values_never_exit_255(command, fail_fast_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from dsqlops.config import ENV_KEYS
+
+    names = sorted(ENV_KEYS)
+
+    @settings(max_examples=EXAMPLES * 4, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.data())
+    def run(data: Any) -> None:
+        chosen = data.draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
+        env = {name: data.draw(_argv_text.filter(_safe), label=name) for name in chosen}
+        r = invoke(command, env=env)
+        assert r.exit_code != 255, (env, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr, (env, r.stderr[-2000:])
+
+    run()
