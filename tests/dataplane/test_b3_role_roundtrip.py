@@ -24,7 +24,7 @@ def test_b3_any_role_name_round_trips_exactly_or_is_refused_252(dp_cli, dp_sql, 
     except UsageError:
         valid = False
     before = dp_sql("SELECT count(*) FROM pg_roles")[0][0]
-    r = invoke(["role", "create", name])
+    r = invoke(["role", "create", "--", name])  # "--": a name may start with "-"
     if not valid:
         assert r.exit_code == 252, (name, r.exit_code, r.stderr)
         assert dp_sql("SELECT count(*) FROM pg_roles")[0][0] == before  # nothing ran
