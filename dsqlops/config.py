@@ -33,6 +33,7 @@ PROFILE_DEFAULTS: dict[str, Any] = {
     "hostaddr": None,
     "port": 5432,
     "connect_timeout": 10,
+    "statement_timeout": 330,
     "application_name": "dsqlops",
     "token_expires_in": 900,
     # AWS call retries (botocore's policy, dsqlops.aws). None: AWS_RETRY_MODE / AWS_MAX_ATTEMPTS, the
@@ -54,15 +55,17 @@ ENV_KEYS: dict[str, str] = {
     "DSQLOPS_HOSTADDR": "hostaddr",
     "DSQLOPS_PORT": "port",
     "DSQLOPS_CONNECT_TIMEOUT": "connect_timeout",
+    "DSQLOPS_STATEMENT_TIMEOUT": "statement_timeout",
     "DSQLOPS_APPLICATION_NAME": "application_name",
     "DSQLOPS_TOKEN_EXPIRES_IN": "token_expires_in",
     "DSQLOPS_RETRY_MODE": "retry_mode",
     "DSQLOPS_MAX_ATTEMPTS": "max_attempts",
 }
 
-INT_KEYS = {"port", "connect_timeout", "token_expires_in"}
+INT_KEYS = {"port", "connect_timeout", "statement_timeout", "token_expires_in"}
 #: Inclusive bounds of the integer keys (token lifetime: docs/dsql-facts.md §2.1, at most one week).
 INT_RANGES: dict[str, tuple[int, int]] = {"port": (1, 65535), "connect_timeout": (1, 3600),
+                                          "statement_timeout": (1, 86400),
                                           "token_expires_in": (1, 604800)}
 SSLMODES = {"verify-full", "verify-ca", "require"}
 #: auto = direct TLS only with libpq >= 17 and no hostaddr/port override (dsqlops.data.tls).
@@ -136,13 +139,15 @@ def load_file(path: Path) -> dict[str, Any]:
     """Parse and shape-check a config file; errors name the file and line."""
     import yaml
 
+    from dsqlops import yamlsafe
+
     _check_file_safety(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yamlsafe.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -213,7 +218,12 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             f"sslmode {value!r} (from {source}) is not allowed; DSQL requires TLS: "
             f"use one of {', '.join(sorted(SSLMODES))}"
         )
-    return str(value) if not isinstance(value, str) else value
+    text = str(value) if not isinstance(value, str) else value
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in the environment or argv, kept as surrogates
+        raise ConfigError(f"{key} (from {source}) is not valid UTF-8: {text!a}") from None
+    return text
 
 
 _ENV_OF = {k: var for var, k in ENV_KEYS.items()}
@@ -238,12 +248,12 @@ def resolve(*, config_path: str | None = None, profile: str | None = None,
     if config_path:
         path: Path | None = Path(config_path).expanduser()
         s.sources["config_file"] = _flag_source("--config", config_path, env, "DSQLOPS_CONFIG")
-        if not Path(config_path).expanduser().exists():
+        if not os.path.exists(Path(config_path).expanduser()):  # os.path: False, not OSError, for too-long names
             raise ConfigError(f"config file {path} (from {s.sources['config_file']}) does not exist")
     elif env.get("DSQLOPS_CONFIG"):
         path = Path(env["DSQLOPS_CONFIG"]).expanduser()
         s.sources["config_file"] = "env DSQLOPS_CONFIG"
-        if not Path(env["DSQLOPS_CONFIG"]).expanduser().exists():
+        if not os.path.exists(Path(env["DSQLOPS_CONFIG"]).expanduser()):
             raise ConfigError(f"config file {path} (from DSQLOPS_CONFIG) does not exist")
     else:
         path = default_config_path()

@@ -89,7 +89,7 @@ def test_default_profile_must_exist(cfg_env):
 
 
 @pytest.mark.parametrize("mode", [0o664, 0o646, 0o666, 0o620])
-def test_group_or_world_writable_file_refused_253(cfg_env, mode):
+def test_b7_group_or_world_writable_file_refused_253(cfg_env, mode):
     write(cfg_env / "xdg" / "dsqlops" / "config.yaml", FILE, mode)
     r = invoke(["config", "show"])
     assert r.exit_code == ExitCode.CONFIG == 253
@@ -103,7 +103,7 @@ def test_readable_0644_file_accepted(cfg_env):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the symlink rule applies when running as root")
-def test_symlink_refused_as_root(cfg_env):
+def test_b7_symlink_refused_as_root(cfg_env):
     real = write(cfg_env / "real.yaml", FILE)
     link = cfg_env / "link.yaml"
     link.symlink_to(real)

@@ -64,7 +64,7 @@ def test_uppercase_refused(cid, region):
         parse_cluster(f"{cid}.dsql.{region}.on.aws".upper())
 
 
-def test_named_lookalikes():
+def test_b5_named_lookalikes():
     for bad in ["x.dsql.us-east-1.on.aws.evil.com", "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws.evil.com",
                 "https://abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws",
                 "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws.", "abcdefghijklmnopqrstuvwxy",
@@ -145,14 +145,14 @@ def test_role_name_total(name):
 @SETTINGS
 @given(st.text(alphabet=st.characters(min_codepoint=0x61, max_codepoint=0x7a), min_size=1, max_size=40),
        st.integers(0, 30))
-def test_role_name_nul_anywhere_refused(base, pos):
+def test_b2_role_name_nul_anywhere_refused(base, pos):
     pos = min(pos, len(base))
     with pytest.raises(UsageError, match="NUL"):
         validate_role_name(base[:pos] + "\x00" + base[pos:])
 
 
 @pytest.mark.parametrize("name", ["a" * 64, "é" * 32, "x" * 63 + "é", "\U0001f600" * 16])
-def test_role_name_over_63_bytes_refused(name):
+def test_b2_role_name_over_63_bytes_refused(name):
     with pytest.raises(UsageError, match="63"):
         validate_role_name(name)
 
@@ -200,7 +200,7 @@ def test_iam_arn_valid(part, acct, kind, name, path):
     "arn:aws:iam::123456789012:role/x ", " arn:aws:iam::123456789012:role/x", "arn:aws-xx:iam::123456789012:role/x",
     "arn:aws:sts::123456789012:assumed-role/x/y", "arn:aws:iam::123456789012:role/", "",
     "arn:aws:iam::123456789012:role/x\n", "arn:aws:iam::123456789012:role/é"])
-def test_iam_arn_refused(arn):
+def test_b4_iam_arn_refused(arn):
     with pytest.raises(UsageError):
         validate_iam_arn(arn)
 

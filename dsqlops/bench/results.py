@@ -214,6 +214,8 @@ def read_json_lines(paths: Iterable[str | Path]) -> list[BenchResult]:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read {p}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"cannot read {p}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue

@@ -38,13 +38,15 @@ def init(env: CliEnv, path: str | None, force: bool) -> None:
       dsqlops config init --path ./dsqlops.yaml --force
     """
     from dsqlops.config import default_config_path, example_text, write_user_config
+    from dsqlops.errors import UsageError
 
     target = Path(path).expanduser() if path else default_config_path()
-    if target.exists() and target.is_dir():
-        from dsqlops.errors import UsageError
-
-        raise UsageError(f"{target} is a directory")
-    written = write_user_config(target, example_text(), force=force)
+    try:
+        if target.exists() and target.is_dir():
+            raise UsageError(f"{target} is a directory")
+        written = write_user_config(target, example_text(), force=force)
+    except OSError as e:  # a name too long, a parent that is a file, a read-only folder
+        raise UsageError(f"cannot write {target}: {e.strerror or e}") from None
     click.echo(str(written))
     click.echo(f"wrote {written} (mode 0600); edit it, then check with `dsqlops config show`", err=True)
 

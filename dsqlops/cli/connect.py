@@ -186,7 +186,7 @@ def sql(env: CliEnv, cluster: str | None, role: str | None, file: str | None, pa
       dsqlops sql -c $CLUSTER -f migrate.sql
       dsqlops sql -c $CLUSTER --single-transaction -f transfer.sql
     """
-    from dsqlops.data.sqlexec import run_statements, split_statements
+    from dsqlops.data.sqlexec import check_bindable, run_statements, split_statements
     from dsqlops.output import info
 
     if (statement is None) == (file is None):
@@ -206,6 +206,7 @@ def sql(env: CliEnv, cluster: str | None, role: str | None, file: str | None, pa
     if not statements:
         raise UsageError("no SQL statement to run")
     bound = _load_params(params)
+    check_bindable(statements, bound)
     with env.connect(cluster, user=role, autocommit=True) as conn:
         if single_transaction:
             from dsqlops.data.retry import RetryStats, run_transaction

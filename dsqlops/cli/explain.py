@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from dsqlops.cli.common import CliEnv, cluster_option, output_option, pass_env
+from dsqlops.data.sqlexec import Statement, check_bindable
 from dsqlops.errors import UsageError
 
 
@@ -21,6 +22,14 @@ def _param(value: str) -> Any:
     if isinstance(v, dict | list):
         raise UsageError(f"--params takes scalars, one per option: {value!r}")
     return v
+
+
+def _read(fh: Any) -> str:
+    try:
+        return str(fh.read())
+    except UnicodeDecodeError as e:
+        name = getattr(fh, "name", "the file")
+        raise UsageError(f"cannot read {name}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
 @click.command("explain")
@@ -62,12 +71,14 @@ def explain(env: CliEnv, statement: str | None, file: Any, analyze: bool, params
         raise UsageError("give exactly one of: a statement, -f FILE, or --plan-file FILE")
     region: str | None
     if plan_file is not None:
-        report = core.parse_explain(plan_file.read(), large_rows=large_rows)
+        report = core.parse_explain(_read(plan_file), large_rows=large_rows)
         ref = env.cluster(cluster, required=False)
         region = (ref.region if ref is not None else None) or env.settings.get("region")
     else:
-        text = statement if statement is not None else file.read()
+        text = statement if statement is not None else _read(file)
         stmt = core.strip_sql(text)
+        bound = [_param(p) for p in params] or None
+        check_bindable([Statement(stmt, 1)], bound)  # before connecting: UTF-8, placeholder count
         target = env.connection_target(cluster)
         region = target.region
         if analyze and core.is_write(stmt):
@@ -75,7 +86,7 @@ def explain(env: CliEnv, statement: str | None, file: Any, analyze: bool, params
                  "is changed (the DPU estimate still counts the writes)")
         conn = env.connect(cluster)
         try:
-            report = core.run_explain(conn, stmt, params=[_param(p) for p in params] or None, analyze=analyze,
+            report = core.run_explain(conn, stmt, params=bound, analyze=analyze,
                                       large_rows=large_rows)
         finally:
             conn.close()

@@ -132,8 +132,19 @@ def translate(exc: BaseException) -> DsqlopsError | None:
 
         mapped = translate_client_error(exc)
         return mapped if isinstance(mapped, DsqlopsError) else None
-    if mod.startswith("psycopg"):
+    if any((c.__module__ or "").startswith("psycopg") for c in type(exc).__mro__):  # incl. subclasses of ours
         from dsqlops.errors import ServiceError
+
+        # Cleaning up after a lost connection (a rollback on it) raises "the connection is closed"
+        # and hides why it was lost; report the first cause.
+        seen = exc.__context__
+        for _ in range(8):
+            if seen is None:
+                break
+            if type(seen).__name__ == "NoAnswer":
+                exc = seen
+                break
+            seen = seen.__context__
 
         code = getattr(exc, "sqlstate", None)
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

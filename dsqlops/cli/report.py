@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from dsqlops.cli.common import CliEnv, pass_env
 from dsqlops.cli.cost import history_option, pricing_file_option, record_history, warn_all
-from dsqlops.errors import BudgetExceeded
+from dsqlops.errors import BudgetExceeded, UsageError
 
 
 def history_months(rep: Any, history_file: str | None, settings: Any) -> list[dict[str, Any]]:
@@ -41,18 +42,22 @@ def history_months(rep: Any, history_file: str | None, settings: Any) -> list[di
 @click.option("--month", default=None, metavar="YYYY-MM",
               help="Report on this month: a past month gives a closing report (the whole month, no forecast) "
               "[default: the current month].")
+@click.option("--mode", "file_mode", default=None, metavar="OCTAL",
+              help="Permissions of the --out file, e.g. 0644 [default: 0600; the report names clusters "
+              "and spend].")
 @pricing_file_option
 @history_option
 @pass_env
 def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | None, lock_file: str | None,
-           month: str | None, pricing_file: str | None, history_file: str | None) -> None:
+           month: str | None, file_mode: str | None, pricing_file: str | None, history_file: str | None) -> None:
     """Write the cron cost report (md, html, json, csv, prometheus).
 
     Month-to-date spend and month-end forecast of every cluster in the configured profiles and
     regions (or, with --month, a past month's closing report), top clusters, dollars per DPU
     component, OCC conflict rate, DPU per day (inline SVG in HTML, no JavaScript). Never prompts.
     Exit 75 when another run holds the lock; exit 3 when a budget is forecast to be exceeded; exit 5
-    when some cluster's region has no price (the report is written first in both cases).
+    when some cluster's region has no price (the report is written first in both cases). --out is
+    written atomically with mode 0600 (unless --mode), into a folder that must already exist.
 
     \b
     Example:
@@ -75,7 +80,9 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
     fmt = fmt or cfg.format
     target = out or cfg.out
     lock = lock_file or cfg.lock_file or str(default_lock_path("dsqlops-report"))
-    report_month(month, utcnow())  # a bad --month is refused before the lock and any AWS call
+    report_month(month, utcnow())  # a bad --month, --mode or --out is refused before the lock and any AWS call
+    mode = _parse_mode(file_mode)
+    out_path = _check_out(target) if target else None
     with single_instance(lock):
         prices = pricing.load_for(pricing_file, settings)
         scopes = report_scopes(cfg, settings,
@@ -84,12 +91,8 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
         record_history(rep.estimate, history_file, settings, command="report")
         rep.months = history_months(rep, history_file, settings)
         text = render(rep, fmt)
-        if target:
-            from pathlib import Path
-
-            p = Path(str(target)).expanduser()
-            p.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(p, text.encode("utf-8"))
+        if out_path is not None:
+            atomic_write(out_path, text.encode("utf-8"), mode=mode)
         else:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -103,3 +106,27 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
         raise Incomplete(f"{len(est.unpriced)} cluster(s) in region(s) "
                          f"{', '.join(sorted({c.region for c in est.unpriced}))} have no price in "
                          f"{est.price_table}: their dollars are missing from the report")
+
+
+def _parse_mode(text: str | None) -> int:
+    if text is None:
+        return 0o600
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise UsageError(f"--mode must be octal permissions such as 0600 or 0644, not {text!r}")
+    return mode
+
+
+def _check_out(target: object) -> Path:
+    """Refuse, before any AWS call, an --out whose folder does not exist: a typo in a crontab must
+    not create folder trees, and a report that cannot be written is not worth fetching."""
+    p = Path(str(target)).expanduser()
+    parent = p.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {p}: the folder {parent} does not exist (dsqlops does not create folders)")
+    if p.is_dir():
+        raise UsageError(f"--out {p} is a folder; give a file name")
+    return p

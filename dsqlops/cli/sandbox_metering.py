@@ -24,9 +24,13 @@ def flush_metrics(env: CliEnv, directory: str | None, timeout: float) -> None:
       dsqlops sandbox flush-metrics
       dsqlops -o json sandbox flush-metrics
     """
+    from dsqlops.errors import NotFoundError
     from dsqlops.sandbox.metering import request_flush
 
-    state = request_flush(_sdir(directory).path, timeout=timeout)
+    sdir = _sdir(directory)
+    if not sdir.path.is_dir() or sdir.load_runtime() is None:
+        raise NotFoundError(f"no sandbox is running in {sdir.path}", hint="run `dsqlops sandbox start` first")
+    state = request_flush(sdir.path, timeout=timeout)
     rows = []
     for cid, m in sorted((state.get("last_published") or {}).items()):
         rows.append({"cluster_id": cid, "published_at": state.get("last_flush"),

@@ -196,13 +196,17 @@ def parse_table(data: Any, path: str, header: str = "") -> PriceTable:
 def load(path: Path | str) -> PriceTable:
     import yaml
 
+    from dsqlops import yamlsafe
+
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read price table {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cannot read price table {p}: not UTF-8 ({e.reason} at byte {e.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yamlsafe.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

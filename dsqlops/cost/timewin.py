@@ -27,7 +27,9 @@ RETENTION = ((dt.timedelta(days=15), 60), (dt.timedelta(days=63), 300), (MAX_AGE
 AUTO_STEPS = (60, 300, 900, 3600, 21600, 86400)
 AUTO_MAX_POINTS = 1440
 
-_DURATION_RE = re.compile(r"(?P<n>[0-9]+)\s*(?P<u>s|m|h|d|w)")
+_DURATION_RE = re.compile(r"(?P<n>[0-9]{1,12})\s*(?P<u>s|m|h|d|w)")
+#: Longer than any window or wait dsqlops can use; past it datetime arithmetic would overflow.
+MAX_DURATION = dt.timedelta(days=100 * 366)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -46,6 +48,8 @@ def parse_duration(text: str) -> dt.timedelta:
         pos = m.end()
     if not s or pos != len(s) or total <= 0:
         raise UsageError(f"not a duration: {text!r}", hint="use e.g. 90m, 24h, 7d or 2w")
+    if total > MAX_DURATION.total_seconds():
+        raise UsageError(f"duration {text!r} is too long (at most {MAX_DURATION.days} days)")
     return dt.timedelta(seconds=total)
 
 
@@ -61,7 +65,10 @@ def parse_time(text: str, *, what: str = "time") -> dt.datetime:
                          hint="e.g. 2026-11-01 or 2026-11-01T12:00:00Z") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC instant datetime can hold
+        raise UsageError(f"{what} is out of range: {text!r}") from None
 
 
 def parse_month(text: str) -> tuple[dt.datetime, dt.datetime]:
@@ -69,6 +76,9 @@ def parse_month(text: str) -> tuple[dt.datetime, dt.datetime]:
     m = re.fullmatch(r"([0-9]{4})-([0-9]{2})", (text or "").strip())
     if not m or not 1 <= int(m[2]) <= 12:
         raise UsageError(f"not a month: {text!r}", hint="use YYYY-MM, e.g. 2026-11")
+    # datetime spans years 1..9999, and the month after must exist too.
+    if not 1 <= int(m[1]) <= 9998:
+        raise UsageError(f"month {text!r} is out of range (years 0001-9998)", hint="use YYYY-MM, e.g. 2026-11")
     start = dt.datetime(int(m[1]), int(m[2]), 1, tzinfo=UTC)
     return start, next_month(start)
 

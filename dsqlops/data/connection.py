@@ -17,6 +17,8 @@ Errors are mapped to dsqlops errors with a hint; the token never appears in a me
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,12 @@ log = logging.getLogger(__name__)
 TokenProvider = Callable[["ConnectionTarget"], str]
 
 DEFAULT_MAX_LIFETIME = 3300.0
+#: DSQL refuses more than 100 new connections per second per cluster (SQLSTATE 53400, burst
+#: 1,000): a refused connect is retried this many times in all, with full-jitter exponential
+#: backoff from RATE_LIMIT_BASE seconds, each delay at most RATE_LIMIT_CAP (~11 s in the worst case).
+RATE_LIMIT_ATTEMPTS = 8
+RATE_LIMIT_BASE = 0.1
+RATE_LIMIT_CAP = 5.0
 #: DSQL closes every connection after 60 minutes.
 DSQL_MAX_CONNECTION_SECONDS = 3600.0
 
@@ -55,6 +63,9 @@ class ConnectionTarget:
     token_expires_in: int = 900
     #: ``auto`` | ``direct`` | ``postgres``; see :mod:`dsqlops.data.tls`.
     sslnegotiation: str = "auto"
+    #: Seconds a round trip may go unanswered before the connection is given up
+    #: (:mod:`dsqlops.data.deadline`, whose DEFAULT_ANSWER_TIMEOUT this is); ``None`` waits forever.
+    statement_timeout: int | None = 330
 
     @property
     def cluster_id(self) -> str:
@@ -130,6 +141,11 @@ def target_for(settings: Any, cluster_ref: Any, *, user: str | None = None) -> C
     timeout = _int("connect_timeout", 10)
     if timeout < 1:
         raise ConfigError(f"connect_timeout must be at least 1 second: {timeout}")
+    from dsqlops.data.deadline import DEFAULT_ANSWER_TIMEOUT
+
+    answer = _int("statement_timeout", DEFAULT_ANSWER_TIMEOUT)
+    if answer < 1:
+        raise ConfigError(f"statement_timeout must be at least 1 second: {answer}")
     from dsqlops.data.tokens import validate_expires_in
 
     try:
@@ -141,7 +157,7 @@ def target_for(settings: Any, cluster_ref: Any, *, user: str | None = None) -> C
         hostaddr=get("hostaddr") or None, sslmode=get("sslmode") or "verify-full",
         sslrootcert=get("sslrootcert") or None, connect_timeout=timeout,
         application_name=get("application_name") or "dsqlops", token_expires_in=expires,
-        sslnegotiation=get("sslnegotiation") or "auto",
+        sslnegotiation=get("sslnegotiation") or "auto", statement_timeout=answer,
     )
 
 
@@ -195,9 +211,12 @@ def explain_connect_error(exc: BaseException, target: ConnectionTarget, *, token
         return ServiceError(f"cannot connect to {where}: the host name does not resolve ({first})",
                             code="ConnectionError",
                             hint="check the cluster id and region; a deleted cluster's endpoint stops resolving")
+    # A startup refusal carries no SQLSTATE through libpq, only DSQL's text (CHAP_quotas:
+    # "Unable to accept connection, too many open connections." / "…, rate exceeded.").
     if (code in ("53300", "53400") or "53300" in low or "53400" in low or "too many connections" in low
-            or "too_many_connections" in low or "configured_limit_exceeded" in low):
-        rate = "53400" in low or "configured_limit" in low
+            or "too many open connections" in low or "too_many_connections" in low
+            or "configured_limit_exceeded" in low or "rate exceeded" in low):
+        rate = code == "53400" or "53400" in low or "configured_limit" in low or "rate exceeded" in low
         return ServiceError(f"cannot connect to {where}: {first}", code=code or ("53400" if rate else "53300"),
                             hint="the cluster's connection limit (10,000) or connection rate (100/s) is exceeded; "
                             "back off and retry, keep pools small")
@@ -243,10 +262,24 @@ def connect(target: ConnectionTarget, tokens: TokenProvider, *, autocommit: bool
     token = tokens(target)
     log.debug("connecting to %s (sslmode=%s, sslnegotiation=%s)", target.describe(), params["sslmode"],
               params.get("sslnegotiation", "postgres"))
-    try:
-        return psycopg.connect(autocommit=autocommit, password=token, **{**params, **kw})
-    except psycopg.OperationalError as e:
-        raise explain_connect_error(e, target, token=token) from None
+    from dsqlops.data.deadline import DeadlineConnection
+
+    for attempt in range(1, RATE_LIMIT_ATTEMPTS + 1):
+        try:
+            conn = DeadlineConnection.connect(autocommit=autocommit, password=token, **{**params, **kw})
+        except psycopg.OperationalError as e:
+            err = explain_connect_error(e, target, token=token)
+            if getattr(err, "code", None) != "53400" or attempt == RATE_LIMIT_ATTEMPTS:
+                raise err from None
+            # Full jitter: a storm of clients refused together must not come back together.
+            delay = random.uniform(0, min(RATE_LIMIT_CAP, RATE_LIMIT_BASE * 2 ** (attempt - 1)))
+            log.debug("connection rate exceeded (53400), attempt %d; retrying in %.2fs", attempt, delay)
+            time.sleep(delay)
+            token = tokens(target)
+            continue
+        conn.answer_timeout = target.statement_timeout
+        return conn
+    raise AssertionError("unreachable")
 
 
 def create_pool(target: ConnectionTarget, tokens: TokenProvider, *, min_size: int = 1, max_size: int = 10,
@@ -274,6 +307,17 @@ def create_pool(target: ConnectionTarget, tokens: TokenProvider, *, min_size: in
         return {**base, **extra, "autocommit": autocommit, "password": tokens(target)}
 
     kw.setdefault("check", ConnectionPool.check_connection)
+    from dsqlops.data.deadline import DeadlineConnection
+
+    kw.setdefault("connection_class", DeadlineConnection)
+    user_configure = kw.pop("configure", None)
+
+    def configure(conn: Any) -> None:
+        conn.answer_timeout = target.statement_timeout  # a silent server must not hang a pool worker
+        if user_configure is not None:
+            user_configure(conn)
+
+    kw["configure"] = configure
     kw.setdefault("name", f"dsqlops-{target.cluster_id}")
     kw.setdefault("reconnect_timeout", max(30.0, 3.0 * target.connect_timeout))
     pool: ConnectionPool = ConnectionPool(kwargs=kwargs, min_size=min_size, max_size=max_size,

@@ -251,6 +251,9 @@ def _poll(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
         if conn is None:
             conn = connect()
         while True:
+            if getattr(conn, "answer_timeout", None) is not None:  # a stalled poll must not outlive --timeout
+                left = timeout - (time.monotonic() - start)
+                conn.answer_timeout = max(1.0, min(float(conn.answer_timeout), left + 10.0))
             try:
                 job = get_job(conn, job_id)
             except Exception as e:
@@ -290,6 +293,8 @@ def _call_once(conn: Any, job_id: str, *, left: float, poll_interval: float, sta
     from psycopg import sql
 
     outcome: dict[str, Any] = {}
+    if getattr(conn, "answer_timeout", None) is not None:
+        conn.answer_timeout = timeout + 15.0  # the CALL itself may take all of --timeout
 
     def worker() -> None:
         try:

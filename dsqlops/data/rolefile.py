@@ -256,8 +256,10 @@ def parse_role_file(text: str, *, source: str = "<string>") -> RoleFile:
     """Parse and validate a role file. Raises :class:`UsageError` with ``file:line:col`` on any problem."""
     import yaml
 
+    from dsqlops import yamlsafe
+
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yamlsafe.compose(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source

@@ -85,6 +85,69 @@ class StatementFailed(ServiceError):
         self.sqlstate = code
 
 
+#: psycopg's placeholder grammar (``%s``, ``%(name)s``, ``%%``; formats s/b/t), read as it reads it.
+_PLACEHOLDER_RE = re.compile(r"%(?:\(([^)]*)\)(.)?|(.)?)", re.S)
+
+
+def _check_utf8(value: Any, what: str) -> None:
+    """Refuse text that cannot go on the wire as UTF-8 (lone surrogates: JSON ``"\\ud800"``, or
+    undecodable argv bytes that Python keeps as surrogate escapes)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise UsageError(f"{what} is not valid UTF-8 (character {e.start + 1}: "
+                             f"{value[e.start:e.end].encode('utf-8', 'backslashreplace').decode()})") from None
+    elif isinstance(value, list):
+        for v in value:
+            _check_utf8(v, what)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_utf8(k, what)
+            _check_utf8(v, what)
+
+
+def check_bindable(statements: list[Statement], params: Any) -> None:
+    """Refuse, before connecting, SQL and ``--params`` that the driver could not send:
+    text that is not UTF-8, placeholders that do not match the parameters' shape or count."""
+    for st in statements:
+        _check_utf8(st.text, f"the statement at line {st.line}")
+    if params is None:
+        return
+    _check_utf8(params, "--params")
+    if len(statements) != 1:
+        raise UsageError("--params needs exactly one statement")
+    names: list[str] = []
+    positional = 0
+    for m in _PLACEHOLDER_RE.finditer(statements[0].text):
+        fmt = m[2] if m[1] is not None else m[3]
+        if m[1] is None and fmt == "%":
+            continue
+        if fmt not in ("s", "b", "t") or (m[1] is not None and not m[1]):
+            raise UsageError(f"bad placeholder {m[0]!r} in the statement: use %s or %(name)s, and %% for a "
+                             "literal %")
+        if m[1] is not None:
+            names.append(m[1])
+        else:
+            positional += 1
+    if names and positional:
+        raise UsageError("the statement mixes %s and %(name)s placeholders; use one style")
+    if isinstance(params, dict):
+        if positional:
+            raise UsageError("--params is a JSON object but the statement uses %s placeholders",
+                             hint="pass a JSON array, e.g. --params '[42]'")
+        missing = sorted(set(names) - set(params))
+        if missing:
+            raise UsageError(f"--params has no value for %({missing[0]})s")
+    else:
+        if names:
+            raise UsageError("--params is a JSON array but the statement uses %(name)s placeholders",
+                             hint="pass a JSON object, e.g. --params '{\"id\": 42}'")
+        if len(params) != positional:
+            raise UsageError(f"the statement has {positional} %s placeholder(s) but --params has "
+                             f"{len(params)} value(s)")
+
+
 _TX_CONTROL_RE = re.compile(r"(?is)^\s*(begin|commit|rollback|end|abort|start\s+transaction|savepoint|release)\b")
 
 

@@ -59,7 +59,7 @@ def root_cert(configured: str | None) -> str:
                               "Amazon Root CA 1")
         return configured
     path = Path(configured).expanduser()
-    if not path.is_file():
+    if not os.path.isfile(path):  # os.path: False, not OSError, for a name too long to stat
         raise ConfigError(f"sslrootcert {configured!r} is not a readable file",
                           hint="point sslrootcert / DSQLOPS_SSLROOTCERT at a PEM CA file "
                           "(for the sandbox: eval \"$(dsqlops sandbox env)\")")

@@ -158,7 +158,7 @@ def test_metrics_table_json_csv(world):
     ["--since", "soon"],
     ["--since", "1d", "--start", "2026-11-01"],
 ])
-def test_bad_windows_exit_252(world, args):
+def test_b6_bad_windows_exit_252(world, args):
     assert exit_code("--region", "us-east-1", "metrics", world["a"], *args) == 252
 
 
@@ -184,7 +184,10 @@ def _config(world, **extra) -> Path:
 def test_report_formats(world, fmt):
     cfg = _config(world)
     out = world["tmp"] / "out" / f"report.{fmt}"
+    out.parent.mkdir(exist_ok=True)  # report never creates folders
+    out.unlink(missing_ok=True)
     assert exit_code("report", "--config", str(cfg), "--format", fmt, "--out", str(out)) == 0
+    assert out.stat().st_mode & 0o777 == 0o600  # it names clusters and spend
     text = out.read_text()
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp file left behind
     if fmt == "html":
@@ -210,6 +213,12 @@ def test_report_formats(world, fmt):
         assert text.splitlines()[0].startswith("account,region,cluster_id")
     else:
         assert "| Month to date" in text and "## DPU per day" in text
+
+
+def test_report_mode_option_sets_the_file_permissions(world):
+    out = world["tmp"] / "report-mode.md"
+    assert exit_code("report", "--config", str(_config(world)), "--out", str(out), "--mode", "0644") == 0
+    assert out.stat().st_mode & 0o777 == 0o644
 
 
 def test_report_totals_with_the_deleted_cluster(world):

@@ -50,7 +50,7 @@ def keys(n: int, metric: str = "TotalDPU") -> list[M.SeriesKey]:
     (600, 1, 300, 2),      # 288 points → 350 queries/call
     (3, 14, 60, 1),        # 20,160 points → 5 queries/call
 ])
-def test_batches_respect_both_limits_and_are_minimal(client, n, days, period, expected_calls):
+def test_l4_batches_respect_both_limits_and_are_minimal(client, n, days, period, expected_calls):
     stub = CloudWatchLimits(data={(cid(i), "TotalDPU"): {T0: float(i)} for i in range(n)}).install(client)
     stats = M.FetchStats()
     w = window(days, period)
@@ -61,7 +61,7 @@ def test_batches_respect_both_limits_and_are_minimal(client, n, days, period, ex
     assert all(got[k].points == {T0: D(i)} for i, k in enumerate(keys(n)))
 
 
-def test_a_series_longer_than_100800_points_is_split_by_time(client):
+def test_l4_a_series_longer_than_100800_points_is_split_by_time(client):
     w = window(71, 60)  # 102,240 points in one series
     assert w.points > M.MAX_POINTS_PER_CALL
     data = {T0 + dt.timedelta(days=d): float(d) for d in range(71)}
@@ -72,7 +72,7 @@ def test_a_series_longer_than_100800_points_is_split_by_time(client):
     assert [r["StartTime"] for r in stub.requests] == [T0, T0 + dt.timedelta(minutes=100_800)]
 
 
-def test_next_token_pages_are_merged_without_duplicates(client):
+def test_f5_next_token_pages_are_merged_without_duplicates(client):
     w = window(2, 60)
     data = {(cid(i), "TotalDPU"): {T0 + dt.timedelta(minutes=m): float(m) for m in range(0, 2880, 7)}
             for i in range(4)}
@@ -86,7 +86,7 @@ def test_next_token_pages_are_merged_without_duplicates(client):
         assert got[k].status == "Complete"
 
 
-def test_partial_data_without_a_next_page_is_reported(client):
+def test_f5_partial_data_without_a_next_page_is_reported(client):
     CloudWatchLimits(data={(cid(0), "TotalDPU"): {T0: 1.0}}, partial_without_token=True).install(client)
     got = M.fetch(client, keys(1), window(1, 300))
     s = got[keys(1)[0]]

@@ -15,7 +15,7 @@ NOW = dt.datetime(2026, 11, 20, 10, 37, 12, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize("age_days,expected", [(1, 60), (15, 60), (16, 300), (63, 300), (64, 3600), (400, 3600)])
-def test_min_period_by_age(age_days, expected):
+def test_l4_min_period_by_age(age_days, expected):
     assert T.min_period_for(NOW - dt.timedelta(days=age_days), NOW) == expected
 
 

@@ -23,7 +23,7 @@ def _server_host_and_ssl(conn):
                         "WHERE pid = pg_backend_pid()").fetchone()
 
 
-def test_verify_full_with_host_hostaddr_split(target, tokens):
+def test_s2_verify_full_with_host_hostaddr_split(target, tokens):
     with connect(target, tokens) as conn:
         assert _server_host_and_ssl(conn) == (True, "dsqlops")
         # libpq kept the cluster endpoint as host (SNI, name check) and dialled hostaddr.
@@ -39,7 +39,7 @@ def test_localhost_name_in_cert_also_verifies(target, tokens):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_untrusted_ca_is_refused(target, tokens, tmp_path):
+def test_s2_untrusted_ca_is_refused(target, tokens, tmp_path):
     from dsqlops.sandbox.tls import ensure_certificates
 
     other = ensure_certificates(tmp_path / "other")
@@ -49,7 +49,7 @@ def test_untrusted_ca_is_refused(target, tokens, tmp_path):
     assert "fake-token" not in ei.value.message + (ei.value.hint or "")
 
 
-def test_host_mismatch_is_refused(target, tokens):
+def test_s2_host_mismatch_is_refused(target, tokens):
     # The test certificate covers *.dsql.us-east-1/us-east-2.on.aws, not eu-west-1.
     wrong = dataclasses.replace(target, host=f"{CLUSTER_ID}.dsql.eu-west-1.on.aws", region="eu-west-1")
     with pytest.raises(ConfigError) as ei:
@@ -80,7 +80,7 @@ def test_default_ca_is_the_bundled_amazon_root(target):
     assert info["sslmode"] == "verify-full"
 
 
-def test_pool_mints_a_token_per_physical_connection(target, tokens):
+def test_f13_pool_mints_a_token_per_physical_connection(target, tokens):
     pool = create_pool(target, tokens, min_size=1, max_size=1, max_lifetime=1.0)
     pids = set()
     try:

@@ -132,7 +132,7 @@ def moto_server() -> Iterator[str]:
     server.stop()
 
 
-def test_no_command_leaks_secrets_at_debug(pg, pg_tls, moto_server, tmp_path):
+def test_s1_no_command_leaks_secrets_at_debug(pg, pg_tls, moto_server, tmp_path):
     import boto3
 
     env = {k: v for k, v in os.environ.items()

@@ -32,7 +32,7 @@ def _value(target, tokens, table):
         return c.execute(f"SELECT v FROM {table} WHERE id = 1").fetchone()[0]
 
 
-def test_real_serialization_failure_is_retried_with_stats(target, tokens, table):
+def test_f17_real_serialization_failure_is_retried_with_stats(target, tokens, table):
     """T1 reads at REPEATABLE READ, T2 updates the row and commits, T1 updates: 40001; the retry wins."""
     interferer = connect(target, tokens, autocommit=True)
     calls = []
@@ -156,7 +156,7 @@ def test_commit_time_conflict_is_retried_but_commit_time_error_is_not(target, to
     assert _value(target, tokens, table) == 101
 
 
-def test_commit_after_connection_loss_is_unknown_and_not_retried(target, tokens, table):
+def test_f9_commit_after_connection_loss_is_unknown_and_not_retried(target, tokens, table):
     killer = connect(target, tokens, autocommit=True)
     calls = []
 

@@ -67,7 +67,7 @@ def frozen(monkeypatch):
 
 @pytest.mark.parametrize(("user", "action"), [("admin", "DbConnectAdmin"), ("reader", "DbConnect")])
 @pytest.mark.parametrize("expires", [1, 900, MAX_EXPIRES_IN])
-def test_golden_token(frozen, user, action, expires):
+def test_f14_golden_token(frozen, user, action, expires):
     info = frozen.mint(HOST, user=user, expires_in=expires)
     expected = reference_presign(HOST, "us-east-1", action, expires, "AKIDEXAMPLE",
                                  "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "FwoGZXIvYXdzEXAMPLE/session+token==",

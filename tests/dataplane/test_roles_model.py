@@ -190,7 +190,7 @@ def test_managing_a_superuser_is_refused():
         plan(rf, cat)
 
 
-def test_hostile_names_are_quoted_not_injected():
+def test_b1_hostile_names_are_quoted_not_injected():
     step = stmt_iam_grant('ops"; DROP TABLE x; --', "arn:aws:iam::123456789012:role/ops")
     assert step.sql == "AWS IAM GRANT \"ops\"\"; DROP TABLE x; --\" TO 'arn:aws:iam::123456789012:role/ops'"
     with pytest.raises(UsageError):  # a quote can never reach the literal: the ARN validator refuses it

@@ -172,6 +172,6 @@ def test_single_commands_create_grant_list_revoke_drop(dp_cli, dp_sql):
 
 
 @pytest.mark.parametrize("name", ["pg_x", "a\x01b", "x" * 64, "admin", " lead"])
-def test_bad_role_names_are_refused_before_sql(dp_cli, name):
+def test_b2_bad_role_names_are_refused_before_sql(dp_cli, name):
     r = invoke(["role", "create", name])
     assert r.exit_code == 252, r.stderr

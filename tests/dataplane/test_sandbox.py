@@ -236,7 +236,7 @@ def test_explain_analyze_on_the_sandbox_reads_the_dpu_estimate(sb, admin):
     assert text.exit_code == 0 and "DPU estimate (statement):" in text.stdout
 
 
-def test_concurrent_grants_survive_occ(sb, cluster, admin):
+def test_f17_concurrent_grants_survive_occ(sb, cluster, admin):
     """Two applies racing on the same table's ACL: a conflict (OC001) is retried, both converge."""
     from dsqlops.data.retry import RetryPolicy
     from dsqlops.data.roles import apply_plan, parse_role_file, plan, read_catalog
