@@ -21,16 +21,10 @@ def _catches_import_error(handler: ast.ExceptHandler) -> bool:
     return any(isinstance(n, ast.Name) and n.id in _IMPORT_ERRORS for n in names)
 
 
-# The optional C extension is built only where a compiler and OpenSSL headers exist at install time:
-# a genuinely optional artefact, not a module of ours that might be broken.
-OPTIONAL_BUILDS = {"_fastrelay"}
-
-
 def _imports_own_module(node: ast.AST) -> bool:
     for sub in ast.walk(node):
         if isinstance(sub, ast.ImportFrom) and (sub.level > 0 or (sub.module or "").split(".")[0] == "dsqlops"):
-            if not {a.name for a in sub.names} <= OPTIONAL_BUILDS:
-                return True
+            return True
         if isinstance(sub, ast.Import) and any(a.name.split(".")[0] == "dsqlops" for a in sub.names):
             return True
         if isinstance(sub, ast.Call):
@@ -57,8 +51,6 @@ def test_the_detector_sees_guarded_own_imports() -> None:
     assert guarded_own_imports("try:\n    import importlib\n    m = importlib.import_module(name)\n"
                                "except (ValueError, ImportError):\n    m = None\n") == [1]
     assert guarded_own_imports("try:\n    from . import x\nexcept ImportError:\n    x = None\n") == [1]
-    assert guarded_own_imports("try:\n    from dsqlops.sandbox import _fastrelay\nexcept ImportError:\n"
-                               "    _fastrelay = None\n") == []
     assert guarded_own_imports("try:\n    import certifi\nexcept ImportError:\n    pass\n") == []
 
 
