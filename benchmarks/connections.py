@@ -38,8 +38,8 @@ def main() -> None:
     from dsqlops.aws import AwsContext
     from dsqlops.data.connection import ConnectionTarget, connect, create_pool
     from dsqlops.data.tokens import TokenSource
+    from dsqlops.sandbox.certs import ensure_certificates
     from dsqlops.sandbox.postgres import PostgresServer
-    from dsqlops.sandbox.tls import ensure_certificates
 
     root = Path(tempfile.mkdtemp(prefix="dsqlops-bench-conn-"))
     os.chmod(root, 0o755)

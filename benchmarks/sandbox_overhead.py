@@ -40,9 +40,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dsqlops.sandbox import lifecycle, server, sysschema
+from dsqlops.sandbox.certs import ensure_certificates
 from dsqlops.sandbox.postgres import PostgresServer, free_port
 from dsqlops.sandbox.state import REGIONS, SandboxDir
-from dsqlops.sandbox.tls import ensure_certificates
 from tests.sandbox.handle import SandboxHandle
 
 UPDATE_SCRIPT = ("\\set aid random(1, 100000 * :scale)\n"

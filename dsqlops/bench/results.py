@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dsqlops.bench.cost import Fetch, merged_cost
+from dsqlops.bench.histogram import Snapshot
 from dsqlops.bench.runner import BenchResult
-from dsqlops.bench.stats import Snapshot
 from dsqlops.bench.workloads import Check
 from dsqlops.errors import UsageError
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dsqlops.bench.stats import Recorder, Snapshot
+from dsqlops.bench.histogram import Recorder, Snapshot
 from dsqlops.bench.txn import run_one
 from dsqlops.bench.workloads import Check, Workload, make_workload
 from dsqlops.data.retry import RetryPolicy

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from dsqlops.errors import ConflictError, ServiceError
-from dsqlops.sandbox import control, metering, sysschema
+from dsqlops.sandbox import metering, motoserver, sysschema
 from dsqlops.sandbox.dialect import DsqlDialect
 from dsqlops.sandbox.hooks import Dialect, PassThrough
-from dsqlops.sandbox.jobs import JobRunner
+from dsqlops.sandbox.jobrunner import JobRunner
 from dsqlops.sandbox.limits import Limits
 from dsqlops.sandbox.postgres import PostgresServer, free_port
 from dsqlops.sandbox.state import REGIONS, ClusterRecord, SandboxDir
@@ -92,7 +92,7 @@ class ClusterDB:
         self.record = rec
         self.identifier = rec.identifier
         self.region = rec.region
-        self.endpoint = control.endpoint_for(rec.identifier, rec.region)
+        self.endpoint = motoserver.endpoint_for(rec.identifier, rec.region)
         d = registry.sdir.cluster_dir(rec.identifier)
         # The front reaches the backend over a Unix socket (cheaper than loopback TCP); its folder is
         # short and outside DIR, since a socket path under a deep DIR would pass the 107-byte limit.
@@ -129,14 +129,14 @@ class ClusterDB:
             self.superuser_setup()
             self.state = "ready"
             self.started_at = time.time()
-            control.mark_ready(self.identifier)
+            motoserver.mark_ready(self.identifier)
             self.ready.set()
             log.info("cluster %s ready on port %d in %.2fs (%s)", self.identifier, self.pg.port,
                      time.monotonic() - t0, "new" if fresh else "restarted")
         except Exception as e:
             self.error = str(e)
             self.state = "failed"
-            control.mark_failed(self.identifier)
+            motoserver.mark_failed(self.identifier)
             log.exception("cluster %s: database failed to start", self.identifier)
             self.ready.set()
         self.registry.write_runtime()
@@ -198,7 +198,7 @@ class ClusterDB:
             shutil.rmtree(self.socket_dir, ignore_errors=True)  # no litter in $TMPDIR
 
     def destroy(self) -> None:
-        control.mark_ready(self.identifier, False)
+        motoserver.mark_ready(self.identifier, False)
         self.state = "deleted"
         self.pg.stop(mode="immediate", timeout=30)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
@@ -278,7 +278,7 @@ class Registry:
         with self.lock:
             changed = False
             seen: set[str] = set()
-            for region, cluster in control.iter_clusters():
+            for region, cluster in motoserver.iter_clusters():
                 status = cluster.status
                 cid = cluster.identifier
                 if status in ("DELETING", "DELETED"):
@@ -288,10 +288,10 @@ class Registry:
                         threading.Thread(target=db.destroy, daemon=True).start()
                         changed = True
                     if status == "DELETED":
-                        control.dsql_backend(region).clusters.pop(cid, None)
+                        motoserver.dsql_backend(region).clusters.pop(cid, None)
                     continue
                 seen.add(cid)
-                rec = control.record_of(region, cluster)
+                rec = motoserver.record_of(region, cluster)
                 db = self.dbs.get(cid)
                 if db is None:
                     db = ClusterDB(self, rec)
@@ -371,7 +371,7 @@ def _run_loop(main: Any) -> None:
 def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
         on_ready: Any = None) -> None:
     """Run the sandbox in this process until SIGTERM/SIGINT."""
-    from dsqlops.sandbox.tls import ensure_certificates
+    from dsqlops.sandbox.certs import ensure_certificates
 
     t0 = time.monotonic()
     api_port = api_port or free_port()
@@ -383,15 +383,15 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ConflictError("the sandbox listens on loopback only")
     tls = ensure_certificates(sdir.tls_dir, regions=REGIONS)
-    cp = control.ControlPlane(api_port, host)
+    cp = motoserver.ControlPlane(api_port, host)
     try:
         cp.start()
     except OSError as e:
         raise ServiceError(f"cannot listen on {host}:{api_port} for the control plane: {e.strerror}") from None
-    creds = control.ensure_credentials(sdir.load_credentials())
+    creds = motoserver.ensure_credentials(sdir.load_credentials())
     sdir.save_credentials(creds)
     for rec in sdir.load_clusters():
-        control.restore_cluster(rec)
+        motoserver.restore_cluster(rec)
     runtime: dict[str, Any] = {
         "pid": os.getpid(), "dir": str(sdir.path), "host": host, "api_port": api_port, "port": port,
         "api_endpoint": cp.endpoint, "ca_file": str(tls.ca_cert), "region": "us-east-1",
@@ -403,14 +403,14 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
     template.start()
     registry.sync()
     stop_watch = threading.Event()
-    control.watch(registry.sync, stop_watch)
+    motoserver.watch(registry.sync, stop_watch)
     dialect = load_dialect(limits)
     optional = _start_components(registry)
     runtime["dialect"] = type(getattr(dialect, "inner", dialect)).__name__
 
     from dsqlops.sandbox.front import Front
 
-    front = Front(resolve=registry.resolve, lookup=control.lookup_identity, dialect=dialect,
+    front = Front(resolve=registry.resolve, lookup=motoserver.lookup_identity, dialect=dialect,
                   cert_file=str(tls.server_cert), key_file=str(tls.server_key), limits=limits,
                   max_connections=CLIENT_SLOTS)
 

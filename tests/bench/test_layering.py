@@ -44,8 +44,8 @@ class _Tty(io.StringIO):
 
 
 def test_progress_line_rewrites_in_place_on_a_terminal_and_appends_elsewhere() -> None:
+    from dsqlops.bench.histogram import Snapshot
     from dsqlops.bench.results import Progress
-    from dsqlops.bench.stats import Snapshot
 
     s = Snapshot()
     s.committed = 7

@@ -154,7 +154,7 @@ def test_sql_stdin(cli_env):
 
 
 def test_sql_wrong_ca_is_a_tls_error(cli_env, monkeypatch, tmp_path):
-    from dsqlops.sandbox.tls import ensure_certificates
+    from dsqlops.sandbox.certs import ensure_certificates
 
     monkeypatch.setenv("DSQLOPS_SSLROOTCERT", str(ensure_certificates(tmp_path / "other").ca_cert))
     r = invoke([*SQL, "select 1"])

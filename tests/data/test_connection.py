@@ -40,7 +40,7 @@ def test_localhost_name_in_cert_also_verifies(target, tokens):
 
 
 def test_s2_untrusted_ca_is_refused(target, tokens, tmp_path):
-    from dsqlops.sandbox.tls import ensure_certificates
+    from dsqlops.sandbox.certs import ensure_certificates
 
     other = ensure_certificates(tmp_path / "other")
     with pytest.raises(ConfigError) as ei:
@@ -102,7 +102,7 @@ def test_pool_refuses_lifetime_at_or_over_an_hour(target, tokens):
 
 
 def test_pool_open_failure_reports_the_real_cause(target, tokens, tmp_path):
-    from dsqlops.sandbox.tls import ensure_certificates
+    from dsqlops.sandbox.certs import ensure_certificates
 
     other = ensure_certificates(tmp_path / "other")
     with pytest.raises(ConfigError):

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dsqlops.sandbox import jobs, sysschema
+from dsqlops.sandbox import jobrunner, sysschema
 from dsqlops.sandbox.conformance import ShimConn
 from dsqlops.sandbox.dialect import OC000, DsqlDialect
 
@@ -113,7 +113,7 @@ def test_async_index_build_completes_and_wait_returns_succeeded(shim: Connect, s
     assert len(job) == 26 and job.islower()
     row = su.execute("SELECT status, job_type, object_name FROM sys.jobs WHERE job_id = %s", (job,)).fetchone()
     assert row == ("submitted", "INDEX_BUILD", "public.jt_ok_v")
-    assert jobs.run_pending(su) == [(job, "completed")]
+    assert jobrunner.run_pending(su) == [(job, "completed")]
     # CALL returns one row `succeeded` over both protocols.
     assert c.extended(f"CALL sys.wait_for_job('{job}')") == {
         "outcome": "ok", "command_tag": "CALL", "columns": ["succeeded"], "rows": [["true"]]}
@@ -129,7 +129,7 @@ def test_failed_unique_build_records_the_error_and_leaves_an_invalid_index(shim:
     c.extended("CREATE TABLE jt_dup (id int PRIMARY KEY, v text)")
     c.extended("INSERT INTO jt_dup VALUES (1, 'same'), (2, 'same')")
     job = _job_id(c.extended("CREATE UNIQUE INDEX ASYNC jt_dup_v ON jt_dup (v)"))
-    assert jobs.run_pending(su) == [(job, "failed")]
+    assert jobrunner.run_pending(su) == [(job, "failed")]
     status, details = su.execute("SELECT status, details FROM sys.jobs WHERE job_id = %s", (job,)).fetchone()
     assert status == "failed" and "could not create unique index" in details and "duplicated" in details
     assert su.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'jt_dup_v'::regclass").fetchone() == (
@@ -143,7 +143,7 @@ def test_build_does_not_block_writers(db: dict[str, Any], shim: Connect, su: Any
     holder.extended("BEGIN")
     holder.extended("INSERT INTO jt_busy VALUES (1, 'open')")  # an open writer the build must wait for
     job = _job_id(c.extended("CREATE INDEX ASYNC jt_busy_v ON jt_busy (v)"))
-    runner = jobs.JobRunner(lambda _cid: db, clusters=lambda: ["c"], poll_interval=0.05)
+    runner = jobrunner.JobRunner(lambda _cid: db, clusters=lambda: ["c"], poll_interval=0.05)
     runner.start()
     try:
         deadline = time.monotonic() + 60
@@ -166,15 +166,15 @@ def test_interrupted_job_is_requeued_then_failed_after_max_attempts(shim: Connec
     c = shim()
     c.extended("CREATE TABLE jt_crash (id int PRIMARY KEY, v text)")
     job = _job_id(c.extended("CREATE INDEX ASYNC jt_crash_v ON jt_crash (v)"))
-    claimed = jobs.claim(su)
+    claimed = jobrunner.claim(su)
     assert claimed is not None and claimed.job_id == job  # then "the sandbox dies"
-    assert jobs.recover(su) == 1
+    assert jobrunner.recover(su) == 1
     assert su.execute("SELECT status FROM sys.jobs WHERE job_id = %s", (job,)).fetchone() == ("submitted",)
-    assert jobs.run_pending(su) == [(job, "completed")]
+    assert jobrunner.run_pending(su) == [(job, "completed")]
     job2 = _job_id(c.extended("CREATE INDEX ASYNC jt_crash_v2 ON jt_crash (v)"))
     su.execute("UPDATE sys._jobs SET status = 'processing', attempts = %s WHERE job_id = %s",
-               (jobs.MAX_ATTEMPTS, job2))
-    jobs.recover(su)
+               (jobrunner.MAX_ATTEMPTS, job2))
+    jobrunner.recover(su)
     status, details = su.execute("SELECT status, details FROM sys.jobs WHERE job_id = %s", (job2,)).fetchone()
     assert status == "failed" and "interrupted" in details
 
@@ -186,10 +186,10 @@ def test_drop_and_analyze_jobs_and_pruning(shim: Connect, su: Any) -> None:
     c.extended("SELECT pg_stat_force_next_flush()")
     c.simple("SELECT 1")  # the flush happens when the session goes idle
     deadline = time.monotonic() + 30
-    while not jobs.submit_auto_analyze(su):
+    while not jobrunner.submit_auto_analyze(su):
         assert time.monotonic() < deadline, "no ANALYZE job was submitted"
         time.sleep(0.2)
-    jobs.run_pending(su)
+    jobrunner.run_pending(su)
     row = su.execute("SELECT status, object_name FROM sys.jobs WHERE job_type = 'ANALYZE' "
                      "AND object_name = 'public.jt_stats'").fetchone()
     assert row == ("completed", "public.jt_stats")
@@ -197,9 +197,9 @@ def test_drop_and_analyze_jobs_and_pruning(shim: Connect, su: Any) -> None:
     c.extended("DROP TABLE jt_stats")
     assert su.execute("SELECT job_type, status, class_id FROM sys.jobs WHERE object_id = %s AND job_type = 'DROP'",
                       (oid,)).fetchone() == ("DROP", "submitted", 1259)
-    jobs.run_pending(su)
+    jobrunner.run_pending(su)
     su.execute("UPDATE sys._jobs SET update_time = now() - interval '31 minutes' WHERE object_id = %s", (oid,))
-    assert jobs.prune(su) >= 2
+    assert jobrunner.prune(su) >= 2
     assert su.execute("SELECT count(*) FROM sys.jobs WHERE object_id = %s", (oid,)).fetchone() == (0,)
 
 
@@ -296,7 +296,7 @@ def test_drop_index_cancels_a_queued_or_running_build(db: dict[str, Any], shim: 
     holder.extended("BEGIN")
     holder.extended("SELECT count(*) FROM jt_other")
     running = _job_id(c.extended("CREATE INDEX ASYNC jt_cancel_r ON jt_cancel (v)"))
-    runner = jobs.JobRunner(lambda _cid: db, clusters=lambda: ["c"], poll_interval=0.05)
+    runner = jobrunner.JobRunner(lambda _cid: db, clusters=lambda: ["c"], poll_interval=0.05)
     runner.start()
     try:
         deadline = time.monotonic() + 60
@@ -329,7 +329,7 @@ def test_runner_discovers_clusters_from_the_sandbox_registry(db: dict[str, Any],
     c = shim()
     c.extended("CREATE TABLE jt_reg (id int PRIMARY KEY, v text)")
     job = _job_id(c.extended("CREATE INDEX ASYNC ON jt_reg (v)"))
-    runner = jobs.JobRunner(reg.conninfo_for, poll_interval=0.05)
+    runner = jobrunner.JobRunner(reg.conninfo_for, poll_interval=0.05)
     assert runner.cluster_ids() == ["c1"]
     runner.start()
     try:
@@ -346,6 +346,6 @@ def test_json_index_keys_are_refused_at_once(shim: Connect, su: Any) -> None:
     assert c.extended("CREATE INDEX ASYNC jt_json_doc ON jt_json (doc)") == {
         "outcome": "error", "sqlstate": "0A000", "message": "datatype jsonb is not supported in a key"}
     job = _job_id(c.extended("CREATE INDEX ASYNC jt_json_v ON jt_json (v) INCLUDE (doc)"))
-    assert jobs.run_pending(su) == [(job, "completed")]
+    assert jobrunner.run_pending(su) == [(job, "completed")]
     assert c.extended("CREATE INDEX ASYNC jt_json_v ON jt_json (v)")["sqlstate"] == "42P07"
     assert c.extended("CREATE INDEX ASYNC ON no_such_table (v)")["sqlstate"] == "42P01"

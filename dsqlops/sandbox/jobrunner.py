@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("dsqlops.sandbox.jobs")
+log = logging.getLogger("dsqlops.sandbox.jobrunner")
 
 TERMINAL = ("completed", "failed", "cancelled")
 MAX_ATTEMPTS = 3

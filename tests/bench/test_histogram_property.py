@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsqlops.bench.stats import Histogram, Snapshot
+from dsqlops.bench.histogram import Histogram, Snapshot
 
 latencies = st.lists(st.floats(min_value=1e-5, max_value=30.0, allow_nan=False), min_size=1, max_size=300)
 
