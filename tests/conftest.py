@@ -11,6 +11,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def tmp_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def pg_tls(tmp_root: Path):  # type: ignore[no-untyped-def]
-    from dsqlops.sandbox.tls import ensure_certificates
+    from dsqlops.sandbox.certs import ensure_certificates
 
     return ensure_certificates(tmp_root / "tls")
 
@@ -89,3 +90,19 @@ def sandbox(tmp_root: Path) -> Iterator[object]:
         yield handle
     finally:
         handle.stop()
+
+
+@pytest.fixture()
+def bench_db(pg) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A conninfo string for a new, empty database on ``pg`` whose transactions are REPEATABLE READ, like
+    DSQL's (bench workloads and metering)."""
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = f"host={pg.host} port={pg.port} dbname=postgres user={pg.superuser} sslmode=require"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'")
+    yield f"host={pg.host} port={pg.port} dbname={name} user={pg.superuser} sslmode=require"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

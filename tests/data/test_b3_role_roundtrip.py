@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from dsqlops.errors import UsageError
 from dsqlops.validate import validate_role_name
-from tests.dataplane.conftest import invoke
+from tests.data.conftest import invoke
 
 NAMES = st.text(min_size=0, max_size=40) | st.text(st.sampled_from("aé\"'; -_Z0$\x00\t"), min_size=1, max_size=70)
 

@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from tests.dataplane.conftest import invoke
+from tests.data.conftest import invoke
 
 pytestmark = pytest.mark.sandbox
 

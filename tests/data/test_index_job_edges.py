@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.dataplane.conftest import invoke
+from tests.data.conftest import invoke
 
 pytestmark = pytest.mark.sandbox
 

@@ -140,7 +140,7 @@ def sb(sandbox, cluster, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
 
 @pytest.mark.sandbox
 def test_role_check_arn_on_the_sandbox(sb, cluster):  # type: ignore[no-untyped-def]
-    from tests.dataplane.conftest import invoke
+    from tests.data.conftest import invoke
 
     role = f"app_{uuid.uuid4().hex[:8]}"
     arn = f"arn:aws:iam::123456789012:role/{role}"

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.dataplane.conftest import invoke, superconn
+from tests.data.conftest import invoke, superconn
 
 pytestmark = pytest.mark.postgres
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.dataplane.conftest import invoke
+from tests.data.conftest import invoke
 
 pytestmark = pytest.mark.postgres
 
