@@ -154,3 +154,34 @@ def dp_cli(dp_pg, pg_tls, tmp_path, monkeypatch) -> dict[str, str]:  # type: ign
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
+
+
+# -- the sandbox ------------------------------------------------------------------------------------
+
+def uniq(prefix: str) -> str:
+    """A name no other test uses."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def cluster(sandbox) -> str:  # type: ignore[no-untyped-def]
+    """A sandbox cluster of the test module's own."""
+    return sandbox.create_cluster()
+
+
+@pytest.fixture()
+def sb(sandbox, cluster, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """dsqlops pointed at the sandbox cluster (as `eval "$(dsqlops sandbox env)"` would)."""
+    for k, v in sandbox.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("DSQLOPS_CLUSTER", sandbox.endpoint(cluster))
+    return sandbox
+
+
+@pytest.fixture()
+def admin(sandbox, cluster):  # type: ignore[no-untyped-def]
+    """An autocommit connection to the cluster as ``admin``."""
+    conn = sandbox.connect(cluster, autocommit=True)
+    yield conn
+    conn.close()

@@ -4,40 +4,13 @@ AWS IAM GRANT, CREATE INDEX ASYNC, sys.jobs and sys.wait_for_job)."""
 from __future__ import annotations
 
 import threading
-import uuid
 
 import psycopg
 import pytest
 
-from tests.data.conftest import invoke
+from tests.data.conftest import invoke, uniq
 
 pytestmark = pytest.mark.sandbox
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def cluster(sandbox) -> str:  # type: ignore[no-untyped-def]
-    return sandbox.create_cluster()
-
-
-@pytest.fixture()
-def sb(sandbox, cluster, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    """dsqlops pointed at the sandbox cluster (as `eval "$(dsqlops sandbox env)"` would)."""
-    for k, v in sandbox.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("DSQLOPS_CLUSTER", sandbox.endpoint(cluster))
-    return sandbox
-
-
-@pytest.fixture()
-def admin(sandbox, cluster):  # type: ignore[no-untyped-def]
-    conn = sandbox.connect(cluster, autocommit=True)
-    yield conn
-    conn.close()
 
 
 def test_role_create_iam_grant_then_real_login(sb, cluster, admin, monkeypatch):

@@ -6,43 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.data.conftest import invoke
+from tests.data.conftest import invoke, uniq
 
 pytestmark = pytest.mark.sandbox
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def cluster(sandbox) -> str:  # type: ignore[no-untyped-def]
-    return sandbox.create_cluster()
-
-
-@pytest.fixture()
-def sb(sandbox, cluster, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    for var in ("DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "DSQLOPS_OUTPUT", "DSQLOPS_USER", "AWS_PROFILE",
-                "DSQLOPS_DEBUG", "DSQLOPS_NO_PROGRESS"):
-        monkeypatch.delenv(var, raising=False)
-    for k, v in sandbox.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("DSQLOPS_CLUSTER", sandbox.endpoint(cluster))
-    return sandbox
-
-
-@pytest.fixture()
-def admin(sandbox, cluster):  # type: ignore[no-untyped-def]
-    conn = sandbox.connect(cluster, autocommit=True)
-    yield conn
-    conn.close()
 
 
 def _until(cond: Any, what: str, timeout: float = 60.0) -> Any:

@@ -121,23 +121,6 @@ def test_simulate_follows_markers() -> None:
 
 # -- end to end on the sandbox -------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def cluster(sandbox) -> str:  # type: ignore[no-untyped-def]
-    return sandbox.create_cluster()
-
-
-@pytest.fixture()
-def sb(sandbox, cluster, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    for var in ("DSQLOPS_CONFIG", "DSQLOPS_PROFILE", "DSQLOPS_OUTPUT", "DSQLOPS_USER", "AWS_PROFILE",
-                "DSQLOPS_DEBUG", "DSQLOPS_NO_PROGRESS"):
-        monkeypatch.delenv(var, raising=False)
-    for k, v in sandbox.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("DSQLOPS_CLUSTER", sandbox.endpoint(cluster))
-    return sandbox
-
-
 @pytest.mark.sandbox
 def test_role_check_arn_on_the_sandbox(sb, cluster):  # type: ignore[no-untyped-def]
     from tests.data.conftest import invoke

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from tests.data.conftest import invoke, superconn
+from tests.data.conftest import invoke, superconn, uniq
 
 pytestmark = pytest.mark.postgres
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def roles_named(dp_sql, *names):
