@@ -17,6 +17,7 @@ writes fail too), so the first committer wins. The 3,000-row limit is enforced i
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -140,6 +141,33 @@ def _contains_any(text: str, keys: tuple[str, ...]) -> bool:
     return False
 
 
+#: How many distinct statement texts the hot path remembers the classification of.
+FAST_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=FAST_CACHE_SIZE)
+def _fast_class(sql: str) -> tuple[str | None, str]:
+    """What the hot path needs to know of a statement's text alone, remembered per text (drivers
+    and ORMs send the same texts over and over; a prepared statement is checked again at each
+    Execute): ``(TXN, 'BEGIN'|'COMMIT'|'ROLLBACK')`` for a bare transaction statement,
+    ``(DML|READ, text without its trailing semicolon)`` for a plain statement no DSQL rule can
+    touch, ``(None, '')`` for anything that needs the full path. The session's own state is
+    checked by the caller, every time."""
+    if len(sql) < 40:
+        word = _FAST_TXN.get(" ".join(sql.rstrip().rstrip(";").split()).upper())
+        if word is not None:
+            return TXN, word
+    m = _FAST_VERB.match(sql)
+    if m is None:
+        return None, ""
+    body = sql.rstrip().rstrip(";")
+    dml = m.group(1).upper() in ("INSERT", "UPDATE", "DELETE")
+    keys, block = (_FAST_DML_KEYS, _FAST_DML_BLOCK) if dml else (_FAST_READ_KEYS, _FAST_READ_BLOCK)
+    if _contains_any(body.lower(), keys) and block.search(body):  # substring test first: ~10x cheaper
+        return None, ""
+    return (DML if dml else READ), body
+
+
 def _err(message: str, sqlstate: str = "0A000") -> SqlError:
     return SqlError(sqlstate=sqlstate, message=message)
 
@@ -239,34 +267,25 @@ class DsqlDialect:
     def _fast(self, session: Session, sql: str) -> Forward | None:
         """The hot path: a plain single SELECT/INSERT/UPDATE/DELETE that no DSQL rule can touch is
         forwarded without tokenizing (the raw-text checks only ever send a statement to the full path)."""
-        if len(sql) < 40:
-            word = _FAST_TXN.get(" ".join(sql.rstrip().rstrip(";").split()).upper())
-            if word is not None:
-                st = self._state(session)
-                if word == "COMMIT" and (st.doomed or (st.started and self._now() - st.started > self.txn_age_limit)):
-                    return None
-                st.reset()
-                if word == "BEGIN":
-                    st.in_block, st.started = True, self._now()
-                st.last_kind, st.last_sql = TXN, None
-                return Forward(sql)
-        m = _FAST_VERB.match(sql)
-        if m is None:
-            return None
-        body = sql.rstrip().rstrip(";")
-        verb = m.group(1).upper()
-        dml = verb in ("INSERT", "UPDATE", "DELETE")
-        low = body.lower()
-        keys, block = (_FAST_DML_KEYS, _FAST_DML_BLOCK) if dml else (_FAST_READ_KEYS, _FAST_READ_BLOCK)
-        if _contains_any(low, keys) and block.search(body):  # substring test first: it is ~10x cheaper
+        kind, text = _fast_class(sql)
+        if kind is None:
             return None
         st = self._state(session)
+        if kind == TXN:
+            if text == "COMMIT" and (st.doomed or (st.started and self._now() - st.started > self.txn_age_limit)):
+                return None
+            st.reset()
+            if text == "BEGIN":
+                st.in_block, st.started = True, self._now()
+            st.last_kind, st.last_sql = TXN, None
+            return Forward(sql)
+        dml = kind == DML
         if st.doomed or session.txn_status == "E" or (dml and st.in_block and st.ddl):
             return None
         if dml and st.in_block:
             st.dml = True
-        st.last_kind = DML if dml else READ
-        st.last_sql = body
+        st.last_kind = kind
+        st.last_sql = text
         return Forward(sql)
 
     def completed(self, session: Session, tag: str) -> None:

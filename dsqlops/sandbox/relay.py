@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import logging
 import re
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +112,9 @@ _CLIENT_INSPECT = frozenset(b"QPBESCF")
 #: EmptyQueryResponse, PortalSuspended, NoticeResponse.
 _BACKEND_INSPECT = frozenset(b"CEZIsN")
 _TERMINATE = ord("X")
+_I32 = struct.Struct("!i")
+#: ReadyForQuery bodies, decoded once
+_STATUS = {b"I": "I", b"T": "T", b"E": "E"}
 _SYNC = P.message(b"S", b"")
 
 #: The savepoint each explicit transaction starts with (see occ.py).
@@ -338,7 +342,7 @@ class Relay:
             kind = data[pos]
             if kind not in _FRONTEND_TYPES:
                 raise P.ProtocolViolation(f"invalid frontend message type {kind}")
-            length = int.from_bytes(data[pos + 1:pos + 5], "big", signed=True)
+            length = _I32.unpack_from(data, pos + 1)[0]
             if length < 4 or length > P.MAX_MESSAGE:
                 raise P.ProtocolViolation(f"invalid message length {length}")
             end = pos + 1 + length
@@ -421,22 +425,17 @@ class Relay:
         out: list[bytes] = []
         pos = 0
         n = len(data)
-        run = 0
+        run = 0          # start of the current run of bytes relayed unchanged
         c = self.c
-        while pos < n:
-            if self._bskip:
-                take = min(self._bskip, n - pos)
-                self._bskip -= take
-                if self._bdrop:
-                    if pos > run:
-                        out.append(data[run:pos])
-                    run = pos + take
-                pos += take
-                continue
-            if n - pos < 5:
-                break
+        if self._bskip:  # the rest of a message that began in an earlier chunk
+            pos = min(self._bskip, n)
+            self._bskip -= pos
+            if self._bdrop:
+                run = pos
+        unpack = _I32.unpack_from
+        while n - pos >= 5:
             kind = data[pos]
-            length = int.from_bytes(data[pos + 1:pos + 5], "big", signed=True)
+            length = unpack(data, pos + 1)[0]
             if length < 4:
                 raise RuntimeError(f"backend sent a message of length {length}")
             end = pos + 1 + length
@@ -451,10 +450,21 @@ class Relay:
                         out.append(new)
                     run = end
                 pos = end
-            else:
-                seg = c.segments[0] if c.segments else c.open_segment
-                self._bdrop = seg is not None and seg.suppress
-                self._bskip = 1 + length
+                continue
+            # relayed without a look inside (rows stream through even before they are complete),
+            # or dropped while an injected error suppresses the segment's output
+            seg = c.segments[0] if c.segments else c.open_segment
+            drop = seg is not None and seg.suppress
+            if drop:
+                if pos > run:
+                    out.append(data[run:pos])
+                run = min(end, n)
+            if end > n:
+                self._bskip = end - n
+                self._bdrop = drop
+                pos = n
+                break
+            pos = end
         if pos > run:
             out.append(data[run:pos])
         if pos < n:
@@ -609,7 +619,7 @@ class Relay:
     def _backend_message(self, kind: int, buf: bytes, pos: int, end: int, c: Conn) -> bytes | None:
         """Inspect one backend message; return its replacement (b'' drops it), or None to relay it."""
         body = buf[pos + 5:end]
-        seg = self._current(c)
+        seg = c.segments[0] if c.segments else c.open_segment
         if seg is not None and seg.injected is not None:
             # the front's own exchange: nothing reaches the client
             if kind == 90:
@@ -624,7 +634,7 @@ class Relay:
         if kind == 90:
             if c.segments:
                 c.segments.popleft()
-            status = body[:1].decode()
+            status = _STATUS.get(body, "") or body[:1].decode()
             prev = c.session.txn_status
             c.session.txn_status = status
             self.dialect.ready(c.session, status)
