@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -49,28 +50,86 @@ UPDATE_SCRIPT = ("\\set aid random(1, 100000 * :scale)\n"
                  "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu_seconds(postmaster: int) -> float:
+    """CPU of a PostgreSQL server: the postmaster, the backends that ended (its children's times)
+    and the processes still running under it."""
+    fields = _stat(postmaster)
+    ticks = sum(int(f) for f in fields[11:15])
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                f = _stat(int(p.name))
+            except (OSError, ValueError):
+                continue
+            if f[1] == str(postmaster):
+                ticks += int(f[11]) + int(f[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> int:
+    n = 0
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                n += _stat(int(p.name))[1] == str(pid)
+            except (OSError, ValueError):
+                continue
+    return n
+
+
+def _settle(postmaster: int, children: int, timeout: float = 10.0) -> None:
+    """Wait until the backends of a finished run have exited (their CPU then shows in the
+    postmaster's children's times, not in the next run's)."""
+    deadline = time.monotonic() + timeout
+    while _children(postmaster) > children and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _postmaster(datadir: Path) -> int:
+    return int((datadir / "postmaster.pid").read_text().split()[0])
 
 
 #: CPU share of each sandbox process while pgbench ran through its front (one core = 1.0).
 FRONT_CPU: dict[str, list[float]] = {}
+#: select-only, per path: CPU seconds of (pgbench, PostgreSQL, the front) and transactions, summed over runs
+CPU_PER_TXN: dict[str, list[float]] = {}
 #: pgbench and psql get their connection settings from the PG* variables given to each run only.
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
 
-def pgbench(args: list[str], env: dict[str, str], pid: int | None = None, cpu: list[float] | None = None) -> float:
+def pgbench(args: list[str], env: dict[str, str], pid: int | None = None, cpu: list[float] | None = None,
+            postmaster: int | None = None, account: list[float] | None = None) -> float:
     t0, c0 = time.monotonic(), (_cpu_seconds(pid) if pid else 0.0)
+    base = _children(postmaster) if postmaster else 0
+    s0 = _server_cpu_seconds(postmaster) if postmaster else 0.0
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(["pgbench", *args], env=env, capture_output=True, text=True, timeout=600, check=False)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    front_cpu = _cpu_seconds(pid) - c0 if pid else 0.0
     if pid and cpu is not None:
-        cpu.append((_cpu_seconds(pid) - c0) / (time.monotonic() - t0))
+        cpu.append(front_cpu / (time.monotonic() - t0))
     if p.returncode != 0:
         raise SystemExit(f"pgbench failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     m = re.search(r"tps = ([0-9.]+) \((?:without initial connection time|excluding connections establishing)\)",
                   p.stdout)
     if not m:
         raise SystemExit(f"no tps in pgbench output:\n{p.stdout}")
+    done = re.search(r"number of transactions actually processed: ([0-9]+)", p.stdout)
+    if account is not None and done and postmaster:
+        client = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+        _settle(postmaster, base)
+        server_cpu = _server_cpu_seconds(postmaster) - s0
+        for i, v in enumerate((client, server_cpu, front_cpu, float(done.group(1)))):
+            account[i] += v
     return float(m.group(1))
 
 
@@ -152,6 +211,9 @@ def main() -> None:
         direct_pg, direct = start_direct(root, ensure_certificates(sdir.tls_dir, regions=REGIONS), opts.scale)
         paths: dict[str, dict[str, str]] = {"front": front, "direct": direct,
                                             "direct+TLS": {**direct, "PGSSLMODE": "require"}}
+        cluster_pm = _postmaster(sdir.path / "clusters" / _cid / "pgdata")
+        postmasters = {"front": cluster_pm, "direct": _postmaster(direct_pg.datadir),
+                       "direct+TLS": _postmaster(direct_pg.datadir)}
         script = root / "update.sql"
         script.write_text(UPDATE_SCRIPT)
         common = ["-c", str(opts.clients), "-j", str(opts.threads), "-T", str(opts.seconds), "-n",
@@ -165,7 +227,9 @@ def main() -> None:
             for _ in range(opts.runs):
                 for k, env in paths.items():
                     pid = res.pid if k == "front" else None
-                    tps[k].append(pgbench([*common, *extra], env, pid=pid, cpu=FRONT_CPU.setdefault(k, [])))
+                    account = CPU_PER_TXN.setdefault(k, [0.0] * 4) if "-S" in extra else None
+                    tps[k].append(pgbench([*common, *extra], env, pid=pid, cpu=FRONT_CPU.setdefault(k, []),
+                                          postmaster=postmasters[k], account=account))
             results[name] = {k: statistics.median(v) for k, v in tps.items()}
         print(f"{'workload':28} " + " ".join(f"{k:>12}" for k in paths))
         for name, med in results.items():
@@ -176,6 +240,17 @@ def main() -> None:
             if v:
                 print(f"{k}: sandbox process CPU while serving pgbench: median {statistics.median(v):.0%} of one core "
                       "(one event loop: near 100% would mean it is the bottleneck)")
+        print("select-only, CPU per transaction (µs; pgbench = the client, PostgreSQL = its backends and "
+              "postmaster, front = the whole sandbox process):")
+        print(f"  {'path':12} {'pgbench':>9} {'PostgreSQL':>11} {'front':>9} {'total':>9}")
+        totals: dict[str, float] = {}
+        for k, (cl, sv, fr, n) in CPU_PER_TXN.items():
+            if n:
+                totals[k] = (cl + sv + fr) / n * 1e6
+                print(f"  {k:12} {cl / n * 1e6:9.1f} {sv / n * 1e6:11.1f} {fr / n * 1e6:9.1f} {totals[k]:9.1f}")
+        if totals.get("front") and totals.get("direct+TLS"):
+            print(f"  CPU-bound ceiling of front / (direct+TLS) on this machine: "
+                  f"{totals['direct+TLS'] / totals['front']:.2f} (when the cores, not the round trips, are the limit)")
         sel = results["select-only (-S)"]
         ratio = sel["front"] / sel["direct+TLS"]
         print(f"select-only at {opts.clients} clients: front / (direct+TLS) = {ratio:.2f} (target ≥ 0.50): "
