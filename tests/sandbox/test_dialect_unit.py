@@ -368,3 +368,25 @@ def test_fast_path_agrees_with_the_full_path() -> None:
         for d, s in ((fast, sf), (slow, ss)):
             if isinstance(a, Fail) and not fst.in_block:
                 d.ready(s, "I")
+
+
+def test_remembered_classification_still_checks_each_sessions_state() -> None:
+    """The hot path remembers what a statement's text is; whether it may run is decided per
+    session, every time (the same texts meet a doomed transaction, a DDL transaction, a fresh one)."""
+    d = DsqlDialect()
+    ddl, doomed, fresh = session(), session(), session()
+    for s in (ddl, doomed, fresh):
+        assert isinstance(d.statement(s, "BEGIN", extended=True), Forward)
+    assert isinstance(d.statement(ddl, "CREATE TABLE a (id int)", extended=True), Forward)
+    d.doom(doomed, schema=False)
+    for _ in range(2):  # the second round finds every text already classified
+        assert isinstance(d.statement(fresh, "INSERT INTO a VALUES (1)", extended=True), Forward)
+        err = d.statement(ddl, "INSERT INTO a VALUES (1)", extended=True)
+        assert isinstance(err, Fail) and err.error.message == "ddl and dml are not supported in the same transaction"
+    commit = d.statement(doomed, "COMMIT", extended=True)
+    assert isinstance(commit, Fail) and commit.error.sqlstate == "40001" and commit.error.message == OC000
+    assert isinstance(d.statement(fresh, "COMMIT", extended=True), Forward)
+    for _ in range(2):  # texts the hot path hands to the full path keep going there
+        assert isinstance(d.statement(fresh, "SELECT * FROM t FOR SHARE", extended=True), Fail)
+        version = d.statement(fresh, "select version()", extended=True)
+        assert isinstance(version, Forward) and version.sql == "select sys.version()"

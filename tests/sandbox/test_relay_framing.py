@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dsqlops.sandbox import protocol as P
 from dsqlops.sandbox.hooks import Fail, Forward, PassThrough, Session, SqlError
-from dsqlops.sandbox.relay import Conn, Relay
+from dsqlops.sandbox.relay import Conn, Relay, Segment
 
 
 class _Transport:
@@ -100,6 +100,27 @@ def test_client_bytes_pass_unchanged(msgs: list[bytes], cuts: list[int]) -> None
             relay.from_client(chunk)
         assert bytes(backend.data) == data
         assert not relay.done.done()
+    finally:
+        loop.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(backend_msgs, backend_msgs, st.lists(st.integers(min_value=0, max_value=10**6), max_size=12))
+def test_output_of_the_fronts_own_exchange_never_reaches_the_client(own: list[bytes], answer: list[bytes],
+                                                                    cuts: list[int]) -> None:
+    """Whatever the backend answers to the front's own exchange (rows too) is dropped, however
+    the bytes are chunked, and the client's answer that follows arrives byte for byte."""
+    relay, client, _backend, loop = _relay()
+    try:
+        own = [m for m in own if m[:1] != b"Z"] + [_msg(b"Z", b"T")]
+        answer = [m for m in answer if m[:1] != b"Z"] + [_msg(b"Z", b"I")]
+        ended: list[Segment] = []
+        relay.c.segments.append(Segment(suppress=True, injected=ended.append))
+        relay.c.segments.append(Segment())
+        for chunk in _chunks(b"".join(own + answer), cuts):
+            relay.from_backend(chunk)
+        assert len(ended) == 1 and not relay.c.segments
+        assert bytes(client.data) == b"".join(answer)
     finally:
         loop.close()
 
