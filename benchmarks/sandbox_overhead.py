@@ -17,8 +17,10 @@ with ``-c 16 -j 2`` (``--clients``, ``--threads``) for ``--seconds`` seconds, ov
 * ``direct``: plaintext TCP to PostgreSQL;
 * ``direct+TLS``: TCP with PostgreSQL doing the TLS itself (what encryption alone costs).
 
-Prints median TPS, the ratios, the sandbox process's CPU share, and LAST the ratio
-front/(direct+TLS) on select-only against the target of 0.5.
+Prints median TPS, the ratios, the sandbox process's CPU share, the CPU time per select-only
+transaction of pgbench (the client), of the PostgreSQL server (postmaster and backends) and of
+the sandbox process on each path, and LAST the ratio front/(direct+TLS) on select-only against
+the target of 0.5.
 
     .venv/bin/python benchmarks/sandbox_overhead.py [--seconds 5] [--runs 3] [--clients 16] [--protocol simple]
 """
