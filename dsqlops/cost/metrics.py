@@ -110,17 +110,30 @@ class FetchStats:
     retries: int = 0
     batches: int = 0
     datapoints_requested: int = 0
+    #: Queries per region (the key :func:`fetch_regions` was given): a call goes to one region's
+    #: endpoint, so the lower bound on calls is per region.
+    region_queries: dict[Any, int] = field(default_factory=dict)
 
     def add(self, other: FetchStats) -> None:
         for f in ("calls", "pages", "queries", "retries", "batches", "datapoints_requested"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
+        for r, q in other.region_queries.items():
+            self.region_queries[r] = self.region_queries.get(r, 0) + q
 
     def minimum_calls(self, points_per_query: int) -> int:
-        """The fewest GetMetricData calls that could carry these queries within both limits."""
-        if not self.queries:
-            return 0
-        return max(math.ceil(self.queries / MAX_QUERIES_PER_CALL),
-                   math.ceil(self.queries * points_per_query / MAX_POINTS_PER_CALL))
+        """The fewest GetMetricData calls that could carry these queries within both limits: the sum
+        of :func:`lower_bound_calls` over the regions (all queries as one region when none are known)."""
+        per_region = self.region_queries or {None: self.queries}
+        return sum(lower_bound_calls(q, points_per_query) for q in per_region.values())
+
+
+def lower_bound_calls(queries: int, points_per_query: int) -> int:
+    """No fewer GetMetricData calls (to one region) can carry ``queries`` series of
+    ``points_per_query`` points each: at most 500 queries and 100,800 datapoints per call."""
+    if queries <= 0:
+        return 0
+    return max(math.ceil(queries / MAX_QUERIES_PER_CALL),
+               math.ceil(queries * points_per_query / MAX_POINTS_PER_CALL))
 
 
 @dataclass(frozen=True)
@@ -331,6 +344,7 @@ def fetch_regions(clients: Mapping[Any, CloudWatchClient], keys_by_region: Mappi
                    for r in regions}
         for r in regions:
             out.update(futures[r].result())
-    for s in per_stats.values():
+    for r, s in per_stats.items():
+        s.region_queries = {r: s.queries}
         stats.add(s)
     return out
