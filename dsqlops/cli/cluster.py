@@ -278,11 +278,11 @@ def _rows(clusters: list[Any]) -> list[dict[str, Any]]:
 
 def _list_all_regions(env: CliEnv, statuses: tuple[str, ...], workers: int, region_workers: int) -> None:
     from dsqlops.control.clusters import list_fleet
-    from dsqlops.cost.pricing import load_for
+    from dsqlops.cost.pricing import dsql_regions, load_for
     from dsqlops.errors import ServiceError
     from dsqlops.output import to_jsonable, warn
 
-    regions = sorted(load_for(None, env.settings).regions)
+    regions = dsql_regions(load_for(None, env.settings))
     aws = env.aws()
     clients = {r: aws.dsql(r) for r in regions}  # built here, in one thread (boto3 client creation is not)
     fleet = list_fleet(clients, status=statuses or None, workers=workers, region_workers=region_workers)

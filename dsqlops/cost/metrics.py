@@ -330,9 +330,16 @@ def series_keys(region: str, cluster_ids: Iterable[str], metrics: Iterable[str],
 
 def fetch_regions(clients: Mapping[Any, CloudWatchClient], keys_by_region: Mapping[Any, Sequence[SeriesKey]],
                   window: Window, *, stats: FetchStats | None = None, max_workers: int = 8,
-                  **kw: Any) -> dict[SeriesKey, Series]:
-    """Fetch every region concurrently (one thread per region; clients are built beforehand,
-    because creating boto3 clients is not thread-safe)."""
+                  failures: dict[Any, str] | None = None, **kw: Any) -> dict[SeriesKey, Series]:
+    """Fetch every region concurrently (at most ``max_workers`` at a time; clients are built
+    beforehand, because creating boto3 clients is not thread-safe).
+
+    Without ``failures`` the first region that fails raises. With it, a region whose fetch fails with
+    a dsqlops error (access denied, unreachable, throttled past botocore's retries) is recorded there
+    with its message and its series are left out; the other regions still answer.
+    """
+    from dsqlops.errors import DsqlopsError
+
     stats = stats if stats is not None else FetchStats()
     regions = [r for r in keys_by_region if keys_by_region[r]]
     per_stats = {r: FetchStats() for r in regions}
@@ -343,7 +350,12 @@ def fetch_regions(clients: Mapping[Any, CloudWatchClient], keys_by_region: Mappi
         futures = {r: pool.submit(fetch, clients[r], keys_by_region[r], window, stats=per_stats[r], **kw)
                    for r in regions}
         for r in regions:
-            out.update(futures[r].result())
+            try:
+                out.update(futures[r].result())
+            except DsqlopsError as e:
+                if failures is None:
+                    raise
+                failures[r] = e.message
     for r, s in per_stats.items():
         s.region_queries = {r: s.queries}
         stats.add(s)

@@ -240,6 +240,9 @@ class CostEstimate:
     #: Over which clusters the free tier was split: "clusters in this run" or "every cluster of the account
     #: in the regions covered".
     free_tier_scope: str = "clusters in this run"
+    #: Regions that could not be covered (``cost --all-regions``): ``{"region", "error"}``; their
+    #: clusters are not in ``clusters`` at all.
+    failed_regions: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def total_usd(self) -> Decimal:
@@ -289,7 +292,8 @@ class CostEstimate:
         return {"window": {"start": self.start, "end": self.end}, "generated_at": self.generated_at,
                 "price_table": self.price_table, "clusters": [c.to_dict() for c in self.clusters],
                 "totals": self.totals(), "free_tier": self.free_tier, "free_tier_scope": self.free_tier_scope,
-                "unpriced_regions": sorted({c.region for c in self.unpriced}), "warnings": list(self.warnings),
+                "unpriced_regions": sorted({c.region for c in self.unpriced}),
+                "failed_regions": list(self.failed_regions), "warnings": list(self.warnings),
                 "assumptions": list(self.assumptions), "caveat": self.caveat}
 
 
