@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     # The clients' types come from the boto3-stubs packages of the dev extra (type checking only).
     import boto3
     from botocore.config import Config
+    from mypy_boto3_ce import CostExplorerClient
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_dsql import AuroraDSQLClient
     from mypy_boto3_iam import IAMClient
@@ -124,6 +125,10 @@ class AwsContext:
 
     def cloudwatch(self, region: str | None = None) -> CloudWatchClient:
         return self.client("cloudwatch", region)
+
+    def ce(self) -> CostExplorerClient:
+        """Cost Explorer: one endpoint, in us-east-1, whatever the context's region."""
+        return self.client("ce", "us-east-1")
 
     def pricing(self, region: str | None = None) -> PricingClient:
         return self.client("pricing", region)

@@ -300,3 +300,96 @@ def anomalies_cmd(env: CliEnv, threshold: str, days: int, trailing: int, cluster
     if rows:
         raise DsqlopsError(f"{len(rows)} day(s) with DPU above {k} x the trailing median",
                            exit_code=ExitCode.BUDGET_EXCEEDED)
+
+
+@cost.command("reconcile")
+@click.option("--month", required=True, metavar="YYYY-MM", help="The month to compare (closed or current).")
+@click.option("--region", "regions", multiple=True, metavar="REGION",
+              help="Only this Region, on both sides (repeatable) [default: every Region of the price table].")
+@click.option("--service-name", default=None, metavar="NAME",
+              help="DSQL's name in Cost Explorer's SERVICE dimension [default: Amazon Aurora DSQL].")
+@click.option("--region-workers", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="Regions listed and fetched at once.")
+@pricing_file_option
+@output_option
+@pass_env
+def reconcile_cmd(env: CliEnv, month: str, regions: tuple[str, ...], service_name: str | None,
+                  region_workers: int, pricing_file: str | None) -> None:
+    """Our estimate for a month against the bill (Cost Explorer), by usage type.
+
+    Asks Cost Explorer's GetCostAndUsage for DSQL's UnblendedCost and UsageQuantity in the month,
+    grouped by usage type (DPU, storage), and sets our estimate for every cluster of the account
+    (every Region of the price table, or --region) beside it: the difference in $ and % of the
+    bill. Both sides are list price: credits and refunds are left out of the bill, discounts and
+    tax are in neither. Needs ce:GetCostAndUsage (each request costs $0.01); the bill lags about
+    24 h. Exit 5 when a Region could not be estimated (it is named).
+
+    \b
+    Example:
+      dsqlops cost reconcile --month 2026-10
+      dsqlops cost reconcile --month 2026-11 --region us-east-1 -o json
+    """
+    from dsqlops.cost import pricing
+    from dsqlops.cost import reconcile as R
+    from dsqlops.cost.collect import Scope, estimate_for
+    from dsqlops.cost.timewin import utcnow
+    from dsqlops.output import info
+    from dsqlops.validate import validate_region
+
+    for r in regions:
+        validate_region(r)
+    service = (service_name if service_name is not None else R.CE_SERVICE).strip()
+    if not service:
+        raise UsageError("--service-name must not be empty")
+    now = utcnow()
+    period = R.bill_period(month, now)  # a month that has not begun: 252 before any call
+    window = cost_window(month, None, None, now)
+    prices = pricing.load_for(pricing_file, env.settings)
+    regs = list(dict.fromkeys(regions)) or pricing.dsql_regions(prices)
+    aws = env.aws()
+    params = R.request(period, service=service, regions=list(regions) or None)
+    progress = env.progress_line("cost reconcile")
+    progress.update("asking Cost Explorer")
+    lines = R.fetch_bill(aws.ce(), params)  # first: one call, and the permission most likely missing
+    est, _got = estimate_for([Scope(env.settings.profile_name, aws, regs, None)], window, prices, now=now,
+                             forecast=False, progress=progress.update,
+                             free_tier_scope="every cluster of the account in the regions covered",
+                             partial_regions=not regions, region_workers=region_workers)
+    progress.done()
+    rows = R.compare(est, lines)
+    warnings = list(est.warnings)
+    if not lines:
+        warnings.append(f"Cost Explorer has no {service!r} charges in {month}: no usage, a bill not processed yet "
+                        "(it lags about 24 h), or DSQL is named differently there (aws ce get-dimension-values "
+                        "--dimension SERVICE …; pass --service-name)")
+    currencies = {b.cost_unit for b in lines if b.cost_unit} - {est.currency}
+    if currencies:
+        warnings.append(f"the bill is in {', '.join(sorted(currencies))}, the price table in {est.currency}: "
+                        "the differences mix currencies")
+    if not period.closed:
+        warnings.append(f"{month} is not over: both sides run to now, and the bill lags about 24 h behind "
+                        "CloudWatch, so our estimate runs ahead")
+    fmt = env.output_format
+    if fmt in ("json", "yaml"):
+        env.render({"month": month, "closed": period.closed,
+                    "bill_period": {"start": period.start, "end": period.end},
+                    "estimate_window": {"start": est.start, "end": est.end},
+                    "service": service, "regions": regs, "rows": rows,
+                    "bill_lines": [b.to_dict() for b in lines], "failed_regions": est.failed_regions,
+                    "unpriced_regions": sorted({c.region for c in est.unpriced}),
+                    "warnings": warnings, "caveat": RECONCILE_CAVEAT})
+    else:
+        env.render(rows, columns=["usage", "estimate_quantity", "billed_quantity", "unit", "estimate_usd",
+                                  "billed_usd", "difference_usd", "difference_pct", "usage_types"])
+        if fmt == "table":
+            info(f"bill: {service!r}, {period.start}..{period.end} (end exclusive), UnblendedCost without credits "
+                 f"and refunds; estimate: {est.start:%Y-%m-%dT%H:%MZ}..{est.end:%Y-%m-%dT%H:%MZ}, "
+                 f"{len(est.clusters)} cluster(s) in {len(regs)} region(s), prices: {est.price_table}")
+            info(RECONCILE_CAVEAT)
+    warn_all(warnings)
+    raise_incomplete(est)
+
+
+RECONCILE_CAVEAT = ("Both sides at list price: the estimate is CloudWatch x the price table less the free tier; the "
+                    "bill is Cost Explorer's UnblendedCost without credits and refunds (savings plans, discounts and "
+                    "tax are in neither). difference = estimate - billed; % of billed.")
