@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from dsqlops.control.clusters import REGION_WORKERS, RegionFailure
+from dsqlops.control.clusters import LIST_WORKERS, REGION_WORKERS, RegionFailure
 from dsqlops.cost import metrics as M
 from dsqlops.cost.model import ZERO, ClusterUsage
 from dsqlops.cost.timewin import Window
@@ -143,14 +143,29 @@ def _checked(account: str, region: str, cid: str, dsql: Any, *, explicit: bool, 
 
 def _scope_region_targets(s: Scope, r: str, cw: CloudWatchClient, dsql: AuroraDSQLClient, stats: M.FetchStats,
                           warnings: list[str], skip: set[tuple[str, str]]) -> list[Target]:
-    """The clusters one scope covers in one region (``skip``: already checked by an earlier scope)."""
+    """The clusters one scope covers in one region (``skip``: already checked by an earlier scope).
+
+    The GetCluster calls run on at most LIST_WORKERS threads, like ``cluster list``'s."""
+    def check(cids: list[str], listed: bool) -> list[Target]:
+        def one(cid: str) -> tuple[Target, list[str]]:
+            ws: list[str] = []
+            probe = not listed and (r, cid) in s.probes
+            return _checked(s.account, r, cid, dsql, explicit=not listed and not probe, probe=probe, warnings=ws), ws
+        cids = [cid for cid in cids if (r, cid) not in skip]
+        if len(cids) > 1:
+            with ThreadPoolExecutor(max_workers=min(LIST_WORKERS, len(cids))) as pool:
+                done = list(pool.map(one, cids))
+        else:
+            done = [one(cid) for cid in cids]
+        for _t, ws in done:
+            warnings.extend(ws)
+        return [t for t, _ws in done]
+
     if s.clusters is not None:
-        return [_checked(s.account, r, cid, dsql, explicit=(r, cid) not in s.probes, probe=(r, cid) in s.probes,
-                         warnings=warnings) for cid in s.clusters.get(r, []) if (r, cid) not in skip]
+        return check(list(s.clusters.get(r, [])), listed=False)
     listed = list_cluster_ids(dsql)
     known = set(listed)
-    out = [_checked(s.account, r, cid, dsql, explicit=False, warnings=warnings)
-           for cid in listed if (r, cid) not in skip]
+    out = check(listed, listed=True)
     out += [Target(s.account, r, cid, exists=False)
             for cid in M.clusters_with_metrics(cw, stats=stats) if cid not in known]
     return out
