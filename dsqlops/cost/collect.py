@@ -191,7 +191,7 @@ STORAGE_LOOKBACK = dt.timedelta(days=450)
 _DAY = 86400
 
 
-def with_storage_before(usages: list[ClusterUsage], cw: dict[tuple[str, str], Any], window: Window,
+def with_storage_before(usages: list[ClusterUsage], cw: dict[tuple[str, str], CloudWatchClient], window: Window,
                         stats: M.FetchStats, *, now: dt.datetime | None = None) -> list[ClusterUsage]:
     """Each existing cluster without a ClusterStorageSize datapoint in the window (idle all along: it
     publishes nothing, yet its storage is billed) gets the last size seen before the window, from one
