@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dsqlops.aws import error_code
-from dsqlops.data.rolecheck import principal_of
+from dsqlops.data.rolecheck import Checks, principal_of
 
 if TYPE_CHECKING:
     from mypy_boto3_dsql import AuroraDSQLClient
@@ -34,7 +34,7 @@ ACTIONS = ("dsql:DbConnect", "dsql:DbConnectAdmin")
 
 
 @dataclass
-class PrincipalReport:
+class PrincipalReport(Checks):
     arn: str
     principal_arn: str
     cluster_arn: str | None = None
@@ -44,12 +44,6 @@ class PrincipalReport:
     checks: list[dict[str, str]] = field(default_factory=list)
     ok: bool = False
     summary: str = ""
-
-    def add(self, check: str, status: str, detail: str) -> None:
-        self.checks.append({"check": check, "status": status, "detail": detail})
-
-    def rows(self) -> list[dict[str, str]]:
-        return list(self.checks)
 
     @property
     def iam_verified(self) -> bool:
