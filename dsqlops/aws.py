@@ -117,8 +117,13 @@ class AwsContext:
         except ValueError as e:  # botocore's "Invalid endpoint: …" (a URL urlsplit accepts but it does not)
             if "endpoint" not in str(e).lower():
                 raise
-            raise UsageError(f"cannot use endpoint URL {self.endpoint_url!r}: {e}",
-                             hint=ENDPOINT_URL_HINT) from None
+            if self.endpoint_url:
+                raise UsageError(f"cannot use endpoint URL {self.endpoint_url!r}: {e}",
+                                 hint=ENDPOINT_URL_HINT) from None
+            # not ours: botocore read it from AWS_ENDPOINT_URL[_<SERVICE>] or the AWS config file
+            names = (f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}", "AWS_ENDPOINT_URL")
+            where = next((f"env {n}" for n in names if os.environ.get(n)), "the AWS config file (endpoint_url)")
+            raise ConfigError(f"cannot use the endpoint URL from {where}: {e}", hint=ENDPOINT_URL_HINT) from None
 
     def dsql(self, region: str | None = None) -> AuroraDSQLClient:
         return self.client("dsql", region)

@@ -9,6 +9,7 @@ fetched concurrently.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from dsqlops.control.clusters import LIST_WORKERS, REGION_WORKERS, RegionFailure
 from dsqlops.cost import metrics as M
 from dsqlops.cost.model import ZERO, ClusterUsage
-from dsqlops.cost.timewin import Window
+from dsqlops.cost.timewin import Window, ceil_to, floor_to, utcnow
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -256,6 +257,42 @@ def to_usage(t: Target, series: dict[M.SeriesKey, M.Series]) -> ClusterUsage:
                         status=t.status if t.exists else (t.status or "not listed"), created=t.created)
 
 
+#: How far back the size of a cluster that published no ClusterStorageSize in the window is looked
+#: for (CloudWatch keeps hourly datapoints for 455 days; docs/dsql-facts.md §4.1).
+STORAGE_LOOKBACK = dt.timedelta(days=450)
+_DAY = 86400
+
+
+def with_storage_before(usages: list[ClusterUsage], cw: dict[tuple[str, str], CloudWatchClient], window: Window,
+                        stats: M.FetchStats, *, now: dt.datetime | None = None) -> list[ClusterUsage]:
+    """Each existing cluster without a ClusterStorageSize datapoint in the window (idle all along: it
+    publishes nothing, yet its storage is billed) gets the last size seen before the window, from one
+    batched daily fetch per region. Clusters with a datapoint cost no extra call."""
+    idle = [u for u in usages if u.exists and not u.storage_bytes]
+    if not idle:
+        return usages
+    now = now or utcnow()
+    start = floor_to(max(window.start - STORAGE_LOOKBACK, now - STORAGE_LOOKBACK), _DAY)
+    end = ceil_to(window.start, _DAY)
+    if start >= end:
+        return usages
+    lookback = Window(start, end, _DAY, start, window.start)
+    stat = M.spec("ClusterStorageSize").stat
+    keys_by: dict[tuple[str, str], list[M.SeriesKey]] = defaultdict(list)
+    for u in idle:
+        keys_by[(u.account, u.region)].append(M.SeriesKey(u.region, u.cluster_id, "ClusterStorageSize", stat))
+    series = M.fetch_regions(cw, keys_by, lookback, stats=stats)
+    out = []
+    for u in usages:
+        s = series.get(M.SeriesKey(u.region, u.cluster_id, "ClusterStorageSize", stat))
+        points = {t: v for t, v in (s.points if s else {}).items() if t < window.start}
+        if u in idle and points:
+            last = max(points)
+            u = dataclasses.replace(u, storage_before=(last, points[last]))
+        out.append(u)
+    return out
+
+
 def _has_data(u: ClusterUsage) -> bool:
     return bool(any(u.dpu.values()) or u.storage_bytes or u.transactions)
 
@@ -333,6 +370,8 @@ def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] =
                             "metrics for it in the window)", code="ResourceNotFoundException",
                             hint="check the id, or name the cluster by endpoint or ARN (or pass --region) to "
                             "search the region it lives in")
+    if "ClusterStorageSize" in metrics:
+        usages = with_storage_before(usages, cw, window, stats)
     return Collected(usages, stats, window, warnings)
 
 
