@@ -264,10 +264,12 @@ _DAY = 86400
 
 
 def with_storage_before(usages: list[ClusterUsage], cw: dict[tuple[str, str], CloudWatchClient], window: Window,
-                        stats: M.FetchStats, *, now: dt.datetime | None = None) -> list[ClusterUsage]:
+                        stats: M.FetchStats, *, now: dt.datetime | None = None,
+                        failures: dict[tuple[str, str], str] | None = None) -> list[ClusterUsage]:
     """Each existing cluster without a ClusterStorageSize datapoint in the window (idle all along: it
     publishes nothing, yet its storage is billed) gets the last size seen before the window, from one
-    batched daily fetch per region. Clusters with a datapoint cost no extra call."""
+    batched daily fetch per region. Clusters with a datapoint cost no extra call. ``failures``: as
+    :func:`dsqlops.cost.metrics.fetch_regions` (the caller drops the regions recorded there)."""
     idle = [u for u in usages if u.exists and not u.storage_bytes]
     if not idle:
         return usages
@@ -281,7 +283,7 @@ def with_storage_before(usages: list[ClusterUsage], cw: dict[tuple[str, str], Cl
     keys_by: dict[tuple[str, str], list[M.SeriesKey]] = defaultdict(list)
     for u in idle:
         keys_by[(u.account, u.region)].append(M.SeriesKey(u.region, u.cluster_id, "ClusterStorageSize", stat))
-    series = M.fetch_regions(cw, keys_by, lookback, stats=stats)
+    series = M.fetch_regions(cw, keys_by, lookback, stats=stats, failures=failures)
     out = []
     for u in usages:
         s = series.get(M.SeriesKey(u.region, u.cluster_id, "ClusterStorageSize", stat))
@@ -349,9 +351,6 @@ def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] =
     series = M.fetch_regions(cw, keys_by, window, stats=stats, failures=failed, **fetch_kw)
     if failed:
         tgs = [t for t in tgs if (t.account, t.region) not in failed]
-        many = len({a for a, _r in failed}) > 1 or len(scopes) > 1
-        for (acct, region), error in sorted(failed.items(), key=lambda kv: kv[0][1]):
-            region_failures.append(RegionFailure(region, f"{acct}: {error}" if many else error))  # type: ignore[union-attr]
     warnings += [m for s in series.values() for m in s.messages]
     probes = {p for s in scopes for p in s.probes}
     usages: list[ClusterUsage] = []
@@ -371,7 +370,12 @@ def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] =
                             hint="check the id, or name the cluster by endpoint or ARN (or pass --region) to "
                             "search the region it lives in")
     if "ClusterStorageSize" in metrics:
-        usages = with_storage_before(usages, cw, window, stats)
+        usages = with_storage_before(usages, cw, window, stats, failures=failed)
+    if failed and region_failures is not None:
+        usages = [u for u in usages if (u.account, u.region) not in failed]
+        many = len({a for a, _r in failed}) > 1 or len(scopes) > 1
+        for (acct, region), error in sorted(failed.items(), key=lambda kv: kv[0][1]):
+            region_failures.append(RegionFailure(region, f"{acct}: {error}" if many else error))
     return Collected(usages, stats, window, warnings)
 
 

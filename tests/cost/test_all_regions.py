@@ -127,6 +127,27 @@ def test_a_region_throttled_past_the_retries_is_named(fleet, monkeypatch):
     assert seen
 
 
+def test_a_region_failing_in_the_storage_lookback_is_named_too(fleet, monkeypatch):
+    # The clusters publish no ClusterStorageSize in the window: their last size is looked up before it,
+    # in a second, daily GetMetricData. A region that fails there is left out like one failing earlier.
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+
+    def deny_daily(request: Any) -> AWSResponse | None:
+        body = request.body or b""
+        if b"GetMetricData" not in (request.headers.get("X-Amz-Target") or b"") or b"86400" not in body:
+            return None
+        return cw_response(400, {"__type": "com.amazonaws.cloudwatch#AccessDenied", "message": "no"},
+                           {"x-amzn-query-error": "AccessDenied;Sender"})
+
+    seen = _answer("cloudwatch", "us-east-2", monkeypatch, deny_daily)
+    r = run("-o", "json", "cost", "--all-regions", "--pricing-file", fleet["prices"])
+    assert r.exit_code == ExitCode.INCOMPLETE, r.stderr
+    d = json.loads(r.stdout)
+    assert {c["region"] for c in d["clusters"]} == {"us-east-1", "us-west-2"}
+    assert [(f["region"], "AccessDenied" in f["error"]) for f in d["failed_regions"]] == [("us-east-2", True)]
+    assert seen
+
+
 def test_without_all_regions_a_failing_region_still_fails_the_run(fleet, monkeypatch):
     _answer("dsql", "us-east-2", monkeypatch, _denied)
     r = run("cost", "--all", "--region", "us-east-1", "--region", "us-east-2", "--pricing-file", fleet["prices"])
