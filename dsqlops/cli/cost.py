@@ -366,6 +366,9 @@ def reconcile_cmd(env: CliEnv, month: str, regions: tuple[str, ...], service_nam
     if currencies:
         warnings.append(f"the bill is in {', '.join(sorted(currencies))}, the price table in {est.currency}: "
                         "the differences mix currencies")
+    if regions:
+        warnings.append("the account's whole free tier was applied to the clusters of "
+                        f"{', '.join(regs)}; the bill may have spent part of it in other Regions")
     if not period.closed:
         warnings.append(f"{month} is not over: both sides run to now, and the bill lags about 24 h behind "
                         "CloudWatch, so our estimate runs ahead")

@@ -46,7 +46,7 @@ KMS_KEY_RE = re.compile(r"[a-zA-Z0-9:/_-]{1,2048}")
 POLICY_MAX_CHARS = 20480
 MAX_TAGS = 200
 LIST_WORKERS = 8
-#: Regions listed at once by ``cluster list --all-regions`` (each with its own LIST_WORKERS).
+#: Regions listed at once by ``cluster list --all-regions`` and ``cost`` (each with its own LIST_WORKERS).
 REGION_WORKERS = 4
 STREAM_ID_RE = CLUSTER_ID_RE
 

@@ -196,3 +196,18 @@ def test_the_current_month_runs_to_tomorrow_and_regions_filter_both_sides(world,
     assert d["closed"] is False and d["regions"] == ["us-east-1"]
     assert d["bill_period"] == {"start": "2026-11-01", "end": "2026-11-21"}
     assert "2026-11 is not over" in r.stderr
+    assert "whole free tier was applied to the clusters of us-east-1" in r.stderr
+
+
+def test_a_region_our_side_cannot_cover_is_named_after_printing_exit_5(world, ce, monkeypatch):
+    from tests.cost.test_all_regions import _answer, _denied
+
+    _answer("dsql", "us-east-2", monkeypatch, _denied)
+    ce.add_response("get_cost_and_usage", page([group(DPU_TYPE, "7.5", "1100000", "DPU")]),
+                    expected("2026-10-01", "2026-11-01"))
+    r = invoke(["-o", "json", "cost", "reconcile", "--month", "2026-10", "--pricing-file", world["prices"]])
+    assert r.exit_code == ExitCode.INCOMPLETE, r.stderr
+    d = json.loads(r.stdout)
+    assert [f["region"] for f in d["failed_regions"]] == ["us-east-2"]
+    assert rows_by_usage(r.stdout)["dpu"]["estimate_usd"] == "8.00"  # us-east-1 still estimated
+    assert "1 region(s) could not be covered (us-east-2)" in r.stderr
