@@ -299,6 +299,13 @@ def _has_data(u: ClusterUsage) -> bool:
     return bool(any(u.dpu.values()) or u.storage_bytes or u.transactions)
 
 
+def _sts_region(s: Scope) -> str:
+    """Where to ask STS: the profile's own Region when the scope covers it (with --all-regions the
+    first Region in name order may be an opt-in one the account has not enabled)."""
+    own = getattr(s.aws, "region", None)
+    return own if own in s.regions else s.regions[0]
+
+
 def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] = M.COST_METRICS,
             progress: Callable[[str], None] | None = None, region_workers: int = REGION_WORKERS,
             region_failures: list[RegionFailure] | None = None, **fetch_kw: Any) -> Collected:
@@ -316,7 +323,7 @@ def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] =
 
     stats = M.FetchStats()
     warnings: list[str] = []
-    scopes = [Scope(account_of(s.aws, s.regions[0], s.account, warnings) if s.regions else s.account,
+    scopes = [Scope(account_of(s.aws, _sts_region(s), s.account, warnings) if s.regions else s.account,
                     s.aws, s.regions, s.clusters, s.probes) for s in scopes]
     cw: dict[tuple[str, str], Any] = {}
     dsql: dict[tuple[str, str], Any] = {}

@@ -192,3 +192,11 @@ def test_regions_are_covered_in_parallel_within_the_bound():
     assert failures == {"r5": "ListClusters: AccessDeniedException: no"}
     with pytest.raises(ServiceError):  # without a place to record it, a failure fails the call
         per_region({f"r{i}": task(i) for i in range(8)}, workers=8)
+
+
+def test_sts_is_asked_in_the_profiles_own_region_when_covered():
+    from dsqlops.cost.collect import Scope, _sts_region
+
+    regions = ["af-south-1", "us-east-1", "us-west-2"]  # name order puts an opt-in Region first
+    assert _sts_region(Scope("p", AwsContext(region="us-west-2"), regions)) == "us-west-2"
+    assert _sts_region(Scope("p", AwsContext(region="eu-west-1"), regions)) == "af-south-1"
