@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ from dsqlops.aws import AwsContext
 from dsqlops.cost import pricing as P
 from dsqlops.errors import ExitCode, ServiceError
 from tests.clirun import invoke
+from tests.overlap import Overlap
 
 from .cwstub import _Raw
 from .cwstub import response as cw_response
@@ -164,22 +163,11 @@ def test_all_regions_with_a_narrower_scope_is_a_usage_error(fleet, extra, word):
 def test_regions_are_covered_in_parallel_within_the_bound():
     from dsqlops.cost.collect import per_region
 
-    lock = threading.Lock()
-    state = {"now": 0, "max": 0, "calls": 0}
-    meet = threading.Barrier(3, timeout=10)  # the first three tasks meet: only three run at once
+    seen = Overlap(meet=3)
 
     def task(i: int) -> Any:
         def go() -> int:
-            with lock:
-                state["now"] += 1
-                state["calls"] += 1
-                first = state["calls"] <= 3
-                state["max"] = max(state["max"], state["now"])
-            if first:
-                meet.wait()
-            time.sleep(0.01)
-            with lock:
-                state["now"] -= 1
+            seen.visit()
             if i == 5:
                 raise ServiceError("ListClusters: AccessDeniedException: no", code="AccessDeniedException")
             return i
@@ -187,7 +175,7 @@ def test_regions_are_covered_in_parallel_within_the_bound():
 
     failures: dict[Any, str] = {}
     got = per_region({f"r{i}": task(i) for i in range(8)}, workers=3, failures=failures)
-    assert state["max"] == 3 and state["calls"] == 8
+    assert seen.max == 3 and seen.calls == 8
     assert got == {f"r{i}": i for i in range(8) if i != 5}
     assert failures == {"r5": "ListClusters: AccessDeniedException: no"}
     with pytest.raises(ServiceError):  # without a place to record it, a failure fails the call
