@@ -1,13 +1,15 @@
 """Batched GetMetricData vs one GetMetricStatistics per metric per cluster, against the moto server.
 
-    .venv/bin/python benchmarks/cost_fetch.py [--clusters 1000] [--days 30] [--period 86400]
+    .venv/bin/python benchmarks/cost_fetch.py [--clusters 1000] [--regions 3] [--days 30] [--period 86400]
                                               [--baseline-clusters 200]
 
 Seeds ``AWS/AuroraDSQL`` (TotalDPU Sum and ClusterStorageSize Average per cluster, one datapoint per
 series so that moto's own cost stays small) in a ``ThreadedMotoServer`` on a free loopback port,
-then fetches the window both ways:
+the clusters spread round-robin over ``--regions`` regions, then fetches the window both ways:
 
-* dsqlops: ``metrics.fetch`` (≤ 500 queries and ≤ 100,800 datapoints per GetMetricData call);
+* dsqlops: ``metrics.fetch_regions`` (the regions concurrently; ≤ 500 queries and ≤ 100,800
+  datapoints per GetMetricData call). A call goes to one region, so the lower bound is per region,
+  max(ceil(Q/500), ceil(Q x points / 100,800)), summed; the script prints both per region;
 * baseline: what existing scripts do, ``get_metric_statistics`` once per metric per cluster. It is
   run on ``--baseline-clusters`` clusters and extrapolated linearly to all of them (the script says
   when it does).
@@ -27,10 +29,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+REGIONS = ("us-east-1", "us-east-2", "us-west-2", "eu-west-1", "ap-northeast-1")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clusters", type=int, default=1000)
+    ap.add_argument("--regions", type=int, default=3, choices=range(1, len(REGIONS) + 1), metavar="N",
+                    help=f"spread the clusters over this many regions (1..{len(REGIONS)})")
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--period", type=int, default=86400, help="seconds per point (86400 like the AWS gist; "
                     "`dsqlops cost` uses 3600)")
@@ -56,35 +62,44 @@ def main() -> None:
     server.start()
     try:
         aws = AwsContext(region="us-east-1", endpoint_url=f"http://127.0.0.1:{port}")
-        cw = aws.cloudwatch()
+        regions = REGIONS[:args.regions]
+        clients = {r: aws.cloudwatch(r) for r in regions}
         end = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
         start = end - dt.timedelta(days=args.days)
         ids = [f"{i:026d}" for i in range(args.clusters)]
+        home = {cid: regions[n % len(regions)] for n, cid in enumerate(ids)}
         metrics = (("TotalDPU", "Sum"), ("ClusterStorageSize", "Average"))
         t0 = time.perf_counter()
-        batch: list[dict] = []
+        batches: dict[str, list[dict]] = {r: [] for r in regions}
         for n, cid in enumerate(ids):
+            batch = batches[home[cid]]
             for name, _stat in metrics:
                 batch.append({"MetricName": name, "Dimensions": [{"Name": "ClusterId", "Value": cid}],
                               "Timestamp": start + dt.timedelta(days=n % args.days, hours=1), "Value": float(n)})
-                if len(batch) == 1000:
-                    cw.put_metric_data(Namespace=M.NAMESPACE, MetricData=batch)
-                    batch = []
-        if batch:
-            cw.put_metric_data(Namespace=M.NAMESPACE, MetricData=batch)
-        print(f"seeded {len(ids) * len(metrics)} datapoints for {len(ids)} clusters in "
-              f"{time.perf_counter() - t0:.1f}s (moto server on 127.0.0.1:{port})")
+            if len(batch) >= 998:
+                clients[home[cid]].put_metric_data(Namespace=M.NAMESPACE, MetricData=batch)
+                batch.clear()
+        for r, batch in batches.items():
+            if batch:
+                clients[r].put_metric_data(Namespace=M.NAMESPACE, MetricData=batch)
+        print(f"seeded {len(ids) * len(metrics)} datapoints for {len(ids)} clusters over {len(regions)} regions "
+              f"in {time.perf_counter() - t0:.1f}s (moto server on 127.0.0.1:{port})")
 
         window = Window(start, end, args.period, start, end)
-        keys = [M.SeriesKey("us-east-1", cid, name, stat) for cid in ids for name, stat in metrics]
+        keys = {r: [M.SeriesKey(r, cid, name, stat) for cid in ids if home[cid] == r for name, stat in metrics]
+                for r in regions}
+        per_region = {r: M.FetchStats() for r in regions}
         stats = M.FetchStats()
         t0 = time.perf_counter()
-        got = M.fetch(cw, keys, window, stats=stats)
+        got = M.fetch_regions(clients, keys, window, stats=stats)
         ours = time.perf_counter() - t0
         found = sum(len(s.points) for s in got.values())
         minimum = stats.minimum_calls(window.points)
+        for r in regions:  # the same fetch once more per region, only to show the calls per region
+            M.fetch(clients[r], keys[r], window, stats=per_region[r])
 
-        sub = ids[: max(1, min(args.baseline_clusters, len(ids)))]
+        cw = clients[regions[0]]
+        sub = [cid for cid in ids if home[cid] == regions[0]][: max(1, min(args.baseline_clusters, len(ids)))]
         t0 = time.perf_counter()
         calls = 0
         base_found = 0
@@ -101,8 +116,12 @@ def main() -> None:
         extrapolated = f" (extrapolated from {len(sub)} clusters)" if len(sub) < len(ids) else ""
 
         print(f"window {start:%Y-%m-%d}..{end:%Y-%m-%d}, period {args.period}s, {window.points} points/series, "
-              f"{len(keys)} series ({len(ids)} clusters x {len(metrics)} metrics)")
-        print(f"dsqlops GetMetricData: {stats.calls} calls (minimum possible {minimum}; "
+              f"{stats.queries} series ({len(ids)} clusters x {len(metrics)} metrics over {len(regions)} regions)")
+        for r in regions:
+            q = len(keys[r])
+            print(f"  {r}: {q} queries, {per_region[r].calls} GetMetricData calls, lower bound "
+                  f"{M.lower_bound_calls(q, window.points)} (max(ceil({q}/500), ceil({q}x{window.points}/100800)))")
+        print(f"dsqlops GetMetricData: {stats.calls} calls (lower bound {minimum}, summed per region; "
               f"ratio {stats.calls / minimum:.2f}), {ours:.2f}s, {found} datapoints")
         print(f"baseline GetMetricStatistics: {base_calls:.0f} calls, {base_time:.2f}s{extrapolated}, "
               f"{base_found} datapoints on the subset")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     # The clients' types come from the boto3-stubs packages of the dev extra (type checking only).
     import boto3
     from botocore.config import Config
+    from mypy_boto3_ce import CostExplorerClient
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_dsql import AuroraDSQLClient
     from mypy_boto3_iam import IAMClient
@@ -116,14 +117,23 @@ class AwsContext:
         except ValueError as e:  # botocore's "Invalid endpoint: …" (a URL urlsplit accepts but it does not)
             if "endpoint" not in str(e).lower():
                 raise
-            raise UsageError(f"cannot use endpoint URL {self.endpoint_url!r}: {e}",
-                             hint=ENDPOINT_URL_HINT) from None
+            if self.endpoint_url:
+                raise UsageError(f"cannot use endpoint URL {self.endpoint_url!r}: {e}",
+                                 hint=ENDPOINT_URL_HINT) from None
+            # not ours: botocore read it from AWS_ENDPOINT_URL[_<SERVICE>] or the AWS config file
+            names = (f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}", "AWS_ENDPOINT_URL")
+            where = next((f"env {n}" for n in names if os.environ.get(n)), "the AWS config file (endpoint_url)")
+            raise ConfigError(f"cannot use the endpoint URL from {where}: {e}", hint=ENDPOINT_URL_HINT) from None
 
     def dsql(self, region: str | None = None) -> AuroraDSQLClient:
         return self.client("dsql", region)
 
     def cloudwatch(self, region: str | None = None) -> CloudWatchClient:
         return self.client("cloudwatch", region)
+
+    def ce(self) -> CostExplorerClient:
+        """Cost Explorer: one endpoint, in us-east-1, whatever the context's region."""
+        return self.client("ce", "us-east-1")
 
     def pricing(self, region: str | None = None) -> PricingClient:
         return self.client("pricing", region)

@@ -166,14 +166,16 @@ def test_report_bad_mode_is_252(isolated_config, tmp_path, bad) -> None:  # type
 # --------------------------------------------------------------------------- found by tests/test_fuzz_cli.py
 
 
-@pytest.mark.parametrize("args, env", [
-    (["--endpoint-url", "0", "token"], {}),
-    (["token"], {"AWS_ENDPOINT_URL": "not a url"}),
+@pytest.mark.parametrize("args, env, code, where", [
+    (["--endpoint-url", "0", "token"], {}, 252, "(from flag --endpoint-url)"),  # a bad flag: usage
+    (["token"], {"AWS_ENDPOINT_URL": "not a url"}, 253, "from env AWS_ENDPOINT_URL"),  # the environment: config
 ])
-def test_invalid_endpoint_url_is_253(isolated_config, args, env) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_endpoint_url_is_a_user_error_naming_its_source(isolated_config, args, env, code,  # type: ignore[no-untyped-def]
+                                                                where) -> None:
     r = invoke(["--region", "us-east-1", *args, "-c", HOST], env={**NO_NET, **env})
-    assert r.exit_code == 253, r.stderr
-    assert "endpoint" in _one_clear_line(r.stderr).lower()
+    assert r.exit_code == code, r.stderr
+    line = _one_clear_line(r.stderr)
+    assert "endpoint" in line.lower() and where in line and "None" not in line
 
 
 def test_config_path_too_long_to_stat_is_253(isolated_config) -> None:  # type: ignore[no-untyped-def]

@@ -13,8 +13,9 @@ import dsqlops
 
 PACKAGE = Path(dsqlops.__file__).resolve().parent
 #: Parameter names that carry a boto3 client in this code base.
-_CLIENT_PARAM = re.compile(r"^(client|clients|cw|sts|iam|sts_client|\w+_clients?)$")
-_CLIENT_TYPES = re.compile(r"\b(AuroraDSQLClient|CloudWatchClient|PricingClient|STSClient|IAMClient)\b")
+_CLIENT_PARAM = re.compile(r"^(client|clients|cw|ce|sts|iam|sts_client|\w+_clients?)$")
+_CLIENT_TYPES = re.compile(
+    r"\b(AuroraDSQLClient|CloudWatchClient|PricingClient|STSClient|IAMClient|CostExplorerClient)\b")
 
 
 def untyped_client_params(source: str) -> list[str]:
@@ -42,5 +43,5 @@ def test_the_aws_context_hands_out_typed_clients() -> None:
     from dsqlops.aws import AwsContext
 
     for name, typ in [("dsql", "AuroraDSQLClient"), ("cloudwatch", "CloudWatchClient"), ("pricing", "PricingClient"),
-                      ("sts", "STSClient"), ("iam", "IAMClient")]:
+                      ("sts", "STSClient"), ("iam", "IAMClient"), ("ce", "CostExplorerClient")]:
         assert getattr(AwsContext, name).__annotations__["return"] == typ

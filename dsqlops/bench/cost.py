@@ -113,7 +113,7 @@ class RunCost:
             self.sleep(wait)
         self.end = self.sandbox.flush_metrics().published_at
 
-    def price(self, cw: Any, settings: Any, region: str, cluster_id: str, *, committed: int,
+    def price(self, cw: CloudWatchClient, settings: Any, region: str, cluster_id: str, *, committed: int,
               started_at: dt.datetime, ended_at: dt.datetime) -> tuple[dict[str, Any], list[str]]:
         """The run's cost record and warnings (e.g. CloudWatch has no datapoints for it yet)."""
         warnings: list[str] = []

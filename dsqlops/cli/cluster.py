@@ -244,7 +244,7 @@ def list_(env: CliEnv, statuses: tuple[str, ...], workers: int, all_regions: boo
       dsqlops cluster list --all-regions
     """
     from dsqlops.control.clusters import list_clusters
-    from dsqlops.errors import ServiceError
+    from dsqlops.errors import Incomplete
     from dsqlops.output import warn
 
     if all_regions:
@@ -260,8 +260,8 @@ def list_(env: CliEnv, statuses: tuple[str, ...], workers: int, all_regions: boo
     for c in failed:
         warn(f"could not describe cluster {c.id}: {c.error}")
     if failed:
-        raise ServiceError(f"{len(failed)} of {len(rows)} clusters could not be described",
-                           code="PartialResult", hint="re-run later; throttling usually passes")
+        raise Incomplete(f"{len(failed)} of {len(rows)} clusters could not be described",
+                         hint="re-run later; throttling usually passes")
 
 
 def _rows(clusters: list[Any]) -> list[dict[str, Any]]:
@@ -278,11 +278,11 @@ def _rows(clusters: list[Any]) -> list[dict[str, Any]]:
 
 def _list_all_regions(env: CliEnv, statuses: tuple[str, ...], workers: int, region_workers: int) -> None:
     from dsqlops.control.clusters import list_fleet
-    from dsqlops.cost.pricing import load_for
-    from dsqlops.errors import ServiceError
+    from dsqlops.cost.pricing import dsql_regions, load_for
+    from dsqlops.errors import Incomplete
     from dsqlops.output import to_jsonable, warn
 
-    regions = sorted(load_for(None, env.settings).regions)
+    regions = dsql_regions(load_for(None, env.settings))
     aws = env.aws()
     clients = {r: aws.dsql(r) for r in regions}  # built here, in one thread (boto3 client creation is not)
     fleet = list_fleet(clients, status=statuses or None, workers=workers, region_workers=region_workers)
@@ -306,9 +306,9 @@ def _list_all_regions(env: CliEnv, statuses: tuple[str, ...], workers: int, regi
                          f"({', '.join(f.region for f in fleet.failed_regions)})")
         if undescribed:
             parts.append(f"{len(undescribed)} clusters could not be described")
-        raise ServiceError("; ".join(parts), code="PartialResult",
-                           hint="the rest is printed above; a region not enabled for the account answers "
-                           "with an invalid-token error")
+        raise Incomplete("; ".join(parts),
+                         hint="the rest is printed above; a region not enabled for the account answers "
+                         "with an invalid-token error")
 
 
 @cluster.command("show")

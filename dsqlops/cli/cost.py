@@ -108,6 +108,11 @@ def record_history(est: Any, history_file: str | None, settings: Any, *, command
 @click.option("--all", "all_clusters", is_flag=True,
               help="Every cluster in the regions (ListClusters), plus deleted ones that still have metrics.")
 @click.option("--region", "regions", multiple=True, metavar="REGION", help="Region(s) to cover (repeatable).")
+@click.option("--all-regions", is_flag=True,
+              help="Every cluster in every Region where DSQL exists (the price table's Regions), in parallel; "
+              "a Region that fails is named and the rest still answers (exit 5).")
+@click.option("--region-workers", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="Regions listed and fetched at once.")
 @click.option("--month", default=None, metavar="YYYY-MM", help="Calendar month [default: the current month].")
 @click.option("--start", default=None, metavar="TIME", help="Window start (ISO-8601, UTC), with --end.")
 @click.option("--end", default=None, metavar="TIME", help="Window end (exclusive).")
@@ -120,13 +125,14 @@ def record_history(est: Any, history_file: str | None, settings: Any, *, command
 @output_option
 @click.pass_context
 def cost(ctx: click.Context, cluster_ids: tuple[str, ...], all_clusters: bool, regions: tuple[str, ...],
-         month: str | None, start: str | None, end: str | None, forecast: bool, free_tier_scope: str,
-         pricing_file: str | None, history_file: str | None) -> None:
+         all_regions: bool, region_workers: int, month: str | None, start: str | None, end: str | None,
+         forecast: bool, free_tier_scope: str, pricing_file: str | None, history_file: str | None) -> None:
     """Estimate DSQL cost from CloudWatch, with a month-end forecast.
 
     DPU by component (and its dollars), TotalDPU, storage GB-month prorated from hourly averages, the
     free tier (once per AWS account and month), dollars per cluster and in total. An estimate, not a
-    bill. Exit 5 when some cluster's region has no price (the others are still priced and shown).
+    bill. Exit 5 when some cluster's region has no price (the others are still priced and shown), or
+    when a Region of --all-regions could not be covered (it is named with why; the rest is shown).
 
     \b
     Every run is recorded in the cost history (see 'cost history' and 'cost anomalies').
@@ -134,6 +140,7 @@ def cost(ctx: click.Context, cluster_ids: tuple[str, ...], all_clusters: bool, r
     \b
     Example:
       dsqlops cost --all --region us-east-1 --region us-east-2 --forecast
+      dsqlops cost --all-regions --forecast
       dsqlops cost --cluster-id abcdefghijklmnopqrstuvwxyz --month 2026-10 -o json
       dsqlops cost history --months 6
     """
@@ -143,13 +150,15 @@ def cost(ctx: click.Context, cluster_ids: tuple[str, ...], all_clusters: bool, r
     from dsqlops.cost import pricing
     from dsqlops.cost.collect import Scope, estimate_for, scope_from_refs
     from dsqlops.cost.timewin import utcnow
-    from dsqlops.errors import Incomplete
     from dsqlops.validate import parse_cluster, validate_region
 
     for r in regions:
         validate_region(r)
     if all_clusters and cluster_ids:
         raise UsageError("pass either --cluster-id or --all, not both")
+    if all_regions and (cluster_ids or regions):
+        raise UsageError(f"--all-regions covers every cluster in every Region; it does not go with "
+                         f"{'--cluster-id' if cluster_ids else '--region'}")
     now = utcnow()
     window = cost_window(month, start, end, now)
     prices = pricing.load_for(pricing_file, env.settings)
@@ -157,6 +166,9 @@ def cost(ctx: click.Context, cluster_ids: tuple[str, ...], all_clusters: bool, r
     label = env.settings.profile_name
     only: set[tuple[str, str]] | None = None
     scope_text = "clusters in this run"
+    if all_regions:
+        all_clusters = True
+        regions = tuple(pricing.dsql_regions(prices))
     if all_clusters:
         regs = list(regions) or ([default_region] if default_region else [])
         if not regs:
@@ -178,7 +190,8 @@ def cost(ctx: click.Context, cluster_ids: tuple[str, ...], all_clusters: bool, r
             scope_text = "every cluster of the account in the regions covered"
     progress = env.progress_line("cost")
     est, _got = estimate_for(scopes, window, prices, now=now, forecast=forecast, progress=progress.update,
-                             only=only, free_tier_scope=scope_text)
+                             only=only, free_tier_scope=scope_text, partial_regions=all_regions,
+                             region_workers=region_workers)
     progress.done()
     if not all_clusters and free_tier_scope == "run":
         est.warnings.append(
@@ -186,11 +199,27 @@ def cost(ctx: click.Context, cluster_ids: tuple[str, ...], all_clusters: bool, r
             "the same account share it: use --all, or --free-tier-scope account, for the account-wide split")
     render_estimate(env, est)
     record_history(est, history_file, env.settings, command="cost")
+    raise_incomplete(est)
+
+
+def raise_incomplete(est: Any) -> None:
+    """Exit 5 (after printing) when part of the estimate is missing: unpriced regions, failed regions."""
+    from dsqlops.errors import Incomplete
+
+    parts, hints = [], []
+    if est.failed_regions:
+        names = [f["region"] for f in est.failed_regions]
+        parts.append(f"{len(names)} region(s) could not be covered ({', '.join(names)}): their clusters are "
+                     "missing from the totals")
+        hints.append("the reason for each is above (and under failed_regions in JSON); a Region not enabled "
+                     "for the account answers with an invalid-token error")
     if est.unpriced:
         regs = sorted({c.region for c in est.unpriced})
-        raise Incomplete(f"{len(est.unpriced)} cluster(s) in region(s) {', '.join(regs)} have no price in "
-                         f"{est.price_table}: their dollars are missing from the totals",
-                         hint="add the region to a price table (see docs/cost.md) and pass --pricing-file")
+        parts.append(f"{len(est.unpriced)} cluster(s) in region(s) {', '.join(regs)} have no price in "
+                     f"{est.price_table}: their dollars are missing from the totals")
+        hints.append("add the region to a price table (see docs/cost.md) and pass --pricing-file")
+    if parts:
+        raise Incomplete("; ".join(parts), hint="; ".join(hints))
 
 
 @cost.command("history")
@@ -271,3 +300,99 @@ def anomalies_cmd(env: CliEnv, threshold: str, days: int, trailing: int, cluster
     if rows:
         raise DsqlopsError(f"{len(rows)} day(s) with DPU above {k} x the trailing median",
                            exit_code=ExitCode.BUDGET_EXCEEDED)
+
+
+@cost.command("reconcile")
+@click.option("--month", required=True, metavar="YYYY-MM", help="The month to compare (closed or current).")
+@click.option("--region", "regions", multiple=True, metavar="REGION",
+              help="Only this Region, on both sides (repeatable) [default: every Region of the price table].")
+@click.option("--service-name", default=None, metavar="NAME",
+              help="DSQL's name in Cost Explorer's SERVICE dimension [default: Amazon Aurora DSQL].")
+@click.option("--region-workers", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="Regions listed and fetched at once.")
+@pricing_file_option
+@output_option
+@pass_env
+def reconcile_cmd(env: CliEnv, month: str, regions: tuple[str, ...], service_name: str | None,
+                  region_workers: int, pricing_file: str | None) -> None:
+    """Our estimate for a month against the bill (Cost Explorer), by usage type.
+
+    Asks Cost Explorer's GetCostAndUsage for DSQL's UnblendedCost and UsageQuantity in the month,
+    grouped by usage type (DPU, storage), and sets our estimate for every cluster of the account
+    (every Region of the price table, or --region) beside it: the difference in $ and % of the
+    bill. Both sides are list price: credits and refunds are left out of the bill, discounts and
+    tax are in neither. Needs ce:GetCostAndUsage (each request costs $0.01); the bill lags about
+    24 h. Exit 5 when a Region could not be estimated (it is named).
+
+    \b
+    Example:
+      dsqlops cost reconcile --month 2026-10
+      dsqlops cost reconcile --month 2026-11 --region us-east-1 -o json
+    """
+    from dsqlops.cost import pricing
+    from dsqlops.cost import reconcile as R
+    from dsqlops.cost.collect import Scope, estimate_for
+    from dsqlops.cost.timewin import utcnow
+    from dsqlops.output import info
+    from dsqlops.validate import validate_region
+
+    for r in regions:
+        validate_region(r)
+    service = (service_name if service_name is not None else R.CE_SERVICE).strip()
+    if not service:
+        raise UsageError("--service-name must not be empty")
+    now = utcnow()
+    period = R.bill_period(month, now)  # a month that has not begun: 252 before any call
+    window = cost_window(month, None, None, now)
+    prices = pricing.load_for(pricing_file, env.settings)
+    regs = list(dict.fromkeys(regions)) or pricing.dsql_regions(prices)
+    aws = env.aws()
+    params = R.request(period, service=service, regions=list(regions) or None)
+    progress = env.progress_line("cost reconcile")
+    progress.update("asking Cost Explorer")
+    lines = R.fetch_bill(aws.ce(), params)  # first: one call, and the permission most likely missing
+    est, _got = estimate_for([Scope(env.settings.profile_name, aws, regs, None)], window, prices, now=now,
+                             forecast=False, progress=progress.update,
+                             free_tier_scope="every cluster of the account in the regions covered",
+                             partial_regions=not regions, region_workers=region_workers)
+    progress.done()
+    rows = R.compare(est, lines)
+    warnings = list(est.warnings)
+    if not lines:
+        warnings.append(f"Cost Explorer has no {service!r} charges in {month}: no usage, a bill not processed yet "
+                        "(it lags about 24 h), or DSQL is named differently there (aws ce get-dimension-values "
+                        "--dimension SERVICE …; pass --service-name)")
+    currencies = {b.cost_unit for b in lines if b.cost_unit} - {est.currency}
+    if currencies:
+        warnings.append(f"the bill is in {', '.join(sorted(currencies))}, the price table in {est.currency}: "
+                        "the differences mix currencies")
+    if regions:
+        warnings.append("the account's whole free tier was applied to the clusters of "
+                        f"{', '.join(regs)}; the bill may have spent part of it in other Regions")
+    if not period.closed:
+        warnings.append(f"{month} is not over: both sides run to now, and the bill lags about 24 h behind "
+                        "CloudWatch, so our estimate runs ahead")
+    fmt = env.output_format
+    if fmt in ("json", "yaml"):
+        env.render({"month": month, "closed": period.closed,
+                    "bill_period": {"start": period.start, "end": period.end},
+                    "estimate_window": {"start": est.start, "end": est.end},
+                    "service": service, "regions": regs, "rows": rows,
+                    "bill_lines": [b.to_dict() for b in lines], "failed_regions": est.failed_regions,
+                    "unpriced_regions": sorted({c.region for c in est.unpriced}),
+                    "warnings": warnings, "caveat": RECONCILE_CAVEAT})
+    else:
+        env.render(rows, columns=["usage", "estimate_quantity", "billed_quantity", "unit", "estimate_usd",
+                                  "billed_usd", "difference_usd", "difference_pct", "usage_types"])
+        if fmt == "table":
+            info(f"bill: {service!r}, {period.start}..{period.end} (end exclusive), UnblendedCost without credits "
+                 f"and refunds; estimate: {est.start:%Y-%m-%dT%H:%MZ}..{est.end:%Y-%m-%dT%H:%MZ}, "
+                 f"{len(est.clusters)} cluster(s) in {len(regs)} region(s), prices: {est.price_table}")
+            info(RECONCILE_CAVEAT)
+    warn_all(warnings)
+    raise_incomplete(est)
+
+
+RECONCILE_CAVEAT = ("Both sides at list price: the estimate is CloudWatch x the price table less the free tier; the "
+                    "bill is Cost Explorer's UnblendedCost without credits and refunds (savings plans, discounts and "
+                    "tax are in neither). difference = estimate - billed; % of billed.")

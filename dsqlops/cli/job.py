@@ -47,7 +47,8 @@ def wait_and_report(env: CliEnv, cluster: str | None, job_ids: Sequence[str], *,
     code = ExitCode.OK
     for r in results:
         if r.timed_out:
-            info(f"job {r.job_id}: still {r.status} after the {timeout:g}s timeout; it keeps running: "
+            why = f" ({r.details})" if r.details else ""
+            info(f"job {r.job_id}: still {r.status} after the {timeout:g}s timeout{why}; it keeps running: "
                  f"resume with 'dsqlops job wait {r.job_id}'")
             code = ExitCode.TIMEOUT
         elif not r.succeeded:

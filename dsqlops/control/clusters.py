@@ -46,7 +46,7 @@ KMS_KEY_RE = re.compile(r"[a-zA-Z0-9:/_-]{1,2048}")
 POLICY_MAX_CHARS = 20480
 MAX_TAGS = 200
 LIST_WORKERS = 8
-#: Regions listed at once by ``cluster list --all-regions`` (each with its own LIST_WORKERS).
+#: Regions listed at once by ``cluster list --all-regions`` and ``cost`` (each with its own LIST_WORKERS).
 REGION_WORKERS = 4
 STREAM_ID_RE = CLUSTER_ID_RE
 
@@ -141,13 +141,13 @@ def hint_name(cluster_id: str, region: str) -> str:
     return normalize_endpoint(None, cluster_id, region)
 
 
-def _client_region(client: Any) -> str | None:
+def _client_region(client: AuroraDSQLClient) -> str | None:
     meta = getattr(client, "meta", None)
     region = getattr(meta, "region_name", None)
     return region if isinstance(region, str) else None
 
 
-def _hint_name(client: Any, cluster_id: str) -> str:
+def _hint_name(client: AuroraDSQLClient, cluster_id: str) -> str:
     region = _client_region(client)
     return hint_name(cluster_id, region) if region else cluster_id
 
@@ -450,8 +450,8 @@ class Fleet:
     failed_regions: list[RegionFailure] = field(default_factory=list)
 
 
-def list_fleet(clients: Mapping[str, Any], *, status: Iterable[str] | None = None, workers: int = LIST_WORKERS,
-               region_workers: int = REGION_WORKERS) -> Fleet:
+def list_fleet(clients: Mapping[str, AuroraDSQLClient], *, status: Iterable[str] | None = None,
+               workers: int = LIST_WORKERS, region_workers: int = REGION_WORKERS) -> Fleet:
     """:func:`list_clusters` in every Region of ``clients`` (Region → dsql client, built by the caller
     beforehand: creating boto3 clients is not thread-safe), at most ``region_workers`` Regions at a
     time, each describing on at most ``workers`` threads. A Region that fails (access denied, not

@@ -29,12 +29,15 @@ saying where it was looked for; without, :class:`NotFoundError` (exit 254) says 
 
 Transient errors (throttling past botocore's retries, 5xx, connection errors) are tolerated while
 time remains. The timeout raises :class:`WaitTimeout`
-(exit 4) naming the last status and how to resume.
+(exit 4) naming the last status and how to resume. The timeout also bounds each GetCluster call: an
+endpoint that accepts the request and never answers would otherwise hold one poll for botocore's
+read timeout times its attempts (minutes), whatever ``timeout`` says.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +90,31 @@ def _transient(e: ServiceError) -> bool:
     return (e.code or "") in _TRANSIENT_CODES
 
 
+class _NoAnswer(Exception):
+    """GetCluster did not return before the wait's deadline."""
+
+
+def _within(call: Callable[[], Cluster], seconds: float) -> Cluster:
+    """``call()``, or :class:`_NoAnswer` when it has not returned after ``seconds``. The call goes on
+    in a daemon thread (botocore cannot be interrupted); its result is dropped."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except Exception as e:  # noqa: BLE001 - re-raised in the waiting thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, name="get-cluster", daemon=True)
+    t.start()
+    t.join(max(seconds, 0.0))
+    if t.is_alive():
+        raise _NoAnswer
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
 def wait_for(client: AuroraDSQLClient, cluster_id: str, *, region: str, target: str = "active", timeout: float = 600.0,
              interval: float = 5.0, accept_idle: bool = False,
              on_status: Callable[[str, float], None] | None = None,
@@ -115,12 +143,18 @@ def wait_for(client: AuroraDSQLClient, cluster_id: str, *, region: str, target: 
         polls += 1
         cluster: Cluster | None = None
         try:
-            cluster = get_cluster(client, cluster_id, region)
+            left = timeout - (clock() - start)
+            cluster = _within(lambda: get_cluster(client, cluster_id, region), max(left, 1.0))
             status = cluster.status
             last_error = None
             seen = True
         except NotFoundError:
             status = "NOT_FOUND"  # reported as such; for --for deleted it means done
+        except _NoAnswer:
+            raise WaitTimeout(f"cluster {cluster_id}: GetCluster in {region} did not answer within the "
+                              f"{timeout:g}s timeout (last status {last})",
+                              hint=f"the endpoint accepts requests but does not answer; check --endpoint-url, "
+                              f"the network and the AWS Health Dashboard; {resume}") from None
         except ServiceError as e:
             if not _transient(e):
                 raise

@@ -9,16 +9,19 @@ fetched concurrently.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from dsqlops.control.clusters import LIST_WORKERS, REGION_WORKERS, RegionFailure
 from dsqlops.cost import metrics as M
 from dsqlops.cost.model import ZERO, ClusterUsage
-from dsqlops.cost.timewin import Window
+from dsqlops.cost.timewin import Window, ceil_to, floor_to, utcnow
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -139,26 +142,96 @@ def _checked(account: str, region: str, cid: str, dsql: Any, *, explicit: bool, 
                   created=created if isinstance(created, dt.datetime) else None)
 
 
+def _scope_region_targets(s: Scope, r: str, cw: CloudWatchClient, dsql: AuroraDSQLClient, stats: M.FetchStats,
+                          warnings: list[str], skip: set[tuple[str, str]]) -> list[Target]:
+    """The clusters one scope covers in one region (``skip``: already checked by an earlier scope).
+
+    The GetCluster calls run on at most LIST_WORKERS threads, like ``cluster list``'s."""
+    def check(cids: list[str], listed: bool) -> list[Target]:
+        def one(cid: str) -> tuple[Target, list[str]]:
+            ws: list[str] = []
+            probe = not listed and (r, cid) in s.probes
+            return _checked(s.account, r, cid, dsql, explicit=not listed and not probe, probe=probe, warnings=ws), ws
+        cids = [cid for cid in cids if (r, cid) not in skip]
+        if len(cids) > 1:
+            with ThreadPoolExecutor(max_workers=min(LIST_WORKERS, len(cids))) as pool:
+                done = list(pool.map(one, cids))
+        else:
+            done = [one(cid) for cid in cids]
+        for _t, ws in done:
+            warnings.extend(ws)
+        return [t for t, _ws in done]
+
+    if s.clusters is not None:
+        return check(list(s.clusters.get(r, [])), listed=False)
+    listed = list_cluster_ids(dsql)
+    known = set(listed)
+    out = check(listed, listed=True)
+    out += [Target(s.account, r, cid, exists=False)
+            for cid in M.clusters_with_metrics(cw, stats=stats) if cid not in known]
+    return out
+
+
+def per_region(tasks: Mapping[Any, Callable[[], Any]], *, workers: int,
+               failures: dict[Any, str] | None = None) -> dict[Any, Any]:
+    """Run one task per region on at most ``workers`` threads; results by key, in the tasks' order.
+
+    Without ``failures`` the first failing task's error (in the tasks' order) is raised. With it, a
+    task that fails with an AWS or dsqlops error (access denied, a region not enabled for the account,
+    an unreachable endpoint, throttling past botocore's retries) is recorded there with its one-line
+    message and the others still answer. Anything else is a bug and is raised.
+    """
+    import botocore.exceptions as bex
+
+    from dsqlops.aws import translate_client_error
+    from dsqlops.errors import DsqlopsError
+
+    results: dict[Any, Any] = {}
+    if not tasks:
+        return results
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
+        futures = {k: pool.submit(fn) for k, fn in tasks.items()}
+        for k, f in futures.items():
+            try:
+                results[k] = f.result()
+            except (DsqlopsError, bex.ClientError, bex.BotoCoreError) as e:
+                if failures is None:
+                    raise
+                err = translate_client_error(e) if not isinstance(e, DsqlopsError) else e
+                failures[k] = str(err)
+    return results
+
+
 def targets(scopes: Sequence[Scope], cw_clients: dict[tuple[str, str], CloudWatchClient],
             dsql_clients: dict[tuple[str, str], AuroraDSQLClient], stats: M.FetchStats,
-            warnings: list[str] | None = None) -> list[Target]:
-    out: dict[tuple[str, str], Target] = {}
-    for s in scopes:
+            warnings: list[str] | None = None, *, workers: int = REGION_WORKERS,
+            failures: dict[tuple[str, str], str] | None = None) -> list[Target]:
+    """Every cluster the scopes cover: the regions are listed concurrently (at most ``workers`` at a
+    time); see :func:`per_region` for ``failures``. A cluster two scopes cover is the first scope's."""
+    tasks: dict[tuple[int, str], Callable[[], tuple[list[Target], M.FetchStats, list[str]]]] = {}
+    named: set[tuple[str, str]] = set()
+    for i, s in enumerate(scopes):
         for r in s.regions:
-            if s.clusters is not None:
-                for cid in s.clusters.get(r, []):
-                    if (r, cid) not in out:
-                        out[(r, cid)] = _checked(s.account, r, cid, dsql_clients[(s.account, r)],
-                                                 explicit=(r, cid) not in s.probes, probe=(r, cid) in s.probes,
-                                                 warnings=warnings)
-                continue
-            listed = list_cluster_ids(dsql_clients[(s.account, r)])
-            for cid in listed:
-                if (r, cid) not in out:
-                    out[(r, cid)] = _checked(s.account, r, cid, dsql_clients[(s.account, r)], explicit=False,
-                                             warnings=warnings)
-            for cid in M.clusters_with_metrics(cw_clients[(s.account, r)], stats=stats):
-                out.setdefault((r, cid), Target(s.account, r, cid, exists=False))
+            def task(s: Scope = s, r: str = r, skip: frozenset[tuple[str, str]] = frozenset(named)) -> Any:
+                st, ws = M.FetchStats(), list[str]()  # per task: the counters are not thread-safe
+                found = _scope_region_targets(s, r, cw_clients[(s.account, r)], dsql_clients[(s.account, r)],
+                                              st, ws, set(skip))
+                return found, st, ws
+            tasks[(i, r)] = task
+        if s.clusters is not None:
+            named |= {(r, cid) for r, ids in s.clusters.items() for cid in ids}
+    failed: dict[tuple[int, str], str] = {}
+    done = per_region(tasks, workers=workers, failures=failed if failures is not None else None)
+    if failures is not None:
+        for (i, r), error in failed.items():
+            failures[(scopes[i].account, r)] = error
+    out: dict[tuple[str, str], Target] = {}
+    for found, st, ws in done.values():
+        stats.add(st)
+        if warnings is not None:
+            warnings.extend(ws)
+        for t in found:
+            out.setdefault((t.region, t.cluster_id), t)
     return list(out.values())
 
 
@@ -184,22 +257,73 @@ def to_usage(t: Target, series: dict[M.SeriesKey, M.Series]) -> ClusterUsage:
                         status=t.status if t.exists else (t.status or "not listed"), created=t.created)
 
 
+#: How far back the size of a cluster that published no ClusterStorageSize in the window is looked
+#: for (CloudWatch keeps hourly datapoints for 455 days; docs/dsql-facts.md §4.1).
+STORAGE_LOOKBACK = dt.timedelta(days=450)
+_DAY = 86400
+
+
+def with_storage_before(usages: list[ClusterUsage], cw: dict[tuple[str, str], CloudWatchClient], window: Window,
+                        stats: M.FetchStats, *, now: dt.datetime | None = None,
+                        failures: dict[tuple[str, str], str] | None = None) -> list[ClusterUsage]:
+    """Each existing cluster without a ClusterStorageSize datapoint in the window (idle all along: it
+    publishes nothing, yet its storage is billed) gets the last size seen before the window, from one
+    batched daily fetch per region. Clusters with a datapoint cost no extra call. ``failures``: as
+    :func:`dsqlops.cost.metrics.fetch_regions` (the caller drops the regions recorded there)."""
+    idle = [u for u in usages if u.exists and not u.storage_bytes]
+    if not idle:
+        return usages
+    now = now or utcnow()
+    start = floor_to(max(window.start - STORAGE_LOOKBACK, now - STORAGE_LOOKBACK), _DAY)
+    end = ceil_to(window.start, _DAY)
+    if start >= end:
+        return usages
+    lookback = Window(start, end, _DAY, start, window.start)
+    stat = M.spec("ClusterStorageSize").stat
+    keys_by: dict[tuple[str, str], list[M.SeriesKey]] = defaultdict(list)
+    for u in idle:
+        keys_by[(u.account, u.region)].append(M.SeriesKey(u.region, u.cluster_id, "ClusterStorageSize", stat))
+    series = M.fetch_regions(cw, keys_by, lookback, stats=stats, failures=failures)
+    out = []
+    for u in usages:
+        s = series.get(M.SeriesKey(u.region, u.cluster_id, "ClusterStorageSize", stat))
+        points = {t: v for t, v in (s.points if s else {}).items() if t < window.start}
+        if u in idle and points:
+            last = max(points)
+            u = dataclasses.replace(u, storage_before=(last, points[last]))
+        out.append(u)
+    return out
+
+
 def _has_data(u: ClusterUsage) -> bool:
     return bool(any(u.dpu.values()) or u.storage_bytes or u.transactions)
 
 
+def _sts_region(s: Scope) -> str:
+    """Where to ask STS: the profile's own Region when the scope covers it (with --all-regions the
+    first Region in name order may be an opt-in one the account has not enabled)."""
+    own = getattr(s.aws, "region", None)
+    return own if own in s.regions else s.regions[0]
+
+
 def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] = M.COST_METRICS,
-            progress: Callable[[str], None] | None = None, **fetch_kw: Any) -> Collected:
+            progress: Callable[[str], None] | None = None, region_workers: int = REGION_WORKERS,
+            region_failures: list[RegionFailure] | None = None, **fetch_kw: Any) -> Collected:
     """Fetch hourly usage of every cluster the scopes cover.
 
     A cluster the user named that GetCluster does not find and that has no metrics in the window is
     an error naming the region searched (never a silent $0).
+
+    The regions are listed, searched for streams and fetched concurrently, at most ``region_workers``
+    at a time. With ``region_failures`` (``cost --all-regions``), a region that fails at any step is
+    appended there with why and left out entirely (none of its clusters is priced at a made-up $0);
+    without it, the first failure is raised.
     """
     from dsqlops.errors import NotFoundError
 
     stats = M.FetchStats()
     warnings: list[str] = []
-    scopes = [Scope(account_of(s.aws, s.regions[0], s.account, warnings) if s.regions else s.account,
+    scopes = [Scope(account_of(s.aws, _sts_region(s), s.account, warnings) if s.regions else s.account,
                     s.aws, s.regions, s.clusters, s.probes) for s in scopes]
     cw: dict[tuple[str, str], Any] = {}
     dsql: dict[tuple[str, str], Any] = {}
@@ -207,19 +331,33 @@ def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] =
         for r in s.regions:
             cw[(s.account, r)] = s.aws.cloudwatch(r)
             dsql[(s.account, r)] = s.aws.dsql(r)
+    failed: dict[tuple[str, str], str] | None = {} if region_failures is not None else None
     if progress:
         progress("listing clusters")
-    tgs = targets(scopes, cw, dsql, stats, warnings)
-    keys_by: dict[tuple[str, str], list[M.SeriesKey]] = defaultdict(list)
+    tgs = targets(scopes, cw, dsql, stats, warnings, workers=region_workers, failures=failed)
     by_scope_region: dict[tuple[str, str], list[str]] = defaultdict(list)
     for t in tgs:
         by_scope_region[(t.account, t.region)].append(t.cluster_id)
-    for (acct, region), ids in by_scope_region.items():
-        streams = M.discover_streams(cw[(acct, region)], ids, stats=stats) if "StreamDPU" in metrics else {}
-        keys_by[(acct, region)] = M.series_keys(region, ids, metrics, streams)
+    streams: dict[tuple[str, str], dict[str, list[str]]] = {}
+    if "StreamDPU" in metrics:
+        tasks: dict[tuple[str, str], Callable[[], Any]] = {}
+        for key, ids in by_scope_region.items():
+            def discover(key: tuple[str, str] = key, ids: list[str] = ids) -> tuple[dict[str, list[str]], M.FetchStats]:
+                st = M.FetchStats()
+                return M.discover_streams(cw[key], ids, stats=st), st
+            tasks[key] = discover
+        for key, (found, st) in per_region(tasks, workers=region_workers, failures=failed).items():
+            streams[key] = found
+            stats.add(st)
+    keys_by: dict[tuple[str, str], list[M.SeriesKey]] = {
+        key: M.series_keys(key[1], ids, metrics, streams.get(key, {}))
+        for key, ids in by_scope_region.items() if not (failed and key in failed)}
     if progress:
         progress(f"fetching {sum(len(k) for k in keys_by.values())} series of {len(tgs)} cluster(s)")
-    series = M.fetch_regions(cw, keys_by, window, stats=stats, **fetch_kw)
+    fetch_kw.setdefault("max_workers", region_workers)
+    series = M.fetch_regions(cw, keys_by, window, stats=stats, failures=failed, **fetch_kw)
+    if failed:
+        tgs = [t for t in tgs if (t.account, t.region) not in failed]
     warnings += [m for s in series.values() for m in s.messages]
     probes = {p for s in scopes for p in s.probes}
     usages: list[ClusterUsage] = []
@@ -238,6 +376,13 @@ def collect(scopes: Sequence[Scope], window: Window, *, metrics: Sequence[str] =
                             "metrics for it in the window)", code="ResourceNotFoundException",
                             hint="check the id, or name the cluster by endpoint or ARN (or pass --region) to "
                             "search the region it lives in")
+    if "ClusterStorageSize" in metrics:
+        usages = with_storage_before(usages, cw, window, stats, failures=failed)
+    if failed and region_failures is not None:
+        usages = [u for u in usages if (u.account, u.region) not in failed]
+        many = len({a for a, _r in failed}) > 1 or len(scopes) > 1
+        for (acct, region), error in sorted(failed.items(), key=lambda kv: kv[0][1]):
+            region_failures.append(RegionFailure(region, f"{acct}: {error}" if many else error))
     return Collected(usages, stats, window, warnings)
 
 
@@ -258,18 +403,27 @@ def scope_from_refs(account: str, aws: Any, refs: Sequence[Any], regions: Sequen
 
 def estimate_for(scopes: Sequence[Scope], window: Window, prices: Any, *, now: dt.datetime, forecast: bool,
                  progress: Callable[[str], None] | None = None, only: set[tuple[str, str]] | None = None,
-                 free_tier_scope: str = "clusters in this run", **fetch_kw: Any) -> tuple[Any, Collected]:
+                 free_tier_scope: str = "clusters in this run", partial_regions: bool = False,
+                 **fetch_kw: Any) -> tuple[Any, Collected]:
     """collect() + model.estimate(): the one core call behind ``cost`` and ``report``.
 
     ``only`` ((region, cluster id) pairs): price every cluster the scopes cover (so the free tier is split
-    over all of them) but show only these.
+    over all of them) but show only these. ``partial_regions``: a region that fails is listed in
+    ``est.failed_regions`` (with a warning) instead of failing the run.
     """
     from dsqlops.cost.model import estimate
 
-    got = collect(scopes, window, progress=progress, **fetch_kw)
+    failures: list[RegionFailure] | None = [] if partial_regions else None
+    got = collect(scopes, window, progress=progress, region_failures=failures, **fetch_kw)
     est = estimate(got.usages, prices, start=window.start, end=min(window.end, max(now, window.start)),
                    now=now, forecast=forecast)
     est.warnings[:0] = got.warnings
+    for f in failures or []:
+        est.failed_regions.append({"region": f.region, "error": f.error})
+        est.warnings.append(f"region {f.region} left out: {f.error}")
+    if failures:
+        est.warnings.append("the free tier was split without the clusters of the failed region(s): the others "
+                            "may look cheaper than they are")
     est.free_tier_scope = free_tier_scope
     if only is not None:
         est.clusters = [c for c in est.clusters if (c.region, c.cluster_id) in only]

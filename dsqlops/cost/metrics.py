@@ -110,17 +110,30 @@ class FetchStats:
     retries: int = 0
     batches: int = 0
     datapoints_requested: int = 0
+    #: Queries per region (the key :func:`fetch_regions` was given): a call goes to one region's
+    #: endpoint, so the lower bound on calls is per region.
+    region_queries: dict[Any, int] = field(default_factory=dict)
 
     def add(self, other: FetchStats) -> None:
         for f in ("calls", "pages", "queries", "retries", "batches", "datapoints_requested"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
+        for r, q in other.region_queries.items():
+            self.region_queries[r] = self.region_queries.get(r, 0) + q
 
     def minimum_calls(self, points_per_query: int) -> int:
-        """The fewest GetMetricData calls that could carry these queries within both limits."""
-        if not self.queries:
-            return 0
-        return max(math.ceil(self.queries / MAX_QUERIES_PER_CALL),
-                   math.ceil(self.queries * points_per_query / MAX_POINTS_PER_CALL))
+        """The fewest GetMetricData calls that could carry these queries within both limits: the sum
+        of :func:`lower_bound_calls` over the regions (all queries as one region when none are known)."""
+        per_region = self.region_queries or {None: self.queries}
+        return sum(lower_bound_calls(q, points_per_query) for q in per_region.values())
+
+
+def lower_bound_calls(queries: int, points_per_query: int) -> int:
+    """No fewer GetMetricData calls (to one region) can carry ``queries`` series of
+    ``points_per_query`` points each: at most 500 queries and 100,800 datapoints per call."""
+    if queries <= 0:
+        return 0
+    return max(math.ceil(queries / MAX_QUERIES_PER_CALL),
+               math.ceil(queries * points_per_query / MAX_POINTS_PER_CALL))
 
 
 @dataclass(frozen=True)
@@ -317,9 +330,16 @@ def series_keys(region: str, cluster_ids: Iterable[str], metrics: Iterable[str],
 
 def fetch_regions(clients: Mapping[Any, CloudWatchClient], keys_by_region: Mapping[Any, Sequence[SeriesKey]],
                   window: Window, *, stats: FetchStats | None = None, max_workers: int = 8,
-                  **kw: Any) -> dict[SeriesKey, Series]:
-    """Fetch every region concurrently (one thread per region; clients are built beforehand,
-    because creating boto3 clients is not thread-safe)."""
+                  failures: dict[Any, str] | None = None, **kw: Any) -> dict[SeriesKey, Series]:
+    """Fetch every region concurrently (at most ``max_workers`` at a time; clients are built
+    beforehand, because creating boto3 clients is not thread-safe).
+
+    Without ``failures`` the first region that fails raises. With it, a region whose fetch fails with
+    a dsqlops error (access denied, unreachable, throttled past botocore's retries) is recorded there
+    with its message and its series are left out; the other regions still answer.
+    """
+    from dsqlops.errors import DsqlopsError
+
     stats = stats if stats is not None else FetchStats()
     regions = [r for r in keys_by_region if keys_by_region[r]]
     per_stats = {r: FetchStats() for r in regions}
@@ -330,7 +350,13 @@ def fetch_regions(clients: Mapping[Any, CloudWatchClient], keys_by_region: Mappi
         futures = {r: pool.submit(fetch, clients[r], keys_by_region[r], window, stats=per_stats[r], **kw)
                    for r in regions}
         for r in regions:
-            out.update(futures[r].result())
-    for s in per_stats.values():
+            try:
+                out.update(futures[r].result())
+            except DsqlopsError as e:
+                if failures is None:
+                    raise
+                failures[r] = e.message
+    for r, s in per_stats.items():
+        s.region_queries = {r: s.queries}
         stats.add(s)
     return out

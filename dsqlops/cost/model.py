@@ -92,6 +92,9 @@ class ClusterUsage:
     account: str = "default"
     #: The cluster's creation time (GetCluster), when known: storage is not carried back before it.
     created: dt.datetime | None = None
+    #: The last ClusterStorageSize datapoint before the window (time, bytes): looked up only for a
+    #: cluster that published none in the window (idle all along), whose storage is still billed.
+    storage_before: tuple[dt.datetime, Decimal] | None = None
 
 
 @dataclass
@@ -145,6 +148,8 @@ class ClusterCost:
     storage_hours_carried: int = 0
     #: Hours before the first storage datapoint that were billed at that first datapoint's size.
     storage_hours_backfilled: int = 0
+    #: When no datapoint fell in the window: the time of the one before it whose size was billed.
+    storage_seen_before: dt.datetime | None = None
     #: False when the price table has no price for the cluster's region: its dollars are unknown.
     priced: bool = True
     #: DPU per UTC day and component (read, write, …), and GB-month per UTC day (carried hours included).
@@ -203,6 +208,7 @@ class ClusterCost:
             "storage_hours": self.storage_hours, "storage_hours_carried": self.storage_hours_carried,
             "storage_first_point_used_backwards": self.storage_hours_backfilled > 0,
             "storage_hours_backfilled": self.storage_hours_backfilled,
+            "storage_size_from_before_window": self.storage_seen_before,
             "has_data": self.has_data,
             "priced": self.priced,
             **{f"{k}_usd": self._usd(self.component_usd(k)) for k in COMPONENTS},
@@ -240,6 +246,9 @@ class CostEstimate:
     #: Over which clusters the free tier was split: "clusters in this run" or "every cluster of the account
     #: in the regions covered".
     free_tier_scope: str = "clusters in this run"
+    #: Regions that could not be covered (``cost --all-regions``): ``{"region", "error"}``; their
+    #: clusters are not in ``clusters`` at all.
+    failed_regions: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def total_usd(self) -> Decimal:
@@ -289,7 +298,8 @@ class CostEstimate:
         return {"window": {"start": self.start, "end": self.end}, "generated_at": self.generated_at,
                 "price_table": self.price_table, "clusters": [c.to_dict() for c in self.clusters],
                 "totals": self.totals(), "free_tier": self.free_tier, "free_tier_scope": self.free_tier_scope,
-                "unpriced_regions": sorted({c.region for c in self.unpriced}), "warnings": list(self.warnings),
+                "unpriced_regions": sorted({c.region for c in self.unpriced}),
+                "failed_regions": list(self.failed_regions), "warnings": list(self.warnings),
                 "assumptions": list(self.assumptions), "caveat": self.caveat}
 
 
@@ -314,22 +324,30 @@ def _hour(t: dt.datetime) -> dt.datetime:
 
 
 def storage_by_hour(points: Mapping[dt.datetime, Decimal], start: dt.datetime, end: dt.datetime, *,
-                    created: dt.datetime | None = None,
-                    carry_to_end: bool = True) -> tuple[dict[dt.datetime, Decimal], int, int]:
+                    created: dt.datetime | None = None, carry_to_end: bool = True,
+                    before: Decimal | None = None) -> tuple[dict[dt.datetime, Decimal], int, int]:
     """The size billed for every hour of [start, end): a datapoint where there is one, else the last
     known size; before the first datapoint, the first datapoint (not before ``created``, when that is
     known and earlier than the first datapoint). With ``carry_to_end`` false (a cluster that no longer
-    exists) nothing is carried past the last datapoint.
+    exists) nothing is carried past the last datapoint. ``before``: with no datapoint in the window,
+    the size last seen before it, carried over every hour (of a cluster that exists).
 
     Returns (bytes per hour, hours carried in total, of which hours filled backwards).
     """
     by_hour: dict[dt.datetime, Decimal] = {}
     for t in sorted(points):
         by_hour[_hour(t)] = points[t]
-    if not by_hour:
-        return {}, 0, 0
-    first, last = min(by_hour), max(by_hour)
     lower = _hour(start) if start == _hour(start) else _hour(start) + HOUR
+    if not by_hour:
+        if before is None or not carry_to_end:
+            return {}, 0, 0
+        hours = {}  # the cluster existed before the window: its creation time bounds nothing here
+        t = lower
+        while t < end:
+            hours[t] = before
+            t += HOUR
+        return hours, len(hours), 0
+    first, last = min(by_hour), max(by_hour)
     if created is not None and created <= first:
         c = created if created == _hour(created) else _hour(created) + HOUR
         lower = max(lower, min(c, first))
@@ -378,12 +396,17 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
         if comp_sum:
             warnings.append(f"{u.cluster_id}: no TotalDPU data; billing the sum of the DPU components")
     storage = {t: b for t, b in u.storage_bytes.items() if _in(t, start, end)}
+    before = u.storage_before if not storage and u.exists else None
     billed_hours, carried, backfilled = storage_by_hour(storage, start, end, created=u.created,
-                                                        carry_to_end=u.exists)
+                                                        carry_to_end=u.exists, before=before[1] if before else None)
     byte_hours: dict[dt.datetime, Decimal] = defaultdict(lambda: ZERO)
     for t, b in billed_hours.items():
         byte_hours[month_start(t)] += b
-    if carried:
+    if before is not None and carried:
+        warnings.append(f"{u.cluster_id}: no ClusterStorageSize datapoint in the window (an idle cluster publishes "
+                        f"none); {carried} hour(s) billed at {_q(before[1] / price.bytes_per_unit)} "
+                        f"{price.storage_unit}, the size last seen {before[0]:%Y-%m-%d %H:%M}Z")
+    elif carried:
         warnings.append(f"{u.cluster_id}: {carried} hour(s) without a ClusterStorageSize datapoint billed at the "
                         "last known size" + (f" ({backfilled} before the first datapoint, at its size)"
                                              if backfilled else ""))
@@ -404,7 +427,7 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
     for t, b in billed_hours.items():
         daily_storage[t.date()] += b / price.bytes_per_unit / hours_in_month(t)
     seen = sorted(set(hourly) | set(storage) | {t for m in u.dpu.values() for t in m if _in(t, start, end)})
-    latest = storage[max(storage)] if storage else None
+    latest = storage[max(storage)] if storage else (before[1] if before is not None and carried else None)
     return ClusterCost(
         cluster_id=u.cluster_id, region=u.region, status=u.status, exists=u.exists, account=u.account, price=price,
         components=comps, components_dpu=comp_sum, total_dpu_metric=total_metric, billed_dpu=billed,
@@ -412,7 +435,8 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
         first_seen=seen[0] if seen else None, last_seen=seen[-1] if seen else None, daily_dpu=dict(daily),
         transactions=u.transactions, occ_conflicts=u.occ_conflicts, monthly_dpu=dict(monthly_dpu),
         monthly_storage=dict(monthly_storage), warnings=warnings, storage_hours_carried=carried,
-        storage_hours_backfilled=backfilled, daily_components={d: dict(v) for d, v in daily_comp.items()},
+        storage_hours_backfilled=backfilled, storage_seen_before=before[0] if before is not None and carried else None,
+        daily_components={d: dict(v) for d, v in daily_comp.items()},
         daily_storage_gb_month=dict(daily_storage))
 
 

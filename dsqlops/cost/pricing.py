@@ -229,6 +229,12 @@ def load_for(flag: str | None = None, settings: Any = None) -> PriceTable:
     return load(path)
 
 
+def dsql_regions(prices: PriceTable) -> list[str]:
+    """The regions where DSQL exists, for the commands that cover them all (``--all-regions``): the
+    price table's (``pricing refresh`` brings a new region in from the Price List API)."""
+    return sorted(prices.regions)
+
+
 # ---------------------------------------------------------------------------------------------
 # Price List API
 

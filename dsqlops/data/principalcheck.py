@@ -20,16 +20,21 @@ The principal can log in as a role when that role exists with LOGIN, the princip
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsqlops.aws import error_code
-from dsqlops.data.rolecheck import principal_of
+from dsqlops.data.rolecheck import Checks, principal_of
+
+if TYPE_CHECKING:
+    from mypy_boto3_dsql import AuroraDSQLClient
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_sts import STSClient
 
 ACTIONS = ("dsql:DbConnect", "dsql:DbConnectAdmin")
 
 
 @dataclass
-class PrincipalReport:
+class PrincipalReport(Checks):
     arn: str
     principal_arn: str
     cluster_arn: str | None = None
@@ -39,12 +44,6 @@ class PrincipalReport:
     checks: list[dict[str, str]] = field(default_factory=list)
     ok: bool = False
     summary: str = ""
-
-    def add(self, check: str, status: str, detail: str) -> None:
-        self.checks.append({"check": check, "status": status, "detail": detail})
-
-    def rows(self) -> list[dict[str, str]]:
-        return list(self.checks)
 
     @property
     def iam_verified(self) -> bool:
@@ -56,7 +55,7 @@ class PrincipalReport:
                 "iam": self.iam, "iam_note": self.iam_note, "checks": self.checks}
 
 
-def simulate(iam: Any, principal_arn: str, cluster_arn: str) -> tuple[dict[str, str], str | None]:
+def simulate(iam: IAMClient, principal_arn: str, cluster_arn: str) -> tuple[dict[str, str], str | None]:
     """({action: decision}, None), or ({}, why) when the simulation could not run."""
     try:
         decisions: dict[str, str] = {}
@@ -82,7 +81,7 @@ def simulate(iam: Any, principal_arn: str, cluster_arn: str) -> tuple[dict[str, 
     return decisions, None
 
 
-def check_principal(arn: str, *, admin_conn: Any | None, iam: Any | None, cluster_arn: str | None,
+def check_principal(arn: str, *, admin_conn: Any | None, iam: IAMClient | None, cluster_arn: str | None,
                     role: str | None = None, admin_error: str | None = None,
                     cluster_arn_note: str | None = None) -> PrincipalReport:
     """Both sides for ``arn`` (an IAM user/role ARN, or an assumed-role session ARN)."""
@@ -176,7 +175,7 @@ def check_principal(arn: str, *, admin_conn: Any | None, iam: Any | None, cluste
     return rep
 
 
-def cluster_arn_for(dsql: Any, cluster_id: str, *, region: str, sts: Any = None,
+def cluster_arn_for(dsql: AuroraDSQLClient, cluster_id: str, *, region: str, sts: STSClient | None = None,
                     partition_of: str | None = None) -> tuple[str | None, str | None]:
     """The cluster's ARN from GetCluster; failing that, built from the caller's account (STS).
     Returns (arn, None) or (None, why)."""

@@ -27,8 +27,20 @@ if TYPE_CHECKING:
 MAX_SKEW_SECONDS = 300.0
 
 
+class Checks:
+    """The check list of a diagnosis (one row per check: name, ok/fail/warn/…, detail)."""
+
+    checks: list[dict[str, str]]
+
+    def add(self, check: str, status: str, detail: str) -> None:
+        self.checks.append({"check": check, "status": status, "detail": detail})
+
+    def rows(self) -> list[dict[str, str]]:
+        return list(self.checks)
+
+
 @dataclass
-class CheckReport:
+class CheckReport(Checks):
     role: str
     caller_arn: str | None = None
     principal_arn: str | None = None
@@ -36,12 +48,6 @@ class CheckReport:
     checks: list[dict[str, str]] = field(default_factory=list)
     ok: bool = False
     summary: str = ""
-
-    def add(self, check: str, status: str, detail: str) -> None:
-        self.checks.append({"check": check, "status": status, "detail": detail})
-
-    def rows(self) -> list[dict[str, str]]:
-        return list(self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {"role": self.role, "ok": self.ok, "summary": self.summary, "caller_arn": self.caller_arn,

@@ -4,8 +4,6 @@ that fails is named with why and the others still answer (moto, two Regions)."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ from dsqlops.cost import pricing as P
 from dsqlops.errors import ExitCode
 from tests.control.conftest import create
 from tests.control.test_retries import _Raw
+from tests.overlap import Overlap
 
 
 @pytest.fixture()
@@ -71,7 +70,7 @@ def test_a_failing_region_is_named_and_the_rest_still_answers(run, monkeypatch, 
     create(run, region="us-east-2")
     seen = _deny_region(monkeypatch, "us-east-2")
     r = run([*two_region_prices, "-o", "json", "cluster", "list", "--all-regions"])
-    assert r.exit_code == ExitCode.SERVICE
+    assert r.exit_code == ExitCode.INCOMPLETE  # printed, but partial: as cost --all-regions
     out = r.json()
     assert [c["id"] for c in out["clusters"]] == [a["id"]]
     (failed,) = out["failed_regions"]
@@ -80,16 +79,13 @@ def test_a_failing_region_is_named_and_the_rest_still_answers(run, monkeypatch, 
     assert "1 of 2 regions could not be listed (us-east-2)" in r.stderr
     assert len(seen) == 1  # 403 is not retried
     r = run([*two_region_prices, "cluster", "list", "--all-regions"])  # the table still shows us-east-1
-    assert r.exit_code == ExitCode.SERVICE and a["id"] in r.stdout
+    assert r.exit_code == ExitCode.INCOMPLETE and a["id"] in r.stdout
 
 
 def test_regions_are_listed_in_parallel_within_the_bound(aws: None):
     from dsqlops.control.clusters import list_fleet
 
-    lock = threading.Lock()
-    state = {"now": 0, "max": 0, "calls": 0}
-    # The first three ListClusters meet here: only three Regions listed at once get through.
-    meet = threading.Barrier(3, timeout=10)
+    seen = Overlap(meet=3)
 
     class Slow:
         """A dsql client double whose ListClusters holds its slot, so overlapping Regions are observable."""
@@ -98,22 +94,13 @@ def test_regions_are_listed_in_parallel_within_the_bound(aws: None):
             return self
 
         def paginate(self) -> Any:
-            with lock:
-                state["now"] += 1
-                state["calls"] += 1
-                first = state["calls"] <= 3
-                state["max"] = max(state["max"], state["now"])
-            if first:
-                meet.wait()
-            time.sleep(0.01)
-            with lock:
-                state["now"] -= 1
+            seen.visit()
             return [{"clusters": []}]
 
     regions = [f"us-test-{i}" for i in range(8)]
     fleet = list_fleet({r: Slow() for r in regions}, region_workers=3)
     assert fleet.regions == sorted(regions) and fleet.failed_regions == [] and fleet.clusters == []
-    assert state["max"] == 3 and state["calls"] == 8
+    assert seen.max == 3 and seen.calls == 8
 
 
 def test_a_region_failing_in_any_way_is_reported_not_fatal(aws: None):

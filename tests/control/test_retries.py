@@ -106,7 +106,7 @@ def test_list_makes_no_attempts_beyond_botocores(run, monkeypatch, no_sleep):
     t = Throttler("GET", "/cluster/", 10_000)
     _install(monkeypatch, t)
     r = run(["-o", "json", "cluster", "list", "--workers", "1"], env={"AWS_MAX_ATTEMPTS": "4"})
-    assert r.exit_code == ExitCode.SERVICE
+    assert r.exit_code == ExitCode.INCOMPLETE
     assert {x["id"] for x in r.json()} == ids and all(x["status"] == "UNKNOWN" for x in r.json())
     assert len(t.calls) == 3 * 4  # ListClusters passes; each GetCluster: exactly 4 HTTP attempts
 
@@ -127,7 +127,7 @@ def test_list_reports_a_cluster_it_could_not_describe(run, monkeypatch, no_sleep
     t = Throttler("GET", f"/cluster/{bad['id']}", 10_000)
     _install(monkeypatch, t)
     r = run(["-o", "json", "cluster", "list"])
-    assert r.exit_code == ExitCode.SERVICE  # partial result is not success
+    assert r.exit_code == ExitCode.INCOMPLETE  # a partial result is not success
     rows = {x["id"]: x for x in r.json()}  # ... but the data that was fetched is printed
     assert rows[ok["id"]]["status"] == "ACTIVE"
     assert rows[bad["id"]]["status"] == "UNKNOWN" and "ThrottlingException" in rows[bad["id"]]["error"]

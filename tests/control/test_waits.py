@@ -231,3 +231,44 @@ def test_policy_version_conflict_hint_names_the_host(run, tmp_path):
     r = run(["cluster", "policy", "put", c["endpoint"], str(pf), "--expected-version", "stale"])
     assert r.exit_code == ExitCode.SERVICE and "no longer at version" in r.stderr
     assert f"dsqlops cluster policy get {c['id']}.dsql.us-east-2.on.aws" in r.stderr
+
+
+def test_wait_gives_up_at_its_timeout_when_get_cluster_never_answers(dsql):
+    """One GetCluster that hangs (a black-hole endpoint) must not outlive --timeout."""
+    import threading
+
+    c = dsql.create_cluster(deletionProtectionEnabled=False)
+    release = threading.Event()
+    real = dsql.get_cluster
+
+    def hangs(**kw):
+        release.wait(30)  # without a bound on the call, the wait returns ACTIVE after this
+        return real(**kw)
+
+    dsql.get_cluster = hangs
+    try:
+        with pytest.raises(WaitTimeout) as ei:
+            wait_for(dsql, c["identifier"], region="us-east-1", timeout=0.5, interval=0.01)
+        assert "did not answer" in ei.value.message and ei.value.exit_code == ExitCode.TIMEOUT
+    finally:
+        release.set()
+
+
+def test_cluster_wait_against_a_silent_endpoint_exits_4_at_its_timeout(tmp_path):
+    """A real process against an endpoint that accepts and never answers: botocore alone would hold
+    the poll for its read timeout times its attempts (five minutes)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.faultproxy import silent_server
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSQLOPS_", "AWS_"))}
+    env.update({"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_DEFAULT_REGION": "us-east-1",
+                "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "DSQLOPS_NO_PROGRESS": "1"})
+    with silent_server() as port:
+        p = subprocess.run([sys.executable, "-m", "dsqlops", "--endpoint-url", f"http://127.0.0.1:{port}",
+                            "cluster", "wait", "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws", "--timeout", "2"],
+                           env=env, capture_output=True, text=True, timeout=90)
+    assert p.returncode == ExitCode.TIMEOUT, p.stderr
+    assert "did not answer within the 2s timeout" in p.stderr and "Traceback" not in p.stderr

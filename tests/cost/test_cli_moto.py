@@ -536,3 +536,19 @@ def test_html_report_renders_in_a_headless_browser():
     except sync_api.Error as e:  # no browser binary: its download is not on the package index
         pytest.skip(f"no headless Chromium available to Playwright: {str(e).splitlines()[0]}")
     assert errors == []
+
+
+def test_a_cluster_idle_all_month_is_billed_the_storage_it_last_reported(world):
+    """An idle cluster publishes no ClusterStorageSize, yet its storage is billed: with no datapoint
+    in the window, the size last seen before it is carried over every hour (10 GB × 456 h / 720 h)."""
+    import boto3
+
+    idle = boto3.client("dsql", "us-east-1").create_cluster(deletionProtectionEnabled=False)["identifier"]
+    _put(world["cw1"], idle, "ClusterStorageSize", {dt.datetime(2026, 10, 20, 7, tzinfo=UTC): 10e9})
+    r = run("-o", "json", "cost", "--cluster-id", idle, "--region", "us-east-1", "--month", "2026-11")
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)["clusters"][0]
+    assert c["storage_gb_month"] == "6.333333" and c["storage_hours"] == 0 and c["storage_hours_carried"] == 456
+    assert c["storage_size_from_before_window"].startswith("2026-10-20")
+    assert c["storage_usd"] == "2.09"  # 6.3333 × $0.33, before the free tier
+    assert "no ClusterStorageSize datapoint in the window" in r.stderr and "10 GB" in r.stderr

@@ -55,3 +55,11 @@ def test_a_cluster_with_every_hour_present_carries_nothing():
     u = ClusterUsage("a" * 26, "us-east-1", storage_bytes={OCT + h * H: GB500 for h in range(744)})
     c = estimate([u], PRICES, start=OCT, end=t(2026, 11, 1), now=t(2026, 11, 1)).clusters[0]
     assert c.storage_gb_month == 500 and c.storage_hours_carried == 0 and not c.warnings
+
+
+def test_with_no_datapoint_in_the_window_the_size_seen_before_is_carried_over_every_hour():
+    hours, carried, back = storage_by_hour({}, OCT + dt.timedelta(minutes=30), OCT + 5 * H, before=D(7))
+    assert hours == {OCT + h * H: D(7) for h in range(1, 5)} and (carried, back) == (4, 0)
+    # a cluster that no longer exists is billed nothing past its last datapoint
+    assert storage_by_hour({}, OCT, OCT + 5 * H, before=D(7), carry_to_end=False) == ({}, 0, 0)
+    assert storage_by_hour({}, OCT, OCT + 5 * H) == ({}, 0, 0)
