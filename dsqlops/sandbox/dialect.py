@@ -141,11 +141,13 @@ def _contains_any(text: str, keys: tuple[str, ...]) -> bool:
     return False
 
 
-#: How many distinct statement texts the hot path remembers the classification of.
-FAST_CACHE_SIZE = 4096
+#: How many distinct statement texts the hot path remembers the classification of, and the
+#: longest text it remembers (a bulk INSERT of megabytes is classified each time instead, so the
+#: cache stays within a few MiB).
+FAST_CACHE_SIZE = 1024
+FAST_CACHE_MAX_TEXT = 4096
 
 
-@functools.lru_cache(maxsize=FAST_CACHE_SIZE)
 def _fast_class(sql: str) -> tuple[str | None, str]:
     """What the hot path needs to know of a statement's text alone, remembered per text (drivers
     and ORMs send the same texts over and over; a prepared statement is checked again at each
@@ -153,6 +155,12 @@ def _fast_class(sql: str) -> tuple[str | None, str]:
     ``(DML|READ, text without its trailing semicolon)`` for a plain statement no DSQL rule can
     touch, ``(None, '')`` for anything that needs the full path. The session's own state is
     checked by the caller, every time."""
+    if len(sql) <= FAST_CACHE_MAX_TEXT:
+        return _fast_class_remembered(sql)
+    return _classify_fast(sql)
+
+
+def _classify_fast(sql: str) -> tuple[str | None, str]:
     if len(sql) < 40:
         word = _FAST_TXN.get(" ".join(sql.rstrip().rstrip(";").split()).upper())
         if word is not None:
@@ -166,6 +174,9 @@ def _fast_class(sql: str) -> tuple[str | None, str]:
     if _contains_any(body.lower(), keys) and block.search(body):  # substring test first: ~10x cheaper
         return None, ""
     return (DML if dml else READ), body
+
+
+_fast_class_remembered = functools.lru_cache(maxsize=FAST_CACHE_SIZE)(_classify_fast)
 
 
 def _err(message: str, sqlstate: str = "0A000") -> SqlError:

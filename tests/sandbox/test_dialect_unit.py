@@ -390,3 +390,19 @@ def test_remembered_classification_still_checks_each_sessions_state() -> None:
         assert isinstance(d.statement(fresh, "SELECT * FROM t FOR SHARE", extended=True), Fail)
         version = d.statement(fresh, "select version()", extended=True)
         assert isinstance(version, Forward) and version.sql == "select sys.version()"
+
+
+def test_the_classification_cache_keeps_no_long_texts() -> None:
+    """A bulk INSERT of megabytes goes the hot path like any INSERT, but is not kept in memory."""
+    from dsqlops.sandbox import dialect
+
+    d, s = DsqlDialect(), session()
+    bulk = "INSERT INTO t VALUES " + ", ".join(f"({i}, 'row {i}')" for i in range(20_000))
+    assert len(bulk) > dialect.FAST_CACHE_MAX_TEXT
+    before = dialect._fast_class_remembered.cache_info()
+    assert isinstance(d.statement(s, bulk, extended=False), Forward)
+    assert s.state["dsql"].last_kind == sqlclass.DML
+    after = dialect._fast_class_remembered.cache_info()
+    assert (after.hits, after.misses, after.currsize) == (before.hits, before.misses, before.currsize)
+    d.statement(s, "SELECT 1 FROM t", extended=False)
+    assert dialect._fast_class_remembered.cache_info().currsize <= dialect.FAST_CACHE_SIZE
