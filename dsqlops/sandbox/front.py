@@ -40,7 +40,7 @@ from dsqlops.sandbox import protocol as P
 from dsqlops.sandbox.auth import ACCESS_DENIED, AuthFailure, Identity, verify
 from dsqlops.sandbox.hooks import Dialect, Session
 from dsqlops.sandbox.limits import Limits
-from dsqlops.sandbox.relay import Conn, Relay, _drain_buffer, _Side
+from dsqlops.sandbox.relay import Conn, Relay, Writes, _drain_buffer, _Side
 
 log = logging.getLogger("dsqlops.sandbox.front")
 
@@ -89,6 +89,7 @@ class Front:
         self.occ = occ.Coordinator()
         self._server_sock: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
+        self._writes: Writes | None = None  # every session's writes, batched per loop iteration
 
     # -- TLS ----------------------------------------------------------------------------------
     def _context(self, cert: str, key: str, *, direct: bool) -> ssl.SSLContext:
@@ -347,7 +348,9 @@ class Front:
     # -- relay ----------------------------------------------------------------------------------
     async def _relay(self, reader: Any, writer: Any, breader: Any, bwriter: Any, c: Conn) -> None:
         """Switch both connections from streams to plain protocols (no task or future per chunk)."""
-        relay = Relay(self.dialect, c, writer.transport, bwriter.transport)
+        if self._writes is None or self._writes.loop is not asyncio.get_running_loop():
+            self._writes = Writes(asyncio.get_running_loop())
+        relay = Relay(self.dialect, c, writer.transport, bwriter.transport, writes=self._writes)
         aging = asyncio.get_running_loop().call_later(self.limits.connection_age_seconds, relay.age_reached,
                                                       self.limits.txn_age_seconds)
         entry = self.cancel_keys.get((c.backend_pid, c.key))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dsqlops.sandbox import protocol as P
 from dsqlops.sandbox.hooks import Fail, Forward, PassThrough, Session, SqlError
-from dsqlops.sandbox.relay import Conn, Relay, Segment
+from dsqlops.sandbox.relay import Conn, Relay, Segment, Writes
 
 
 class _Transport:
@@ -255,3 +255,48 @@ def test_hide_machinery_keeps_the_clients_own_context() -> None:
         "q": "ALTER TABLE t DROP COLUMN nope", "R": "exec_stmt_dynexecute", "F": "pl_exec.c", "L": "1"})
     out = hide_machinery(mixed)
     assert out.fields == {"W": 'SQL function "f" statement 1'} and out.message == mixed.message
+
+
+@settings(max_examples=60, deadline=None)
+@given(client_msgs, backend_msgs, st.lists(st.integers(min_value=0, max_value=10**6), max_size=12))
+def test_batched_writes_leave_in_order_once_the_loop_has_read_its_input(
+        to_backend: list[bytes], to_client: list[bytes], cuts: list[int]) -> None:
+    """With the front's batched writes, nothing is written while the loop still handles input;
+    then each transport gets its bytes whole and in order, for every session of the loop."""
+    loop = asyncio.new_event_loop()
+    try:
+        writes = Writes(loop)
+        pairs = []
+        for _ in range(2):
+            conn = Conn(session=Session("c", "us-east-1", "postgres", "admin", None), backend_pid=1,
+                        backend_key=2, key=3)
+            client, backend = _Transport(), _Transport()
+            relay = Relay(PassThrough(), conn, client, backend, loop=loop, writes=writes)  # type: ignore[arg-type]
+            pairs.append((relay, client, backend))
+        up, down = b"".join(to_backend), b"".join(to_client)
+        for relay, _c, _b in pairs:
+            for chunk in _chunks(up, cuts):
+                relay.from_client(chunk)
+            for chunk in _chunks(down, cuts):
+                relay.from_backend(chunk)
+        assert all(not c.data and not b.data for _r, c, b in pairs)
+        loop.run_until_complete(asyncio.sleep(0))
+        for _relay, client, backend in pairs:
+            assert bytes(backend.data) == up and bytes(client.data) == down
+    finally:
+        loop.close()
+
+
+def test_batched_writes_still_pending_go_out_before_the_session_closes() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        conn = Conn(session=Session("c", "us-east-1", "postgres", "admin", None), backend_pid=1, backend_key=2, key=3)
+        client, backend = _Transport(), _Transport()
+        relay = Relay(PassThrough(), conn, client, backend, loop=loop, writes=Writes(loop))  # type: ignore[arg-type]
+        q = _msg(b"Q", b"SELECT 1\0")
+        relay.from_client(q + _msg(b"X", b""))  # Terminate: the session ends with the Query still queued
+        assert relay.done.done() and not backend.data
+        loop.run_until_complete(relay.flush_and_close())
+        assert bytes(backend.data).startswith(q) and backend.closed and client.closed
+    finally:
+        loop.close()
