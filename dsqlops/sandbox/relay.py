@@ -2,7 +2,8 @@
 
 After login (``front.py``) both connections run on plain asyncio protocols driven by
 :class:`Relay`. Messages are framed; those the front does not inspect are forwarded as they arrive
-(large rows stream through), consecutive unchanged messages leave in one write. ``Query`` and
+(large rows stream through), consecutive unchanged messages leave in one write (in the front,
+once the event loop has read all its input: :class:`Writes`). ``Query`` and
 ``Parse`` pass through :meth:`Dialect.statement`; CommandComplete, ErrorResponse and
 ReadyForQuery are reported to the dialect. Statements, portals, Executes and Syncs are tracked so
 that each response is matched to its statement (``Fail``, tag overrides, concealed errors:
