@@ -90,6 +90,11 @@ class CliEnv:
 
         return target_for(self.settings, self.cluster(cluster_value), user=user)
 
+    def resume_wait(self, cluster_value: str | None, job_id: str) -> str:
+        """``dsqlops job wait ID -c HOST``: a resume hint that reaches the same cluster from any shell
+        (whatever its DSQLOPS_CLUSTER or profile)."""
+        return f"dsqlops job wait {job_id} -c {self.connection_target(cluster_value).host}"
+
     def token_source(self) -> Any:
         """A :class:`dsqlops.data.tokens.TokenSource` on this invocation's AWS context (one per env)."""
         if getattr(self, "_tokens", None) is None:

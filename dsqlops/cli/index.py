@@ -86,7 +86,7 @@ def build_cmd(env: CliEnv, table: str, columns: tuple[str, ...], name: str | Non
         env.render({**started.to_dict(), "status": "exists"})
         return int(ExitCode.OK)
     info(f"job {started.job_id}: building index {started.index or '?'} on {started.table}")
-    info(f"  resume a wait with: dsqlops job wait {started.job_id}")
+    info(f"  resume a wait with: {env.resume_wait(cluster, started.job_id)}")
     if not wait:
         env.render({**started.to_dict(), "status": "submitted"})
         return int(ExitCode.OK)
@@ -101,7 +101,7 @@ def build_cmd(env: CliEnv, table: str, columns: tuple[str, ...], name: str | Non
     r = results[0]
     if r.timed_out:
         raise WaitTimeout(f"index build job {r.job_id} is still {r.status} after {timeout:g}s",
-                          hint=f"it keeps running; resume with: dsqlops job wait {r.job_id}")
+                          hint=f"it keeps running; resume with: {env.resume_wait(cluster, r.job_id)}")
     if not r.succeeded:
         raise OperationFailed(f"index build job {r.job_id} {r.status}: {r.details or 'no details'}",
                               hint=_failed_build_hint(env, cluster, started.index, unique=unique))
@@ -247,7 +247,8 @@ def repair_cmd(env: CliEnv, table: str | None, wait: bool, max_duplicates: int, 
     finally:
         conn.close()
     for r in rows:
-        info(f"job {r['job_id']}: rebuilding {r['index']} (resume a wait with: dsqlops job wait {r['job_id']})")
+        hint = env.resume_wait(cluster, str(r["job_id"]))
+        info(f"job {r['job_id']}: rebuilding {r['index']} (resume a wait with: {hint})")
     code = int(ExitCode.OK)
     if rows and wait:
         from dsqlops.cli.job import wait_and_report

@@ -33,7 +33,8 @@ def wait_and_report(env: CliEnv, cluster: str | None, job_ids: Sequence[str], *,
 
     try:
         results = wait_all(lambda: env.connect(cluster, autocommit=True), job_ids, timeout=timeout, method=method,
-                           on_status=on_status if progress.enabled else None, status_conn=status_conn)
+                           on_status=on_status if progress.enabled else None, status_conn=status_conn,
+                           resume=lambda jid: env.resume_wait(cluster, jid))
     finally:
         progress.done()
         if status_conn is not None:
@@ -49,7 +50,7 @@ def wait_and_report(env: CliEnv, cluster: str | None, job_ids: Sequence[str], *,
         if r.timed_out:
             why = f" ({r.details})" if r.details else ""
             info(f"job {r.job_id}: still {r.status} after the {timeout:g}s timeout{why}; it keeps running: "
-                 f"resume with 'dsqlops job wait {r.job_id}'")
+                 f"resume with '{env.resume_wait(cluster, r.job_id)}'")
             code = ExitCode.TIMEOUT
         elif not r.succeeded:
             info(f"job {r.job_id}: {r.status}" + (f": {r.details}" if r.details else ""))

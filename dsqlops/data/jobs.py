@@ -169,15 +169,21 @@ def _result(job: Job | None, job_id: str, start: float, method: str, *, timed_ou
                       time.monotonic() - start, method, timed_out)
 
 
+def resume_command(job_id: str) -> str:
+    """The command that resumes a wait (the CLI names the cluster in it)."""
+    return f"dsqlops job wait {job_id}"
+
+
 def wait_for_job(connect: ConnFactory, job_id: str, *, timeout: float, method: str = "auto",
                  poll_interval: float = 1.0, on_status: Callable[[str], None] | None = None,
-                 status_conn: Any = None) -> WaitResult:
+                 status_conn: Any = None, resume: Callable[[str], str] = resume_command) -> WaitResult:
     """Wait until the job ends or ``timeout`` seconds pass (then ``timed_out``; the job goes on).
 
     ``connect()`` returns a **new** autocommit connection (used for the CALL, and again whenever a
     connection must be replaced). ``on_status`` gets the job's status while waiting (a live status
     line); ``status_conn`` is where those status reads run (a second connection; required with
-    ``on_status`` in call mode because the CALL blocks its own).
+    ``on_status`` in call mode because the CALL blocks its own). ``resume(job_id)`` is the command
+    an error's hint offers to resume the wait.
     """
     job_id = validate_job_id(job_id)
     if timeout <= 0:
@@ -191,7 +197,7 @@ def wait_for_job(connect: ConnFactory, job_id: str, *, timeout: float, method: s
         return _poll(connect, job_id, timeout=timeout, poll_interval=poll_interval, on_status=on_status,
                      start=start, conn=status_conn)
     return _call(connect, job_id, timeout=timeout, poll_interval=poll_interval, on_status=on_status, start=start,
-                 status_conn=status_conn)
+                 status_conn=status_conn, resume=resume)
 
 
 def _lost(exc: BaseException, conn: Any = None) -> bool:
@@ -341,7 +347,8 @@ def _call_once(conn: Any, job_id: str, *, left: float, poll_interval: float, sta
 
 
 def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: float,
-          on_status: Callable[[str], None] | None, start: float, status_conn: Any) -> WaitResult:
+          on_status: Callable[[str], None] | None, start: float, status_conn: Any,
+          resume: Callable[[str], str] = resume_command) -> WaitResult:
     readers = [status_conn]
     conn = connect()
     while True:
@@ -364,7 +371,7 @@ def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
         from dsqlops.errors import ServiceError
 
         raise ServiceError(f"waiting for job {job_id} failed: {_first_line(err)}", code=code,
-                           hint=f"the job goes on; resume with: dsqlops job wait {job_id}")
+                           hint=f"the job goes on; resume with: {resume(job_id)}")
     # the final row carries the details (the CALL only says succeeded true/false)
     job = _final_read(connect, job_id, readers[0])
     timed_out = bool(outcome.get("timeout")) and not (job is not None and job.terminal)
@@ -399,7 +406,7 @@ def _final_read(connect: ConnFactory, job_id: str, reader: Any) -> Job | None:
 
 def wait_all(connect: ConnFactory, job_ids: Sequence[str], *, timeout: float, method: str = "auto",
              poll_interval: float = 1.0, on_status: Callable[[str, str], None] | None = None,
-             status_conn: Any = None) -> list[WaitResult]:
+             status_conn: Any = None, resume: Callable[[str], str] = resume_command) -> list[WaitResult]:
     """Wait for several jobs within one overall ``timeout``; after it runs out, the remaining jobs
     are only looked at once (``timed_out`` when still running)."""
     ids = [validate_job_id(j) for j in job_ids]
@@ -416,5 +423,5 @@ def wait_all(connect: ConnFactory, job_ids: Sequence[str], *, timeout: float, me
                                timed_out=job is not None and not job.terminal))
             continue
         out.append(wait_for_job(connect, jid, timeout=left, method=method, poll_interval=poll_interval,
-                                on_status=cb, status_conn=status_conn))
+                                on_status=cb, status_conn=status_conn, resume=resume))
     return out

@@ -3,6 +3,7 @@ AWS IAM GRANT, CREATE INDEX ASYNC, sys.jobs and sys.wait_for_job)."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import psycopg
@@ -136,7 +137,7 @@ def test_unique_build_over_duplicates_fails_then_repair_fixes_it(sb, admin):
 
 
 @pytest.mark.parametrize("method", ["call", "poll"])
-def test_job_wait_times_out_cleanly_and_resumes(sb, cluster, admin, method):
+def test_job_wait_times_out_cleanly_and_resumes_with_the_printed_command(sb, cluster, admin, method, monkeypatch):
     tbl = uniq("slow")
     admin.execute(f"CREATE TABLE {tbl} (id int PRIMARY KEY, v int)")
     su = sb.superuser_connect(cluster, sslmode="disable")
@@ -147,11 +148,14 @@ def test_job_wait_times_out_cleanly_and_resumes(sb, cluster, admin, method):
         assert r.exit_code == 4, r.stderr
         (row,) = r.json()
         assert row["timed_out"] is True and row["status"] in ("submitted", "processing")
-        assert f"resume with 'dsqlops job wait {job_id}'" in r.stderr
+        # the hint names the cluster, so it works as printed from a shell with another default cluster
+        (hint,) = re.findall(r"resume with '(dsqlops job wait [^']+)'", r.stderr)
+        assert hint == f"dsqlops job wait {job_id} -c {sb.endpoint(cluster)}"
     finally:
         su.rollback()
         su.close()
-    done = invoke(["-o", "json", "job", "wait", job_id, "--timeout", "120", "--method", method])
+    monkeypatch.delenv("DSQLOPS_CLUSTER")
+    done = invoke(["-o", "json", *hint.split()[1:], "--timeout", "120", "--method", method])
     assert done.exit_code == 0, done.stderr
     assert done.json()[0]["status"] == "completed"
 
