@@ -19,9 +19,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Everything that needs no PostgreSQL and no sandbox (tests/markers.py keeps the markers honest).
+# Everything that needs no PostgreSQL and no sandbox (tests/markers.py keeps the markers honest),
+# on every core (pytest-xdist). The full suite stays in one process: its session-scoped PostgreSQL
+# and sandbox are started once, not once per worker.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not postgres and not sandbox" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto -m "not postgres and not sandbox" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dsqlops tests benchmarks
