@@ -1,4 +1,5 @@
-"""Cron-safe file handling: atomic writes and a non-blocking single-instance lock."""
+"""Cron-safe file handling: output files checked before the work, atomic writes and a non-blocking
+single-instance lock."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from dsqlops.errors import Locked
+from dsqlops.errors import Locked, UsageError
+
+
+def check_output_file(path: str | os.PathLike[str], option: str) -> Path:
+    """Refuse, before any work, an output file that cannot be created where it is named: a folder,
+    or a file in a folder that does not exist (a typo in a crontab must not create folder trees)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {p} is a folder; give a file name")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{option} {p}: the folder {folder} does not exist (dsqlops does not create folders)")
+    return p
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:

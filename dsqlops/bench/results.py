@@ -160,13 +160,11 @@ def to_json_line(result: BenchResult) -> str:
 
 
 def check_writable(path: str | Path) -> None:
-    """Refuse a results file that could not be appended to (its folder missing, a folder, …)."""
-    p = Path(path)
-    if p.is_dir():
-        raise UsageError(f"--results {p}: is a folder")
+    """Refuse a results file that could not be appended to (its folder missing, a folder, not writable)."""
+    from dsqlops.fsutil import check_output_file
+
+    p = check_output_file(path, "--results")
     folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"--results {p}: the folder {folder} does not exist")
     if not os.access(p if p.exists() else folder, os.W_OK):
         raise UsageError(f"--results {p}: not writable")
 

@@ -70,7 +70,7 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
     from dsqlops.cost.report import build, read_config, render, report_month, report_scopes
     from dsqlops.cost.timewin import utcnow
     from dsqlops.errors import Incomplete
-    from dsqlops.fsutil import atomic_write, default_lock_path, single_instance
+    from dsqlops.fsutil import atomic_write, check_output_file, default_lock_path, single_instance
 
     if config_file:
         env.config_path = config_file
@@ -82,7 +82,7 @@ def report(env: CliEnv, config_file: str | None, fmt: str | None, out: str | Non
     lock = lock_file or cfg.lock_file or str(default_lock_path("dsqlops-report"))
     report_month(month, utcnow())  # a bad --month, --mode or --out is refused before the lock and any AWS call
     mode = _parse_mode(file_mode)
-    out_path = _check_out(target) if target else None
+    out_path = check_output_file(Path(str(target)).expanduser(), "--out") if target else None
     with single_instance(lock):
         prices = pricing.load_for(pricing_file, settings)
         scopes = report_scopes(cfg, settings,
@@ -118,15 +118,3 @@ def _parse_mode(text: str | None) -> int:
     if not 0 <= mode <= 0o777:
         raise UsageError(f"--mode must be octal permissions such as 0600 or 0644, not {text!r}")
     return mode
-
-
-def _check_out(target: object) -> Path:
-    """Refuse, before any AWS call, an --out whose folder does not exist: a typo in a crontab must
-    not create folder trees, and a report that cannot be written is not worth fetching."""
-    p = Path(str(target)).expanduser()
-    parent = p.parent
-    if not parent.is_dir():
-        raise UsageError(f"--out {p}: the folder {parent} does not exist (dsqlops does not create folders)")
-    if p.is_dir():
-        raise UsageError(f"--out {p} is a folder; give a file name")
-    return p

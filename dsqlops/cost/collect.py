@@ -288,7 +288,7 @@ def with_storage_before(usages: list[ClusterUsage], cw: dict[tuple[str, str], Cl
     for u in usages:
         s = series.get(M.SeriesKey(u.region, u.cluster_id, "ClusterStorageSize", stat))
         points = {t: v for t, v in (s.points if s else {}).items() if t < window.start}
-        if u in idle and points:
+        if u.exists and not u.storage_bytes and points:  # one of the idle ones
             last = max(points)
             u = dataclasses.replace(u, storage_before=(last, points[last]))
         out.append(u)
