@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 import os
 import shutil
@@ -433,6 +434,10 @@ def run(sdir: SandboxDir, *, api_port: int, port: int, host: str = "127.0.0.1",
                     host, port)
         if on_ready is not None:
             on_ready(runtime)
+        # What start-up built (botocore's and moto's models, the certificates…) lives as long as
+        # the process: keep it out of the collector's full passes, which otherwise walk all of it
+        # in the middle of the front's work.
+        gc.freeze()
         await stop.wait()
         if watchdog is not None:
             watchdog.cancel()

@@ -1,0 +1,49 @@
+"""A cluster's PostgreSQL runs under SCHED_BATCH: a backend the front wakes does not preempt the
+front in the middle of its work (see PostgresServer._batch_scheduling)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="no SCHED_BATCH on this platform")]
+
+
+@pytest.fixture(scope="module")
+def cluster(sandbox) -> str:  # type: ignore[no-untyped-def]
+    return sandbox.create_cluster()
+
+
+@pytest.mark.sandbox
+def test_postmaster_and_session_backends_run_as_batch(sandbox, cluster) -> None:  # type: ignore[no-untyped-def]
+    pidfile = Path(sandbox.dir, "clusters", cluster, "pgdata", "postmaster.pid")
+    postmaster = int(pidfile.read_text().split()[0])
+    with sandbox.connect(cluster, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        backend = int(row[0])
+        assert os.sched_getscheduler(postmaster) == os.SCHED_BATCH
+        assert os.sched_getscheduler(backend) == os.SCHED_BATCH  # forked after start: inherited
+
+
+def test_scheduling_is_best_effort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused policy change (another user's process, a platform without it) leaves the server
+    as it started instead of failing the start."""
+    from dsqlops.sandbox import postgres
+
+    server = postgres.PostgresServer(tmp_path / "pgdata", port=5999)
+    (tmp_path / "pgdata").mkdir()
+    (tmp_path / "pgdata" / "postmaster.pid").write_text(f"{os.getpid()}\n")
+    calls: list[int] = []
+
+    def refuse(pid: int, policy: int, param: object) -> None:
+        calls.append(pid)
+        raise PermissionError("not allowed")
+
+    monkeypatch.setattr(postgres.os, "sched_setscheduler", refuse)
+    server._batch_scheduling()
+    assert calls and calls[0] == os.getpid()
+    (tmp_path / "pgdata" / "postmaster.pid").write_text("garbage\n")
+    server._batch_scheduling()  # an unreadable pid file: nothing to do, no error
