@@ -181,7 +181,7 @@ def prepare(h: SandboxHandle, res: lifecycle.StartResult, scale: int) -> tuple[s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scale", type=int, default=1)
@@ -224,6 +224,7 @@ def main() -> None:
                                                                                "--max-tries", "10"]}
         print(f"pgbench {' '.join(common)}; {opts.runs} runs each, alternating; median tps")
         results: dict[str, dict[str, float]] = {}
+        rotations: dict[str, list[float]] = {}  # front / (direct+TLS) in each rotation
         for name, extra in workloads.items():
             tps: dict[str, list[float]] = {k: [] for k in paths}
             for _ in range(opts.runs):
@@ -233,6 +234,7 @@ def main() -> None:
                     tps[k].append(pgbench([*common, *extra], env, pid=pid, cpu=FRONT_CPU.setdefault(k, []),
                                           postmaster=postmasters[k], account=account))
             results[name] = {k: statistics.median(v) for k, v in tps.items()}
+            rotations[name] = [f / t for f, t in zip(tps["front"], tps["direct+TLS"], strict=True)]
         print(f"{'workload':28} " + " ".join(f"{k:>12}" for k in paths))
         for name, med in results.items():
             print(f"{name + ' tps':28} " + " ".join(f"{med[k]:12.0f}" for k in paths))
@@ -253,6 +255,8 @@ def main() -> None:
         if totals.get("front") and totals.get("direct+TLS"):
             print(f"  CPU-bound ceiling of front / (direct+TLS) on this machine: "
                   f"{totals['direct+TLS'] / totals['front']:.2f} (when the cores, not the round trips, are the limit)")
+        for name, rs in rotations.items():
+            print(f"{name}: front / (direct+TLS) per rotation: " + ", ".join(f"{r:.2f}" for r in rs))
         sel = results["select-only (-S)"]
         ratio = sel["front"] / sel["direct+TLS"]
         print(f"select-only at {opts.clients} clients: front / (direct+TLS) = {ratio:.2f} (target ≥ 0.50): "
