@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg_pool import PoolTimeout
+
 from dsqlops.data.retry import (
     OccRetriesExhausted,
     RetryPolicy,
@@ -40,6 +42,8 @@ def _error_key(exc: BaseException) -> str:
     if isinstance(exc, UnknownOutcomeError):
         return f"{code} connection lost during COMMIT (outcome unknown, not retried)"
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+    if isinstance(exc, PoolTimeout):  # its text says it all; the class name is the pool's plumbing
+        return first
     return f"{code} {first}" if code else f"{type(exc).__name__}: {first}"
 
 

@@ -75,3 +75,17 @@ def test_a_foreign_error_is_not_mistaken_for_occ_by_its_class_name() -> None:
 
     out = run_one(_Conn, body, FAST)
     assert (out.result, out.attempts, out.conflicts) == ("error", 1, 0)
+
+
+def test_a_pool_that_cannot_connect_is_reported_in_plain_words() -> None:
+    """The pool's class name is not the user's business: the reason reads as the run's own words
+    (and a cluster that went away is told from pool reconnect warnings by the word "pool")."""
+    from psycopg_pool import PoolTimeout
+
+    def no_connection() -> Any:
+        raise PoolTimeout("couldn't get a connection after 7.39 sec")
+
+    out = run_one(no_connection, lambda conn: "committed", FAST)
+    assert (out.result, out.lost) == ("error", True)
+    assert out.error == "couldn't get a connection after 7.39 sec"
+    assert "pool" not in out.error.lower()
