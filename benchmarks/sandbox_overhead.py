@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dsqlops.sandbox import lifecycle, server, sysschema
 from dsqlops.sandbox.certs import ensure_certificates
-from dsqlops.sandbox.postgres import PostgresServer, free_port
+from dsqlops.sandbox.postgres import PostgresServer, free_port, postmaster_pid
 from dsqlops.sandbox.state import REGIONS, SandboxDir
 from tests.sandbox.handle import SandboxHandle
 
@@ -97,7 +97,10 @@ def _settle(postmaster: int, children: int, timeout: float = 10.0) -> None:
 
 
 def _postmaster(datadir: Path) -> int:
-    return int((datadir / "postmaster.pid").read_text().split()[0])
+    pid = postmaster_pid(datadir)
+    if pid is None:
+        raise SystemExit(f"no postmaster.pid in {datadir}")
+    return pid
 
 
 #: CPU share of each sandbox process while pgbench ran through its front (one core = 1.0).

@@ -67,18 +67,12 @@ def _run_as() -> str | None:
     return "postgres"
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc; empty elsewhere)."""
-    out: list[int] = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    with open(f"/proc/{entry.name}/stat", "rb") as f:
-                        stat = f.read()
-                    if int(stat[stat.rindex(b")") + 2:].split()[1]) == pid:
-                        out.append(int(entry.name))
-    return out
+def postmaster_pid(datadir: Path) -> int | None:
+    """The postmaster's pid from ``datadir/postmaster.pid``; None without one (or with a malformed one)."""
+    try:
+        return int((datadir / "postmaster.pid").read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
 
 
 def _chown_tree(path: Path, user: str) -> None:
@@ -235,21 +229,19 @@ class PostgresServer:
         self._batch_scheduling()
 
     def _batch_scheduling(self) -> None:
-        """Run the server's processes under ``SCHED_BATCH`` (new backends inherit it from the
-        postmaster). A woken backend then no longer preempts the process that woke it, the sandbox
-        front or a client, in the middle of its work: on a machine with few cores, where the front,
-        its clients and the backends share them, that preemption (and the cache refills after it)
-        cost the front's path more than the round trips did. Fair share is unchanged. Best effort:
-        where the policy is not available the server runs as it started."""
+        """Run the server under ``SCHED_BATCH``: set on the postmaster, it is inherited by every
+        backend (and worker) it forks from then on. A woken backend then no longer preempts the
+        process that woke it, the sandbox front or a client, in the middle of its work: on a
+        machine with few cores, where the front, its clients and the backends share them, that
+        preemption (and the cache refills after it) cost the front's path more than the round
+        trips did. Fair share is unchanged. Best effort: where the policy is not available the
+        server runs as it started."""
         policy = getattr(os, "SCHED_BATCH", None)
         if policy is None:
             return
-        try:
-            postmaster = int((self.datadir / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return
-        for pid in (postmaster, *_children(postmaster)):
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            pid = postmaster_pid(self.datadir)
+            if pid is not None:
                 os.sched_setscheduler(pid, policy, os.sched_param(0))
 
     def wait_ready(self, timeout: float = 30) -> None:
@@ -270,14 +262,13 @@ class PostgresServer:
                            f"{timeout:.0f}s; see {self.log_file}")
 
     def running(self) -> bool:
-        pid_file = self.datadir / "postmaster.pid"
-        if not pid_file.exists():
+        pid = postmaster_pid(self.datadir)
+        if pid is None:
             return False
         try:
-            pid = int(pid_file.read_text().splitlines()[0])
             os.kill(pid, 0)
             return True
-        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+        except (ProcessLookupError, PermissionError):
             return False
 
     def stop(self, mode: str = "fast", timeout: float = 60) -> None:

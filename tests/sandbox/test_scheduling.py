@@ -36,8 +36,10 @@ def _policy_can_be_set() -> bool:
 def test_postmaster_and_session_backends_run_as_batch(sandbox, cluster) -> None:  # type: ignore[no-untyped-def]
     if not _policy_can_be_set():
         pytest.skip("this machine does not let a process change a child's scheduling policy")
-    pidfile = Path(sandbox.dir, "clusters", cluster, "pgdata", "postmaster.pid")
-    postmaster = int(pidfile.read_text().split()[0])
+    from dsqlops.sandbox.postgres import postmaster_pid
+
+    postmaster = postmaster_pid(Path(sandbox.dir, "clusters", cluster, "pgdata"))
+    assert postmaster is not None
     with sandbox.connect(cluster, autocommit=True) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
         assert row is not None
@@ -62,6 +64,6 @@ def test_scheduling_is_best_effort(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(postgres.os, "sched_setscheduler", refuse)
     server._batch_scheduling()
-    assert calls and calls[0] == os.getpid()
+    assert calls == [os.getpid()]
     (tmp_path / "pgdata" / "postmaster.pid").write_text("garbage\n")
     server._batch_scheduling()  # an unreadable pid file: nothing to do, no error
