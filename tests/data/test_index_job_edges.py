@@ -4,8 +4,10 @@ connection is killed, and repair over duplicate keys."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -209,9 +211,13 @@ def test_repair_lists_the_duplicate_keys_and_does_not_rebuild_into_the_same_fail
 _WAITING_SQL = {"call": "CALL sys.wait_for_job%", "poll": "SELECT job_id, status, details, job_type%"}
 
 
-@pytest.mark.parametrize("method", ["call", "poll"])
-def test_f11_job_wait_reconnects_after_pg_terminate_backend(sb, cluster, admin, method):
-    tbl = uniq("f11")
+@contextlib.contextmanager
+def _wait_on_a_held_build(sb: Any, cluster: str, admin: Any, prefix: str,
+                          method: str) -> Iterator[tuple[Any, threading.Thread, list[Any]]]:
+    """An index build held back by a table lock, and ``job wait`` on it in a thread. Yields a
+    superuser connection (to find and kill sessions), the thread and its result; on leaving,
+    releases the lock and checks that the wait saw the job complete."""
+    tbl = uniq(prefix)
     admin.execute(f"CREATE TABLE {tbl} (id int PRIMARY KEY, v int)")
     lock = sb.superuser_connect(cluster, sslmode="disable")
     lock.execute(f"LOCK TABLE public.{tbl} IN EXCLUSIVE MODE")  # the build waits until released
@@ -222,6 +228,21 @@ def test_f11_job_wait_reconnects_after_pg_terminate_backend(sb, cluster, admin, 
         t = threading.Thread(target=lambda: result.append(
             invoke(["-o", "json", "job", "wait", job_id, "--timeout", "120", "--method", method])))
         t.start()
+        yield killer, t, result
+    finally:
+        lock.rollback()
+        lock.close()
+        killer.close()
+    t.join(120)
+    (r,) = result
+    assert r.exit_code == 0, r.stderr
+    (row,) = r.json()
+    assert row["job_id"] == job_id and row["status"] == "completed" and row["method"] == method
+
+
+@pytest.mark.parametrize("method", ["call", "poll"])
+def test_f11_job_wait_reconnects_after_pg_terminate_backend(sb, cluster, admin, method):
+    with _wait_on_a_held_build(sb, cluster, admin, "f11", method) as (killer, t, result):
 
         def waiters() -> list[int]:
             return [p for (p,) in killer.execute(
@@ -233,15 +254,6 @@ def test_f11_job_wait_reconnects_after_pg_terminate_backend(sb, cluster, admin, 
         # a new session (a fresh token) takes the wait over
         _until(lambda: [p for p in waiters() if p not in first] or not t.is_alive(), "the wait to reconnect")
         assert t.is_alive(), result and result[0].stderr
-    finally:
-        lock.rollback()
-        lock.close()
-        killer.close()
-    t.join(120)
-    (r,) = result
-    assert r.exit_code == 0, r.stderr
-    (row,) = r.json()
-    assert row["job_id"] == job_id and row["status"] == "completed" and row["method"] == method
 
 
 class _ResettingProxy:
@@ -315,33 +327,16 @@ def test_f11_job_wait_reconnects_after_a_connection_reset(sb, cluster, admin, me
 
     proxy = _ResettingProxy(int(os.environ["DSQLOPS_PORT"]))
     monkeypatch.setenv("DSQLOPS_PORT", str(proxy.port))
-    tbl = uniq("f11r")
-    admin.execute(f"CREATE TABLE {tbl} (id int PRIMARY KEY, v int)")
-    lock = sb.superuser_connect(cluster, sslmode="disable")
-    lock.execute(f"LOCK TABLE public.{tbl} IN EXCLUSIVE MODE")  # the build waits until released
-    killer = sb.superuser_connect(cluster, sslmode="disable", autocommit=True)
-    result: list[Any] = []
     try:
-        job_id = admin.execute(f"CREATE INDEX ASYNC {tbl}_v_idx ON {tbl} (v)").fetchone()[0]
-        t = threading.Thread(target=lambda: result.append(
-            invoke(["-o", "json", "job", "wait", job_id, "--timeout", "120", "--method", method])))
-        t.start()
-        _until(lambda: killer.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s",
-                                      [_WAITING_SQL[method]]).fetchone()[0], "the wait's session")
-        assert proxy.reset_all() >= 1
-        _until(lambda: proxy.accepted >= 2 or not t.is_alive(), "the wait to reconnect")
-        time.sleep(0.3)
-        assert t.is_alive(), result and result[0].stderr
+        with _wait_on_a_held_build(sb, cluster, admin, "f11r", method) as (killer, t, result):
+            _until(lambda: killer.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s",
+                                          [_WAITING_SQL[method]]).fetchone()[0], "the wait's session")
+            assert proxy.reset_all() >= 1
+            _until(lambda: proxy.accepted >= 2 or not t.is_alive(), "the wait to reconnect")
+            time.sleep(0.3)
+            assert t.is_alive(), result and result[0].stderr
     finally:
-        lock.rollback()
-        lock.close()
-        killer.close()
-    t.join(120)
-    proxy.close()
-    (r,) = result
-    assert r.exit_code == 0, r.stderr
-    (row,) = r.json()
-    assert row["job_id"] == job_id and row["status"] == "completed" and row["method"] == method
+        proxy.close()
 
 
 class _DeadConn:
