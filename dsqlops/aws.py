@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -305,3 +306,32 @@ def aws_errors(what: str = "") -> Iterator[None]:
         yield
     except (bex.ClientError, bex.BotoCoreError) as e:
         raise translate_client_error(e, what=what) from None
+
+
+def per_region(tasks: Mapping[Any, Callable[[], Any]], *, workers: int,
+               failures: dict[Any, str] | None = None) -> dict[Any, Any]:
+    """Run one task per region on at most ``workers`` threads; results by key, in the tasks' order.
+
+    Without ``failures`` the first failing task's error (in the tasks' order) is raised. With it, a
+    task that fails with an AWS or dsqlops error (access denied, a region not enabled for the account,
+    an unreachable endpoint, throttling past botocore's retries) is recorded there with its one-line
+    message and the others still answer. Anything else is a bug and is raised.
+    """
+    import botocore.exceptions as bex
+
+    from dsqlops.errors import DsqlopsError
+
+    results: dict[Any, Any] = {}
+    if not tasks:
+        return results
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
+        futures = {k: pool.submit(fn) for k, fn in tasks.items()}
+        for k, f in futures.items():
+            try:
+                results[k] = f.result()
+            except (DsqlopsError, bex.ClientError, bex.BotoCoreError) as e:
+                if failures is None:
+                    raise
+                err = translate_client_error(e) if not isinstance(e, DsqlopsError) else e
+                failures[k] = str(err)
+    return results

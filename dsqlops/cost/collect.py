@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from dsqlops.aws import per_region
 from dsqlops.control.clusters import LIST_WORKERS, REGION_WORKERS, RegionFailure
 from dsqlops.cost import metrics as M
 from dsqlops.cost.model import ZERO, ClusterUsage
@@ -170,36 +171,6 @@ def _scope_region_targets(s: Scope, r: str, cw: CloudWatchClient, dsql: AuroraDS
     out += [Target(s.account, r, cid, exists=False)
             for cid in M.clusters_with_metrics(cw, stats=stats) if cid not in known]
     return out
-
-
-def per_region(tasks: Mapping[Any, Callable[[], Any]], *, workers: int,
-               failures: dict[Any, str] | None = None) -> dict[Any, Any]:
-    """Run one task per region on at most ``workers`` threads; results by key, in the tasks' order.
-
-    Without ``failures`` the first failing task's error (in the tasks' order) is raised. With it, a
-    task that fails with an AWS or dsqlops error (access denied, a region not enabled for the account,
-    an unreachable endpoint, throttling past botocore's retries) is recorded there with its one-line
-    message and the others still answer. Anything else is a bug and is raised.
-    """
-    import botocore.exceptions as bex
-
-    from dsqlops.aws import translate_client_error
-    from dsqlops.errors import DsqlopsError
-
-    results: dict[Any, Any] = {}
-    if not tasks:
-        return results
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks)))) as pool:
-        futures = {k: pool.submit(fn) for k, fn in tasks.items()}
-        for k, f in futures.items():
-            try:
-                results[k] = f.result()
-            except (DsqlopsError, bex.ClientError, bex.BotoCoreError) as e:
-                if failures is None:
-                    raise
-                err = translate_client_error(e) if not isinstance(e, DsqlopsError) else e
-                failures[k] = str(err)
-    return results
 
 
 def targets(scopes: Sequence[Scope], cw_clients: dict[tuple[str, str], CloudWatchClient],

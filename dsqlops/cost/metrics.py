@@ -14,13 +14,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from dsqlops.aws import per_region
 from dsqlops.cost.timewin import Window
 
 if TYPE_CHECKING:
@@ -334,28 +335,19 @@ def fetch_regions(clients: Mapping[Any, CloudWatchClient], keys_by_region: Mappi
     """Fetch every region concurrently (at most ``max_workers`` at a time; clients are built
     beforehand, because creating boto3 clients is not thread-safe).
 
-    Without ``failures`` the first region that fails raises. With it, a region whose fetch fails with
-    a dsqlops error (access denied, unreachable, throttled past botocore's retries) is recorded there
-    with its message and its series are left out; the other regions still answer.
+    ``failures`` as for :func:`dsqlops.aws.per_region`: without it the first region that fails
+    raises; with it, a region whose fetch fails (access denied, unreachable, throttled past
+    botocore's retries) is recorded there with its message and its series are left out, and the
+    other regions still answer.
     """
-    from dsqlops.errors import DsqlopsError
-
     stats = stats if stats is not None else FetchStats()
     regions = [r for r in keys_by_region if keys_by_region[r]]
     per_stats = {r: FetchStats() for r in regions}
     out: dict[SeriesKey, Series] = {}
-    if not regions:
-        return out
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(regions)))) as pool:
-        futures = {r: pool.submit(fetch, clients[r], keys_by_region[r], window, stats=per_stats[r], **kw)
-                   for r in regions}
-        for r in regions:
-            try:
-                out.update(futures[r].result())
-            except DsqlopsError as e:
-                if failures is None:
-                    raise
-                failures[r] = e.message
+    tasks = {r: functools.partial(fetch, clients[r], keys_by_region[r], window, stats=per_stats[r], **kw)
+             for r in regions}
+    for got in per_region(tasks, workers=max_workers, failures=failures).values():
+        out.update(got)
     for r, s in per_stats.items():
         s.region_queries = {r: s.queries}
         stats.add(s)

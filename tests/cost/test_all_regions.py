@@ -161,7 +161,7 @@ def test_all_regions_with_a_narrower_scope_is_a_usage_error(fleet, extra, word):
 
 
 def test_regions_are_covered_in_parallel_within_the_bound():
-    from dsqlops.cost.collect import per_region
+    from dsqlops.aws import per_region
 
     seen = Overlap(meet=3)
 
