@@ -74,6 +74,12 @@ class Cluster:
     #: Set only in listings when describing this cluster failed (throttled past every retry…).
     error: str | None = None
 
+    @property
+    def other_peers(self) -> list[str]:
+        """The peers but this cluster itself: the service lists a cluster among its own
+        ``multiRegionProperties.clusters``."""
+        return [p for p in self.peers if p != self.arn]
+
 
 @dataclass
 class Stream:
@@ -566,7 +572,8 @@ def update_params(req: UpdateRequest, current: Cluster | None = None, region: st
             validate_peer_arn(p)
         if witness is not None:
             validate_region(witness)
-        validate_multi_region(current.region if current is not None else region, witness, peers)
+        checked = current.other_peers if current is not None and req.peers is None else peers
+        validate_multi_region(current.region if current is not None else region, witness, checked)
         mrp: dict[str, Any] = {"clusters": sorted(set(peers))}
         if witness is not None:
             mrp["witnessRegion"] = witness
@@ -644,9 +651,8 @@ def delete_cluster(client: AuroraDSQLClient, cluster_id: str, region: str, *, di
         if disabled:
             e.message += _protection_note(cluster_id, region)
         raise
-    peers = [p for p in current.peers if p != current.arn]  # the service lists a cluster among its own
     return DeleteResult(id=cluster_id, status=resp.get("status", "DELETING"), protection_disabled=disabled,
-                        peers=peers)
+                        peers=current.other_peers)
 
 
 # --------------------------------------------------------------------------- tags

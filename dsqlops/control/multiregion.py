@@ -158,7 +158,7 @@ def create_pair(client_for: ClientFor, req: PairRequest,
     else:
         from dsqlops.aws import aws_errors
 
-        peers = sorted({*current.peers, c2.arn or ""} - {c1.arn, ""})
+        peers = sorted({*current.other_peers, c2.arn or ""} - {""})
         with aws_errors(f"UpdateCluster {c1.id}"):
             c1_client.update_cluster(identifier=c1.id, multiRegionProperties={
                 "witnessRegion": req.witness_region, "clusters": peers})
@@ -194,9 +194,7 @@ def describe_set(client_for: ClientFor, cluster_id: str, region: str) -> list[Se
     """The cluster and its peers (each read in its own Region); a peer already gone is left out."""
     first = get_cluster(client_for(region), cluster_id, region)
     members = [SetMember(first.id, first.region, first.status, first.deletion_protection)]
-    for pid, pregion in _peer_refs(first.peers):
-        if (pid, pregion) == (first.id, first.region):
-            continue  # the service lists a cluster among its own multiRegionProperties.clusters
+    for pid, pregion in _peer_refs(first.other_peers):
         try:
             p = get_cluster(client_for(pregion), pid, pregion)
         except NotFoundError:

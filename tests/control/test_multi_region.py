@@ -226,3 +226,18 @@ def test_plain_delete_of_a_peered_cluster_explains(run, regions):
     assert r.exit_code == 0, r.stderr
     assert r.json()["peers"] == [c2["arn"]]
     assert f"is peered with {c2['arn']}" in r.stderr and "--with-peers" in r.stderr
+
+
+def test_update_of_the_witness_alone_keeps_peers_the_service_lists_with_the_cluster_itself():
+    """DSQL lists a cluster among its own multiRegionProperties.clusters: filled from the cluster as
+    it is, that entry is not a peer "in the cluster's own Region"."""
+    from dsqlops.control.clusters import Cluster, UpdateRequest, update_params
+    from dsqlops.errors import UsageError
+
+    own = "arn:aws:dsql:us-east-1:123456789012:cluster/cdefghijklmnopqrstuvwxyzab"
+    current = Cluster(id="cdefghijklmnopqrstuvwxyzab", arn=own, region="us-east-1", status="ACTIVE",
+                      endpoint="e", witness_region="us-west-2", peers=[own, PEER_E2])
+    params = update_params(UpdateRequest(cluster_id=current.id, witness_region="us-west-1"), current, "us-east-1")
+    assert params["multiRegionProperties"] == {"clusters": sorted([own, PEER_E2]), "witnessRegion": "us-west-1"}
+    with pytest.raises(UsageError, match="own Region"):  # named by the user, the same ARN is still refused
+        update_params(UpdateRequest(cluster_id=current.id, peers=(own,)), current, "us-east-1")
