@@ -39,3 +39,13 @@ def test_startup_imports_neither_boto3_nor_psycopg():
             "print('BAD=' + ','.join(bad))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "BAD=", f"imported at startup: {out}"
+
+
+def test_resolving_a_connection_target_does_not_import_psycopg():
+    """``token``, ``connect`` and ``--print-command`` resolve a target but never open a connection:
+    they must not pay for loading psycopg (about 0.1 s)."""
+    code = ("import sys\nfrom dsqlops.data.connection import target_for\n"
+            "t = target_for({'region': 'us-east-1'}, 'abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws')\n"
+            "print(t.statement_timeout, 'psycopg' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["330", "False"], out

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 TokenProvider = Callable[["ConnectionTarget"], str]
 
 DEFAULT_MAX_LIFETIME = 3300.0
+#: The default ``statement_timeout``: DSQL's 300-second transaction cap plus a grace period for the
+#: network (the answer deadline of :mod:`dsqlops.data.deadline`).
+DEFAULT_ANSWER_TIMEOUT = 330
 #: DSQL refuses more than 100 new connections per second per cluster (SQLSTATE 53400, burst
 #: 1,000): a refused connect is retried this many times in all, with full-jitter exponential
 #: backoff from RATE_LIMIT_BASE seconds, each delay at most RATE_LIMIT_CAP (~11 s in the worst case).
@@ -64,8 +67,8 @@ class ConnectionTarget:
     #: ``auto`` | ``direct`` | ``postgres``; see :mod:`dsqlops.data.tls`.
     sslnegotiation: str = "auto"
     #: Seconds a round trip may go unanswered before the connection is given up
-    #: (:mod:`dsqlops.data.deadline`, whose DEFAULT_ANSWER_TIMEOUT this is); ``None`` waits forever.
-    statement_timeout: int | None = 330
+    #: (:mod:`dsqlops.data.deadline`); ``None`` waits forever.
+    statement_timeout: int | None = DEFAULT_ANSWER_TIMEOUT
 
     @property
     def cluster_id(self) -> str:
@@ -141,8 +144,6 @@ def target_for(settings: Any, cluster_ref: Any, *, user: str | None = None) -> C
     timeout = _int("connect_timeout", 10)
     if timeout < 1:
         raise ConfigError(f"connect_timeout must be at least 1 second: {timeout}")
-    from dsqlops.data.deadline import DEFAULT_ANSWER_TIMEOUT
-
     answer = _int("statement_timeout", DEFAULT_ANSWER_TIMEOUT)
     if answer < 1:
         raise ConfigError(f"statement_timeout must be at least 1 second: {answer}")

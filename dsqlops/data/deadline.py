@@ -16,9 +16,6 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-#: DSQL's 300-second transaction cap plus a grace period for the network.
-DEFAULT_ANSWER_TIMEOUT = 330
-
 
 class NoAnswer(psycopg.OperationalError):
     pass
