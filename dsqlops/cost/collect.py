@@ -235,7 +235,7 @@ _DAY = 86400
 
 
 def with_storage_before(usages: list[ClusterUsage], cw: dict[tuple[str, str], CloudWatchClient], window: Window,
-                        stats: M.FetchStats, *, now: dt.datetime | None = None,
+                        stats: M.FetchStats, *,
                         failures: dict[tuple[str, str], str] | None = None) -> list[ClusterUsage]:
     """Each existing cluster without a ClusterStorageSize datapoint in the window (idle all along: it
     publishes nothing, yet its storage is billed) gets the last size seen before the window, from one
@@ -244,8 +244,7 @@ def with_storage_before(usages: list[ClusterUsage], cw: dict[tuple[str, str], Cl
     idle = [u for u in usages if u.exists and not u.storage_bytes]
     if not idle:
         return usages
-    now = now or utcnow()
-    start = floor_to(max(window.start - STORAGE_LOOKBACK, now - STORAGE_LOOKBACK), _DAY)
+    start = floor_to(max(window.start - STORAGE_LOOKBACK, utcnow() - STORAGE_LOOKBACK), _DAY)
     end = ceil_to(window.start, _DAY)
     if start >= end:
         return usages

@@ -173,9 +173,16 @@ class ClusterCost:
         return self.storage_gb_month * self.price.storage_usd_per_gb_month
 
     @property
+    def free_tier_dpu_usd(self) -> Decimal:
+        return self.free_tier_dpu / MILLION * self.price.dpu_usd_per_million
+
+    @property
+    def free_tier_storage_usd(self) -> Decimal:
+        return self.free_tier_storage_gb_month * self.price.storage_usd_per_gb_month
+
+    @property
     def free_tier_usd(self) -> Decimal:
-        return (self.free_tier_dpu / MILLION * self.price.dpu_usd_per_million
-                + self.free_tier_storage_gb_month * self.price.storage_usd_per_gb_month)
+        return self.free_tier_dpu_usd + self.free_tier_storage_usd
 
     @property
     def gross_usd(self) -> Decimal:
@@ -373,8 +380,12 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
                  tolerance: Decimal = DEFAULT_TOLERANCE) -> ClusterCost:
     """One cluster's usage in [start, end): DPU by component, billed DPU, storage GB-month."""
     warnings: list[str] = []
-    comps = {k: sum((v for t, v in u.dpu.get(m, {}).items() if _in(t, start, end)), ZERO)
-             for k, m in COMPONENTS.items()}
+    daily_comp: dict[dt.date, dict[str, Decimal]] = defaultdict(lambda: dict.fromkeys(COMPONENTS, ZERO))
+    for k, m in COMPONENTS.items():
+        for t, v in u.dpu.get(m, {}).items():
+            if _in(t, start, end):
+                daily_comp[t.date()][k] += v
+    comps = {k: sum((d[k] for d in daily_comp.values()), ZERO) for k in COMPONENTS}
     comp_sum = sum(comps.values(), ZERO)
     total_pts = {t: v for t, v in u.dpu.get("TotalDPU", {}).items() if _in(t, start, end)}
     total_metric = sum(total_pts.values(), ZERO) if total_pts else None
@@ -418,11 +429,6 @@ def cluster_cost(u: ClusterUsage, price: RegionPrice, start: dt.datetime, end: d
     for t, v in hourly.items():
         monthly_dpu[month_start(t)] += v
         daily[t.date()] += v
-    daily_comp: dict[dt.date, dict[str, Decimal]] = defaultdict(lambda: dict.fromkeys(COMPONENTS, ZERO))
-    for k, m in COMPONENTS.items():
-        for t, v in u.dpu.get(m, {}).items():
-            if _in(t, start, end):
-                daily_comp[t.date()][k] += v
     daily_storage: dict[dt.date, Decimal] = defaultdict(lambda: ZERO)
     for t, b in billed_hours.items():
         daily_storage[t.date()] += b / price.bytes_per_unit / hours_in_month(t)

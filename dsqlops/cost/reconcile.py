@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from dsqlops.cost.model import MILLION, ZERO, money, plain
+from dsqlops.cost.model import ZERO, money, plain
 from dsqlops.errors import ServiceError, UsageError
 
 if TYPE_CHECKING:
@@ -165,9 +165,8 @@ def compare(est: Any, lines: list[BillLine]) -> list[dict[str, Any]]:
     ours_usd: dict[str, Decimal] = defaultdict(lambda: ZERO)
     ours_qty: dict[str, Decimal] = defaultdict(lambda: ZERO)
     for c in est.clusters:
-        p = c.price
-        ours_usd["dpu"] += c.dpu_usd - c.free_tier_dpu / MILLION * p.dpu_usd_per_million
-        ours_usd["storage"] += c.storage_usd - c.free_tier_storage_gb_month * p.storage_usd_per_gb_month
+        ours_usd["dpu"] += c.dpu_usd - c.free_tier_dpu_usd
+        ours_usd["storage"] += c.storage_usd - c.free_tier_storage_usd
         ours_qty["dpu"] += c.billed_dpu
         ours_qty["storage"] += c.storage_gb_month
     rows: list[dict[str, Any]] = []
