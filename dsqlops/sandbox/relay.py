@@ -181,12 +181,6 @@ class _Side(asyncio.Protocol):
         # the transport calls the relay directly: one Python call less per chunk
         self.data_received = relay.from_client if client else relay.from_backend  # type: ignore[method-assign]
 
-    def data_received(self, data: bytes) -> None:
-        if self.client:
-            self.relay.from_client(data)
-        else:
-            self.relay.from_backend(data)
-
     def eof_received(self) -> bool | None:
         self.relay.lost(client=self.client)
         return None
