@@ -38,6 +38,11 @@ class ExitCode(IntEnum):
     INTERNAL = 255
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text, or its class name when it has none (for one-line reports)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class DsqlopsError(Exception):
     """Base class. ``message`` is one line, safe to print (never contains a token)."""
 

@@ -25,7 +25,7 @@ from dsqlops.bench.histogram import Recorder, Snapshot
 from dsqlops.bench.txn import run_one
 from dsqlops.bench.workloads import Check, Workload, make_workload
 from dsqlops.data.retry import RetryPolicy
-from dsqlops.errors import Terminated, UsageError
+from dsqlops.errors import Terminated, UsageError, first_line
 
 #: Past the end of the run (its duration, or a stop), clients get this long to finish the
 #: transactions in flight; then the run is cut short and what is still running is abandoned.
@@ -481,7 +481,7 @@ def run_bench(spec: PoolSpec, cfg: BenchConfig, *, on_tick: Callable[[Snapshot],
             with spec.connect() as conn:
                 checks = workload.check(conn, baseline, snap.committed)
         except Exception as exc:  # noqa: BLE001 - the run is reported whatever the checks meet
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            first = first_line(exc)[:200]
             checks = [Check(name, None, f"not checked: {first}") for name in workload.check_names]
     except (KeyboardInterrupt, Terminated) as exc:   # a signal after the clients stopped: still report
         if ran.interrupted is not None:

@@ -24,6 +24,7 @@ from dsqlops.data.retry import (
     is_occ_error,
     run_transaction,
 )
+from dsqlops.errors import first_line
 
 
 @dataclass
@@ -41,7 +42,7 @@ def _error_key(exc: BaseException) -> str:
     code = getattr(exc, "sqlstate", None) or getattr(exc, "code", None)
     if isinstance(exc, UnknownOutcomeError):
         return f"{code} connection lost during COMMIT (outcome unknown, not retried)"
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+    first = first_line(exc)[:120]
     if isinstance(exc, PoolTimeout):  # its text says it all; the class name is the pool's plumbing
         return first
     return f"{code} {first}" if code else f"{type(exc).__name__}: {first}"

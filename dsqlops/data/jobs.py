@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dsqlops.errors import NotFoundError, UsageError
+from dsqlops.data.retry import is_connection_lost
+from dsqlops.errors import NotFoundError, UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +201,6 @@ def wait_for_job(connect: ConnFactory, job_id: str, *, timeout: float, method: s
                  status_conn=status_conn, resume=resume)
 
 
-def _lost(exc: BaseException, conn: Any = None) -> bool:
-    """The connection went away (killed backend, reset, server restart): reconnect and go on."""
-    from dsqlops.data.retry import is_connection_lost
-
-    return is_connection_lost(exc, conn)
-
-
 def _close(conn: Any) -> None:
     if conn is not None:
         with contextlib.suppress(Exception):
@@ -220,7 +214,7 @@ def _reconnect(connect: ConnFactory, job_id: str, start: float, timeout: float,
     that are not about reaching the server (bad configuration) are raised as they are."""
     from dsqlops.errors import ConfigError
 
-    why = _first_line(first_error)
+    why = first_line(first_error)
     log.info("job %s: the connection was lost (%s); reconnecting", job_id, why)
     delay = 0.1
     while True:
@@ -229,16 +223,12 @@ def _reconnect(connect: ConnFactory, job_id: str, start: float, timeout: float,
         except (ConfigError, UsageError):
             raise
         except Exception as e:  # noqa: BLE001 - psycopg or our mapped connect errors: try again
-            why = f"{why}; reconnecting failed: {_first_line(e)}"
+            why = f"{why}; reconnecting failed: {first_line(e)}"
             left = timeout - (time.monotonic() - start)
             if left <= 0:
                 return None, why
             time.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _lost_result(job_id: str, status: str | None, start: float, method: str, why: str) -> WaitResult:
@@ -263,7 +253,7 @@ def _poll(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
             try:
                 job = get_job(conn, job_id)
             except Exception as e:
-                if not _lost(e, conn):
+                if not is_connection_lost(e, conn):
                     raise
                 if own:
                     _close(conn)
@@ -324,7 +314,7 @@ def _call_once(conn: Any, job_id: str, *, left: float, poll_interval: float, sta
                 try:
                     job = get_job(status_conn[0], job_id)
                 except Exception as e:
-                    if not _lost(e, status_conn[0]):
+                    if not is_connection_lost(e, status_conn[0]):
                         raise
                     status_conn[0] = None  # the live status line stops; the wait goes on
                     job = None
@@ -358,7 +348,7 @@ def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
         outcome = _call_once(conn, job_id, left=left, poll_interval=poll_interval, start=start, timeout=timeout,
                              on_status=on_status, status_conn=readers)
         err = outcome.get("error")
-        if err is None or not _lost(err, conn):
+        if err is None or not is_connection_lost(err, conn):
             break
         # the waiting session was killed or reset: a new one, a fresh token, the same job id
         conn, why = _reconnect(connect, job_id, start, timeout, err)
@@ -370,7 +360,7 @@ def _call(connect: ConnFactory, job_id: str, *, timeout: float, poll_interval: f
             return _result(None, job_id, start, "call")
         from dsqlops.errors import ServiceError
 
-        raise ServiceError(f"waiting for job {job_id} failed: {_first_line(err)}", code=code,
+        raise ServiceError(f"waiting for job {job_id} failed: {first_line(err)}", code=code,
                            hint=f"the job goes on; resume with: {resume(job_id)}")
     # the final row carries the details (the CALL only says succeeded true/false)
     job = _final_read(connect, job_id, readers[0])
@@ -392,7 +382,7 @@ def _final_read(connect: ConnFactory, job_id: str, reader: Any) -> Job | None:
         try:
             return get_job(reader, job_id)
         except Exception as e:
-            if not _lost(e, reader):
+            if not is_connection_lost(e, reader):
                 raise
             if own:
                 _close(reader)

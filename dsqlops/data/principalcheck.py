@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from dsqlops.aws import error_code
 from dsqlops.data.rolecheck import Checks, principal_of
+from dsqlops.errors import first_line
 
 if TYPE_CHECKING:
     from mypy_boto3_dsql import AuroraDSQLClient
@@ -75,7 +76,7 @@ def simulate(iam: IAMClient, principal_arn: str, cluster_arn: str) -> tuple[dict
         elif code == "NoSuchEntity":
             why = f"IAM does not know {principal_arn} (NoSuchEntity)"
         else:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+            first = first_line(e)[:100]
             why = f"iam:SimulatePrincipalPolicy is unavailable ({code or type(e).__name__}: {first})"
         return {}, why
     return decisions, None

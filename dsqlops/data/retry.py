@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dsqlops.errors import ServiceError, UsageError
+from dsqlops.errors import ServiceError, UsageError, first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -228,7 +228,7 @@ def _attempt(conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[Any
                 raise
             stats.record_end(unknown=True)
             code = getattr(e, "sqlstate", None)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             raise UnknownOutcomeError(
                 f"the connection was lost during COMMIT ({code or 'no SQLSTATE'}: {first}); the transaction "
                 "may or may not have been applied, so it was not retried",
