@@ -17,12 +17,12 @@ Errors are mapped to dsqlops errors with a hint; the token never appears in a me
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from dsqlops.data.retry import RetryPolicy
 from dsqlops.errors import ConfigError, DsqlopsError, ServiceError, UsageError
 
 if TYPE_CHECKING:
@@ -40,11 +40,9 @@ DEFAULT_MAX_LIFETIME = 3300.0
 #: network (the answer deadline of :mod:`dsqlops.data.deadline`).
 DEFAULT_ANSWER_TIMEOUT = 330
 #: DSQL refuses more than 100 new connections per second per cluster (SQLSTATE 53400, burst
-#: 1,000): a refused connect is retried this many times in all, with full-jitter exponential
-#: backoff from RATE_LIMIT_BASE seconds, each delay at most RATE_LIMIT_CAP (~11 s in the worst case).
-RATE_LIMIT_ATTEMPTS = 8
-RATE_LIMIT_BASE = 0.1
-RATE_LIMIT_CAP = 5.0
+#: 1,000): a refused connect is tried 8 times in all, with full-jitter exponential backoff from
+#: 0.1 s, each delay at most 5 s (~11 s in the worst case).
+RATE_LIMIT = RetryPolicy(max_attempts=8, base_delay=0.1, max_delay=5.0)
 #: DSQL closes every connection after 60 minutes.
 DSQL_MAX_CONNECTION_SECONDS = 3600.0
 
@@ -265,15 +263,15 @@ def connect(target: ConnectionTarget, tokens: TokenProvider, *, autocommit: bool
               params.get("sslnegotiation", "postgres"))
     from dsqlops.data.deadline import DeadlineConnection
 
-    for attempt in range(1, RATE_LIMIT_ATTEMPTS + 1):
+    for attempt in range(1, RATE_LIMIT.max_attempts + 1):
         try:
             conn = DeadlineConnection.connect(autocommit=autocommit, password=token, **{**params, **kw})
         except psycopg.OperationalError as e:
             err = explain_connect_error(e, target, token=token)
-            if getattr(err, "code", None) != "53400" or attempt == RATE_LIMIT_ATTEMPTS:
+            if getattr(err, "code", None) != "53400" or attempt == RATE_LIMIT.max_attempts:
                 raise err from None
             # Full jitter: a storm of clients refused together must not come back together.
-            delay = random.uniform(0, min(RATE_LIMIT_CAP, RATE_LIMIT_BASE * 2 ** (attempt - 1)))
+            delay = RATE_LIMIT.delay(attempt)
             log.debug("connection rate exceeded (53400), attempt %d; retrying in %.2fs", attempt, delay)
             time.sleep(delay)
             token = tokens(target)
