@@ -172,8 +172,9 @@ def create(env: CliEnv, tags: tuple[str, ...], deletion_protection: bool, kms_ke
               f"(resume with `dsqlops cluster wait {cc.hint_name(c.id, c.region)} --accept-idle`)")
         # accept_idle: a re-run that finds its cluster scaled down (IDLE/INACTIVE) is done; the
         # cluster exists and connecting wakes it. Waiting for ACTIVE would only run into the timeout.
-        _wait(env, client, c.id, c.region, "active", timeout, interval, accept_idle=True)
-        c = cc.get_cluster(client, c.id, c.region)
+        # the wait's last poll already read the cluster as it now is
+        c = _wait(env, client, c.id, c.region, "active", timeout, interval, accept_idle=True).cluster \
+            or cc.get_cluster(client, c.id, c.region)
     out = to_jsonable(c)
     out.pop("error", None)
     out["client_token"] = params["clientToken"]
@@ -200,8 +201,8 @@ def _create_pair(env: CliEnv, region: str, peer_region: str, witness_region: str
         _info(f"waiting for both clusters (resume with {hosts}, or re-run this command)")
         for i, c in enumerate(res.clusters):
             client = aws.dsql(c.region)
-            _wait(env, client, c.id, c.region, "active", timeout, interval, accept_idle=True)
-            res.clusters[i] = cc.get_cluster(client, c.id, c.region)
+            res.clusters[i] = _wait(env, client, c.id, c.region, "active", timeout, interval,
+                                    accept_idle=True).cluster or cc.get_cluster(client, c.id, c.region)
     rows = []
     for c, token in zip(res.clusters, res.client_tokens, strict=True):
         d = to_jsonable(c)
