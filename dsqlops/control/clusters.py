@@ -228,17 +228,17 @@ def validate_peer_arn(arn: str) -> str:
     return arn
 
 
-def validate_multi_region(region: str | None, witness_region: str | None, peers: Iterable[str]) -> None:
+def validate_multi_region(region: str, witness_region: str | None, peers: Iterable[str]) -> None:
     """A cluster's peers live in other Regions, and the witness Region is none of them (a witness
     in a peer's Region would not survive that Region's loss, the point of the witness)."""
     peer_regions = {p: _region_of(p, "") for p in peers}
     for arn, r in sorted(peer_regions.items()):
-        if region is not None and r == region:
+        if r == region:
             raise UsageError(f"--peer {arn} is in the cluster's own Region ({region}); a peer must be in "
                              "another Region",
                              hint="name the peer cluster created in the other Region of the pair")
     if witness_region is not None:
-        if region is not None and witness_region == region:
+        if witness_region == region:
             raise UsageError(f"the witness Region must differ from the cluster's Region ({region})")
         same = sorted(a for a, r in peer_regions.items() if r == witness_region)
         if same:
@@ -550,7 +550,7 @@ class UpdateRequest:
                 and self.peers is None)
 
 
-def update_params(req: UpdateRequest, current: Cluster | None = None, region: str | None = None) -> dict[str, Any]:
+def update_params(req: UpdateRequest, current: Cluster | None = None, *, region: str) -> dict[str, Any]:
     """UpdateCluster parameters. multiRegionProperties is a full replacement, so a part the caller
     did not name (witness or peers) is filled from ``current``. ``region`` is the cluster's Region
     (``current.region`` when given): peers and witness are checked against it."""
@@ -584,9 +584,9 @@ def update_params(req: UpdateRequest, current: Cluster | None = None, region: st
 def update_cluster(client: AuroraDSQLClient, req: UpdateRequest, region: str) -> Cluster:
     current = None
     if req.witness_region is not None or req.peers is not None:
-        update_params(req, None, region)  # what was given is checked before any call
+        update_params(req, region=region)  # what was given is checked before any call
         current = get_cluster(client, req.cluster_id, region)
-    params = update_params(req, current, region)
+    params = update_params(req, current, region=region)
     with aws_errors(f"UpdateCluster {req.cluster_id}"):
         client.update_cluster(**params)
     return get_cluster(client, req.cluster_id, region)

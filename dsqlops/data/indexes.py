@@ -317,12 +317,12 @@ def _item(c: str) -> Any:
     return sql.SQL("({})").format(sql.SQL(c))
 
 
-def rebuild_statement(conn: Any, info: IndexInfo, parts: IndexParts | None = None) -> Any:
-    """The ``CREATE INDEX ASYNC`` that recreates ``info`` from its catalog parts (keys, INCLUDE,
-    uniqueness, NULLS NOT DISTINCT, predicate), whatever access method name the catalog shows."""
+def rebuild_statement(info: IndexInfo, p: IndexParts) -> Any:
+    """The ``CREATE INDEX ASYNC`` that recreates ``info`` from its catalog parts ``p`` (keys,
+    INCLUDE, uniqueness, NULLS NOT DISTINCT, predicate; :func:`index_parts`), whatever access method
+    name the catalog shows."""
     from psycopg import sql
 
-    p = parts or index_parts(conn, info)
     out: list[sql.Composable] = [sql.SQL("CREATE UNIQUE INDEX ASYNC" if p.unique else "CREATE INDEX ASYNC"),
                                  sql.Identifier(info.name),
                                  sql.SQL("ON {} ({})").format(sql.Identifier(info.schema, info.table),
@@ -405,7 +405,7 @@ def repair_plan(conn: Any, *, table: str | None = None, duplicates_shown: int = 
         if info.building_job:
             continue
         parts = index_parts(conn, info)
-        stmt = rebuild_statement(conn, info, parts)
+        stmt = rebuild_statement(info, parts)
         dups, ndup = duplicate_keys(conn, info, parts, limit=duplicates_shown)
         items.append(RepairPlanItem(info, stmt.as_string(conn), stmt, dups, ndup))
     return items

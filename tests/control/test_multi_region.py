@@ -237,7 +237,8 @@ def test_update_of_the_witness_alone_keeps_peers_the_service_lists_with_the_clus
     own = "arn:aws:dsql:us-east-1:123456789012:cluster/cdefghijklmnopqrstuvwxyzab"
     current = Cluster(id="cdefghijklmnopqrstuvwxyzab", arn=own, region="us-east-1", status="ACTIVE",
                       endpoint="e", witness_region="us-west-2", peers=[own, PEER_E2])
-    params = update_params(UpdateRequest(cluster_id=current.id, witness_region="us-west-1"), current, "us-east-1")
+    params = update_params(UpdateRequest(cluster_id=current.id, witness_region="us-west-1"), current,
+                           region="us-east-1")
     assert params["multiRegionProperties"] == {"clusters": sorted([own, PEER_E2]), "witnessRegion": "us-west-1"}
     with pytest.raises(UsageError, match="own Region"):  # named by the user, the same ARN is still refused
-        update_params(UpdateRequest(cluster_id=current.id, peers=(own,)), current, "us-east-1")
+        update_params(UpdateRequest(cluster_id=current.id, peers=(own,)), current, region="us-east-1")
