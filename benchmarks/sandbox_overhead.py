@@ -61,38 +61,33 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _server_cpu_seconds(postmaster: int) -> float:
-    """CPU of a PostgreSQL server: the postmaster, the backends that ended (its children's times)
-    and the processes still running under it."""
-    fields = _stat(postmaster)
-    ticks = sum(int(f) for f in fields[11:15])
+def _children(pid: int) -> list[list[str]]:
+    """The /proc stat fields of each process whose parent is ``pid``."""
+    out = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
                 f = _stat(int(p.name))
             except (OSError, ValueError):
                 continue
-            if f[1] == str(postmaster):
-                ticks += int(f[11]) + int(f[12])
+            if f[1] == str(pid):
+                out.append(f)
+    return out
+
+
+def _server_cpu_seconds(postmaster: int) -> float:
+    """CPU of a PostgreSQL server: the postmaster, the backends that ended (its children's times)
+    and the processes still running under it."""
+    ticks = sum(int(f) for f in _stat(postmaster)[11:15])
+    ticks += sum(int(f[11]) + int(f[12]) for f in _children(postmaster))
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> int:
-    n = 0
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                n += _stat(int(p.name))[1] == str(pid)
-            except (OSError, ValueError):
-                continue
-    return n
 
 
 def _settle(postmaster: int, children: int, timeout: float = 10.0) -> None:
     """Wait until the backends of a finished run have exited (their CPU then shows in the
     postmaster's children's times, not in the next run's)."""
     deadline = time.monotonic() + timeout
-    while _children(postmaster) > children and time.monotonic() < deadline:
+    while len(_children(postmaster)) > children and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -103,8 +98,8 @@ def _postmaster(datadir: Path) -> int:
     return pid
 
 
-#: CPU share of each sandbox process while pgbench ran through its front (one core = 1.0).
-FRONT_CPU: dict[str, list[float]] = {}
+#: CPU share of the sandbox process while pgbench ran through its front, per run (one core = 1.0).
+FRONT_CPU: list[float] = []
 #: select-only, per path: CPU seconds of (pgbench, PostgreSQL, the front) and transactions, summed over runs
 CPU_PER_TXN: dict[str, list[float]] = {}
 #: pgbench and psql get their connection settings from the PG* variables given to each run only.
@@ -114,8 +109,9 @@ BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 def pgbench(args: list[str], env: dict[str, str], pid: int | None = None, cpu: list[float] | None = None,
             postmaster: int | None = None, account: list[float] | None = None) -> float:
     t0, c0 = time.monotonic(), (_cpu_seconds(pid) if pid else 0.0)
-    base = _children(postmaster) if postmaster else 0
-    s0 = _server_cpu_seconds(postmaster) if postmaster else 0.0
+    measure = account is not None and postmaster is not None
+    base = len(_children(postmaster)) if measure and postmaster else 0
+    s0 = _server_cpu_seconds(postmaster) if measure and postmaster else 0.0
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(["pgbench", *args], env=env, capture_output=True, text=True, timeout=600, check=False)
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -234,7 +230,7 @@ def main() -> None:
                 for k, env in paths.items():
                     pid = res.pid if k == "front" else None
                     account = CPU_PER_TXN.setdefault(k, [0.0] * 4) if "-S" in extra else None
-                    tps[k].append(pgbench([*common, *extra], env, pid=pid, cpu=FRONT_CPU.setdefault(k, []),
+                    tps[k].append(pgbench([*common, *extra], env, pid=pid, cpu=FRONT_CPU if pid else None,
                                           postmaster=postmasters[k], account=account))
             results[name] = {k: statistics.median(v) for k, v in tps.items()}
             rotations[name] = [f / t for f, t in zip(tps["front"], tps["direct+TLS"], strict=True)]
@@ -243,10 +239,9 @@ def main() -> None:
             print(f"{name + ' tps':28} " + " ".join(f"{med[k]:12.0f}" for k in paths))
             print(f"{'  ÷ direct':28} " + " ".join(f"{med[k] / med['direct']:12.2f}" for k in paths))
             print(f"{'  ÷ direct+TLS':28} " + " ".join(f"{med[k] / med['direct+TLS']:12.2f}" for k in paths))
-        for k, v in FRONT_CPU.items():
-            if v:
-                print(f"{k}: sandbox process CPU while serving pgbench: median {statistics.median(v):.0%} of one core "
-                      "(one event loop: near 100% would mean it is the bottleneck)")
+        if FRONT_CPU:
+            print(f"front: sandbox process CPU while serving pgbench: median {statistics.median(FRONT_CPU):.0%} of "
+                  "one core (one event loop: near 100% would mean it is the bottleneck)")
         print("select-only, CPU per transaction (µs; pgbench = the client, PostgreSQL = its backends and "
               "postmaster, front = the whole sandbox process):")
         print(f"  {'path':12} {'pgbench':>9} {'PostgreSQL':>11} {'front':>9} {'total':>9}")
